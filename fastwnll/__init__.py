@@ -1,0 +1,39 @@
+"""fastwnll: fast, exact WNLL graph interpolation, TV minimization and adversarial training.
+
+The public names below are imported lazily (on first use), so ``import fastwnll`` stays cheap and
+the command-line interface starts quickly.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "knn_graph": "fastwnll.knn",
+    "knn_search": "fastwnll.knn",
+    "gaussian_weights": "fastwnll.graph",
+    "wnll_solve": "fastwnll.solver",
+    "SolveInfo": "fastwnll.solver",
+    "WNLLConvergenceError": "fastwnll.solver",
+    "WNLLUnreachableError": "fastwnll.solver",
+    "wnll_interpolate": "fastwnll.interpolate",
+    "tv_denoise": "fastwnll.tv",
+    "tvm": "fastwnll.tv",
+    "WNLLHead": "fastwnll.nn",
+    "info": "fastwnll.info",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fastwnll' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,34 @@
+"""Loading of the compiled extension ``fastwnll._C`` (which registers ``torch.ops.fastwnll``)."""
+from __future__ import annotations
+
+import functools
+
+REBUILD_HINT = (
+    "Rebuild it against the installed torch with "
+    "`pip install --no-build-isolation -e .` from the fastwnll source tree "
+    "(an 'undefined symbol' error means torch was upgraded after the build)."
+)
+
+
+@functools.lru_cache(maxsize=None)
+def load():
+    """Import ``fastwnll._C`` once and return it; raise ImportError with a rebuild hint if missing."""
+    try:
+        from fastwnll import _C  # noqa: F401  (import registers the ops)
+    except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+        raise ImportError(f"fastwnll's compiled extension could not be loaded: {exc}. {REBUILD_HINT}") from exc
+    return _C
+
+
+def available() -> bool:
+    """True when the compiled extension loads."""
+    try:
+        load()
+    except ImportError:
+        return False
+    return True
+
+
+def cuda_compiled() -> bool:
+    """True when the extension was built with its CUDA kernels."""
+    return available() and bool(load().cuda_compiled())

@@ -1,0 +1,24 @@
+"""Neural-network modules: the drop-in ``WNLLHead`` and the ``TVM`` input-cleaning layer."""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "WNLLHead": "fastwnll.nn.head",
+    "wnll_batch": "fastwnll.nn.head",
+    "TVM": "fastwnll.nn.tvm",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fastwnll.nn' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
