@@ -21,7 +21,7 @@ _EXPORTS = {
     "tv_denoise": "fastwnll.tv",
     "tvm": "fastwnll.tv",
     "WNLLHead": "fastwnll.nn",
-    "info": "fastwnll.info",
+    "info": "fastwnll.backends",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,0 +1,68 @@
+"""What is installed and which backends are live: ``fastwnll.info()`` and ``python -m fastwnll info``."""
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+
+import torch
+
+from fastwnll import __version__, _ext
+
+
+def _module_version(name: str):
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:  # an optional dependency may fail in many ways (missing, broken build)
+        return None, f"{type(exc).__name__}: {exc}"
+    return getattr(module, "__version__", "unknown"), None
+
+
+def info() -> dict:
+    """Versions and live backends, as a dict of plain values (JSON-serialisable).
+
+    Keys: ``fastwnll``, ``python``, ``torch``, ``torch_cuda`` (CUDA version torch was built for),
+    ``device`` (name of CUDA device 0, or "cpu"), ``extension`` (compiled ``fastwnll._C`` loads),
+    ``extension_error``, ``cuda_kernels`` (compiled in), ``cuda_kernels_live`` (compiled and a GPU
+    present), ``faiss``, ``faiss_gpus``, ``triton``, ``triton_live`` (kernels can run: a GPU, or
+    ``TRITON_INTERPRET=1``), ``numpy``.
+    """
+    cuda = torch.cuda.is_available()
+    try:
+        _ext.load()
+        ext_error = None
+    except ImportError as exc:
+        ext_error = str(exc)
+    faiss_version, _ = _module_version("faiss")
+    faiss_gpus = 0
+    if faiss_version is not None:
+        import faiss
+
+        faiss_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    triton_version, _ = _module_version("triton")
+    numpy_version, _ = _module_version("numpy")
+    cuda_kernels = ext_error is None and _ext.cuda_compiled()
+    return {
+        "fastwnll": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "extension": ext_error is None,
+        "extension_error": ext_error,
+        "cuda_kernels": cuda_kernels,
+        "cuda_kernels_live": cuda_kernels and cuda,
+        "faiss": faiss_version,
+        "faiss_gpus": faiss_gpus,
+        "triton": triton_version,
+        "triton_live": triton_version is not None and (cuda or os.environ.get("TRITON_INTERPRET") == "1"),
+        "numpy": numpy_version,
+    }
+
+
+def print_info() -> None:
+    """Print :func:`info` as an aligned table."""
+    for key, value in info().items():
+        if key == "extension_error" and value is None:
+            continue
+        print(f"{key:<18} {'-' if value is None else value}")
