@@ -1,0 +1,102 @@
+"""kNN search against brute-force torch.cdist, for both backends, and its input errors."""
+import pytest
+import torch
+
+from fastwnll import knn as knn_module
+from fastwnll.knn import knn_graph, knn_search
+
+BACKENDS = ["torch", "faiss"]
+
+
+def brute_force(query, base, k, exclude_self):
+    d = torch.cdist(query.double(), base.double())
+    if exclude_self:
+        d.fill_diagonal_(float("inf"))
+    dist, idx = d.sort(dim=1, stable=True)
+    return idx[:, :k], dist[:, :k]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_graph_matches_brute_force(backend, dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 12, generator=g).to(dtype)
+    idx, dist = knn_graph(x, 15, backend=backend)
+    ref_idx, ref_dist = brute_force(x, x, 15, True)
+    assert idx.dtype == torch.int64 and dist.dtype == dtype
+    assert idx.shape == dist.shape == (300, 15)
+    torch.testing.assert_close(dist.double(), ref_dist, rtol=1e-5, atol=1e-6)
+    assert (idx == ref_idx).float().mean() > 0.999  # ties in float32 may swap order
+    assert not (idx == torch.arange(300).unsqueeze(1)).any()
+    assert (dist[:, 1:] >= dist[:, :-1]).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_search_between_sets(backend):
+    g = torch.Generator().manual_seed(1)
+    q, b = torch.randn(70, 5, generator=g, dtype=torch.float64), torch.randn(200, 5, generator=g, dtype=torch.float64)
+    idx, dist = knn_search(q, b, 9, backend=backend)
+    ref_idx, ref_dist = brute_force(q, b, 9, False)
+    assert torch.equal(idx, ref_idx)
+    torch.testing.assert_close(dist, ref_dist)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_duplicates_are_neighbours_but_self_is_not(backend):
+    x = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [6.0, 5.0]], dtype=torch.float64)
+    idx, dist = knn_graph(x, 2, backend=backend)
+    for i in range(3):
+        assert i not in idx[i].tolist()
+        assert set(idx[i].tolist()) == {0, 1, 2} - {i}
+        assert dist[i].abs().max() == 0
+
+
+def test_tiled_torch_path_equals_untiled(monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(257, 8, generator=g, dtype=torch.float64)
+    whole = knn_graph(x, 6, backend="torch")
+    monkeypatch.setattr(knn_module, "_TILE_ELEMENTS", 1000)  # forces ~4 rows per tile
+    tiled = knn_graph(x, 6, backend="torch")
+    assert torch.equal(whole[0], tiled[0])
+    torch.testing.assert_close(whole[1], tiled[1])
+
+
+def test_auto_uses_faiss_on_cpu():
+    x = torch.randn(50, 3)
+    assert knn_module._choose_backend("auto", x, x) == "faiss"
+
+
+def test_real_mnist_neighbours_share_labels(mnist_pca):
+    x, y = mnist_pca
+    idx, _ = knn_graph(x[:3000], 5)
+    agree = (y[:3000][idx] == y[:3000].unsqueeze(1)).float().mean()
+    assert agree > 0.85  # 5-NN label agreement on 3k real digits is about 0.87
+
+
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (torch.tensor([[0.0, float("nan")], [1.0, 2.0], [3.0, 4.0]]), ValueError, "NaN or Inf"),
+        (torch.tensor([[0.0, float("inf")], [1.0, 2.0], [3.0, 4.0]]), ValueError, "NaN or Inf"),
+        (torch.zeros(3, 2, dtype=torch.int64), TypeError, "floating point"),
+        (torch.zeros(3), ValueError, r"shape \[n, d\]"),
+        (torch.zeros(0, 2), ValueError, "empty"),
+    ],
+)
+def test_bad_points(bad, error, match):
+    with pytest.raises(error, match=match):
+        knn_graph(bad, 1)
+
+
+def test_bad_arguments():
+    x = torch.randn(10, 3)
+    with pytest.raises(ValueError, match="k=10 is too large"):
+        knn_graph(x, 10)
+    with pytest.raises(ValueError, match="positive integer"):
+        knn_graph(x, 0)
+    with pytest.raises(ValueError, match="unknown kNN backend"):
+        knn_graph(x, 3, backend="annoy")
+    with pytest.raises(ValueError, match="features"):
+        knn_search(x, torch.randn(10, 4), 3)
+    with pytest.raises(TypeError, match="float64"):
+        knn_search(x, x.double(), 3)
