@@ -36,7 +36,7 @@ def want_cuda() -> bool:
 
 def extension():
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
-    cxx = ["-O3", "-std=c++17"]
+    cxx = ["-O3"]
     if want_cuda():
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
@@ -44,7 +44,7 @@ def extension():
             "fastwnll._C",
             sources + sorted(glob.glob("csrc/cuda/*.cu")),
             define_macros=[("FASTWNLL_WITH_CUDA", "1")],
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
         )
     return CppExtension("fastwnll._C", sources, extra_compile_args={"cxx": cxx})
 
