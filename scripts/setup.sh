@@ -14,4 +14,4 @@ if ! "$PY" -c "import torch, torchvision" 2>/dev/null; then
 fi
 "$PY" -m pip install -q "setuptools>=64" wheel ninja pybind11
 "$PY" -m pip install -q --no-build-isolation -e ".[test]"
-"$PY" -m fastwnll info
+"$PY" -c "from fastwnll.backends import print_info; print_info()"
