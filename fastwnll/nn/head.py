@@ -1,0 +1,437 @@
+"""``WNLLHead``: a drop-in replacement for a classifier's final ``nn.Linear`` whose output is the WNLL
+graph interpolation of DESIGN section 2, plus the helpers that feed it labels and templates.
+
+Usage (any model whose last layer was an ``nn.Linear``, e.g. a torchvision ResNet's ``fc``)::
+
+    model.fc = WNLLHead(model.fc.in_features, num_classes)
+    model.train()
+    with wnll_batch(model, y) as batch:          # hands the labels to every WNLLHead in the model
+        out = model(x)                           # log-probabilities of the batch's query rows
+        loss = F.cross_entropy(out, batch.targets)
+    model.eval()
+    collect_templates(model, (x_train, y_train), max_templates=5000)   # the test-time template bank
+    pred = model(x_test).argmax(1)
+
+The head returns log-probabilities ``[rows, C]``. ``F.cross_entropy`` and ``F.nll_loss`` give the
+same loss value on them (``log_softmax`` of log-probabilities is the identity), but with the
+default ``gradient="surrogate"`` only ``F.cross_entropy`` makes the backward depend on the WNLL
+output: it sends ``p_wnll - onehot`` through the linear layer, while ``F.nll_loss`` sends the plain
+linear head's ``softmax(z) - onehot``.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODES = ("wnll", "linear")
+GRADIENTS = ("surrogate", "exact")
+SPLITS = ("random", "first")
+# WNLL probabilities are floored here (and renormalized) before the log, so losses stay finite.
+PROB_FLOOR = 1e-8
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_labels(name: str, labels, n: int | None = None) -> torch.Tensor:
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of int64 class labels, got {type(labels).__name__}")
+    if labels.dtype != torch.int64:
+        raise TypeError(f"{name} must hold int64 class labels, got {labels.dtype}")
+    if labels.dim() != 1:
+        raise ValueError(f"{name} must have shape [rows], got {tuple(labels.shape)}")
+    if n is not None and labels.shape[0] != n:
+        raise ValueError(f"{name} has {labels.shape[0]} labels but there are {n} feature rows")
+    return labels
+
+
+def split_batch(labels: torch.Tensor, template_fraction: float, *, generator: torch.Generator | None = None,
+                split: str = "random") -> tuple[torch.Tensor, torch.Tensor]:
+    """Split the rows of a labelled batch into templates and queries.
+
+    ``m = round(template_fraction * n)`` rows (at least 1, at most ``n - 1``) become templates.
+    ``split="first"`` takes the first ``m`` rows. ``split="random"`` draws a random permutation
+    (from ``generator``, or torch's global generator) and takes, in that random order, one row of
+    each class present first (as far as ``m`` allows, so every class present is a template when
+    ``m`` >= the number of classes present), then the remaining rows.
+
+    Args:
+        labels: ``[n]`` int64 labels, ``n >= 2``, any device.
+    Returns:
+        ``(template_index, query_index)``: sorted int64 row indices on ``labels``' device that
+        partition ``range(n)``.
+    """
+    _check_labels("labels", labels)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    n = labels.shape[0]
+    if n < 2:
+        raise ValueError(f"a WNLL training batch needs at least 2 rows (templates and queries), got {n}")
+    m = min(max(int(round(template_fraction * n)), 1), n - 1)
+    if split == "first":
+        rows = torch.arange(n, device=labels.device)
+        return rows[:m], rows[m:]
+    perm_device = generator.device if generator is not None else "cpu"
+    perm = torch.randperm(n, generator=generator, device=perm_device).cpu()
+    permuted = labels.cpu()[perm]
+    by_class, position = torch.sort(permuted, stable=True)
+    first_of_class = torch.ones(n, dtype=torch.bool)
+    first_of_class[1:] = by_class[1:] != by_class[:-1]
+    firsts = position[first_of_class].sort().values  # positions in the random order, one per class
+    others = torch.ones(n, dtype=torch.bool)
+    others[firsts] = False
+    priority = torch.cat([firsts, torch.arange(n)[others]])
+    is_template = torch.zeros(n, dtype=torch.bool)
+    is_template[perm[priority[:m]]] = True
+    rows = torch.arange(n)
+    return rows[is_template].to(labels.device), rows[~is_template].to(labels.device)
+
+
+class WNLLBatch:
+    """The labels of one training batch, shared by all WNLL heads of a model (see :func:`wnll_batch`).
+
+    Attributes:
+        labels: ``[B]`` int64 labels of the batch rows.
+        template_index, query_index: ``None`` until a WNLL head in training + wnll mode splits the
+            batch; then the sorted row indices of the templates and of the queries (the rows the
+            head outputs). Every head of the model reuses the same split.
+    """
+
+    def __init__(self, labels: torch.Tensor, generator: torch.Generator | None, split: str):
+        self.labels = _check_labels("labels", labels)
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.generator = generator
+        self.split = split
+        self.template_index: torch.Tensor | None = None
+        self.query_index: torch.Tensor | None = None
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """Labels of the model's output rows: the query rows' labels once a WNLL head split the
+        batch, otherwise all of ``labels``."""
+        return self.labels if self.query_index is None else self.labels[self.query_index]
+
+    def _split_for(self, rows: int, template_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+        if rows != self.labels.shape[0]:
+            raise ValueError(
+                f"wnll_batch was given {self.labels.shape[0]} labels but the WNLL head received {rows} rows"
+            )
+        if self.query_index is None:
+            self.template_index, self.query_index = split_batch(
+                self.labels, template_fraction, generator=self.generator, split=self.split
+            )
+        return self.template_index, self.query_index
+
+
+@contextmanager
+def wnll_batch(model: nn.Module, labels: torch.Tensor, *, generator: torch.Generator | None = None,
+               split: str = "random") -> Iterator[WNLLBatch]:
+    """Give the batch labels to every :class:`WNLLHead` inside ``model`` for the duration of the block.
+
+    In training + wnll mode each head splits the batch (:func:`split_batch`, ``generator`` and
+    ``split`` as there, the fraction from the head's ``template_fraction``) into templates and
+    queries and outputs the query rows only; ``batch.targets`` are then their labels. With no such
+    head (linear mode, eval mode, or none in the model) the output has all rows and
+    ``batch.targets`` is ``labels``. Heads in eval mode ignore the labels.
+
+    Args:
+        model: any ``nn.Module`` (a ``WNLLHead`` itself included).
+        labels: ``[B]`` int64 labels of the batch, on the model's device.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    batch = WNLLBatch(labels, generator, split)
+    heads = [m for m in model.modules() if isinstance(m, WNLLHead)]
+    previous = [(h, h._batch) for h in heads]
+    for h in heads:
+        h._batch = batch
+    try:
+        yield batch
+    finally:
+        for h, old in previous:
+            h._batch = old
+
+
+class WNLLHead(nn.Module):
+    """WNLL interpolating output layer: a drop-in replacement for ``nn.Linear(in_features, num_classes)``.
+
+    Input ``[rows, in_features]`` float features (CPU or CUDA); output ``[rows_out, num_classes]``
+    log-probabilities (float32, float64 for float64 input).
+
+    - ``mode="linear"``: ``log_softmax(linear(x))`` of all rows (the paper's stage 1).
+    - ``mode="wnll"``, training: the labels come from :func:`wnll_batch`; the batch is split into
+      templates (a ``template_fraction`` of the rows) and queries, and the output holds the
+      queries' rows only (``batch.targets`` are their labels): the WNLL interpolation of the
+      templates' labels at the queries, computed with :func:`fastwnll.wnll_interpolate` in float32
+      (autocast off) over the graph of the batch.
+    - ``mode="wnll"``, eval: every row is a query, interpolated against the template bank
+      (:meth:`set_templates`, :func:`collect_templates`); with ``template_batches = N`` the bank is
+      split into ``N`` interleaved chunks, each interpolated separately, and the scores averaged
+      (the paper's protocol: several template batches, scores summed).
+
+    WNLL probabilities are floored at ``1e-8`` and renormalized before the log. ``gradient``:
+    ``"surrogate"`` (the paper's): ``out = lin + (wnll - lin).detach()`` with
+    ``lin = log_softmax(linear(x))``, i.e. WNLL's value, the linear layer's backward;
+    ``"exact"``: the backward goes through the interpolation (solver, graph weights, sigmas) to the
+    features; the linear layer gets no gradient from it. ``mode`` and ``gradient`` are plain
+    attributes that may be changed at any time (``fastwnll.attacks.gradient_mode`` does).
+
+    The template bank is made of the buffers ``template_features`` ``[N, in_features]`` and
+    ``template_labels`` ``[N]`` int64: they move with ``.to()`` and are saved in ``state_dict``;
+    loading a ``state_dict`` with a bank of another size resizes it.
+
+    Args:
+        in_features, num_classes: as for ``nn.Linear`` (``num_classes >= 2``).
+        k, k_sigma, mu, tol, max_iter, kernel: WNLL parameters, see :func:`fastwnll.wnll_interpolate`.
+        template_fraction: fraction of a training batch used as templates, in (0, 1); the paper's
+            stage 2 used 1/3 (2,000 templates and 4,000 queries).
+        template_batches: number of template chunks at evaluation.
+        device, dtype: of the linear layer and the bank.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *, k: int = 15, k_sigma: int = 8,
+                 mu: float | None = None, template_fraction: float = 1 / 3, gradient: str = "surrogate",
+                 mode: str = "wnll", tol: float | None = None, max_iter: int = 1000, kernel: str = "gaussian",
+                 template_batches: int = 1, device=None, dtype=None):
+        super().__init__()
+        self.in_features = _positive_int("in_features", in_features)
+        self.num_classes = _positive_int("num_classes", num_classes, 2)
+        self.k = _positive_int("k", k)
+        self.k_sigma = _positive_int("k_sigma", k_sigma, 2)
+        if self.k_sigma > self.k + 1:
+            raise ValueError(f"k_sigma={k_sigma} must be <= k+1={k + 1} (it counts the point itself)")
+        if mu is not None and not (isinstance(mu, (int, float)) and mu >= 0):
+            raise ValueError(f"mu must be None or a non-negative number, got {mu!r}")
+        self.mu = mu
+        if not (isinstance(template_fraction, (int, float)) and 0 < template_fraction < 1):
+            raise ValueError(f"template_fraction must be in (0, 1), got {template_fraction!r}")
+        self.template_fraction = float(template_fraction)
+        self.tol = tol
+        self.max_iter = _positive_int("max_iter", max_iter)
+        self.kernel = kernel
+        self.template_batches = _positive_int("template_batches", template_batches)
+        self.gradient = gradient
+        self.mode = mode
+        self._check_settings()
+        self.linear = nn.Linear(in_features, num_classes, device=device, dtype=dtype)
+        bank_dtype = dtype if dtype is not None else torch.get_default_dtype()
+        self.register_buffer("template_features", torch.empty(0, in_features, device=device, dtype=bank_dtype))
+        self.register_buffer("template_labels", torch.empty(0, dtype=torch.int64, device=device))
+        self._batch: WNLLBatch | None = None
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, num_classes={self.num_classes}, mode={self.mode!r}, "
+                f"gradient={self.gradient!r}, k={self.k}, k_sigma={self.k_sigma}, "
+                f"template_fraction={self.template_fraction:.3g}, templates={self.num_templates}")
+
+    @property
+    def num_templates(self) -> int:
+        """Number of templates in the bank."""
+        return self.template_labels.shape[0]
+
+    def _check_settings(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"WNLLHead.mode must be one of {MODES}, got {self.mode!r}")
+        if self.gradient not in GRADIENTS:
+            raise ValueError(f"WNLLHead.gradient must be one of {GRADIENTS}, got {self.gradient!r}")
+
+    # ----------------------------------------------------------------------------- template bank
+    def set_templates(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Replace the template bank with ``features`` ``[N, in_features]`` (float, finite) and
+        ``labels`` ``[N]`` (int64 in ``[0, num_classes)``). Both are copied (detached) to the bank's
+        device and dtype."""
+        if not isinstance(features, torch.Tensor) or not features.is_floating_point():
+            raise TypeError("template features must be a floating-point torch.Tensor")
+        if features.dim() != 2 or features.shape[1] != self.in_features:
+            raise ValueError(
+                f"template features must have shape [N, {self.in_features}], got {tuple(features.shape)}"
+            )
+        if features.shape[0] == 0:
+            raise ValueError("the template bank cannot be empty (use clear_templates() to empty it)")
+        _check_labels("template labels", labels, features.shape[0])
+        if not torch.isfinite(features).all():
+            raise ValueError("template features contain NaN or Inf values")
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= self.num_classes:
+            raise ValueError(f"template labels lie in [{lo}, {hi}], outside [0, num_classes={self.num_classes})")
+        bank = self.template_features
+        self.template_features = features.detach().to(device=bank.device, dtype=bank.dtype).clone()
+        self.template_labels = labels.detach().to(bank.device).clone()
+
+    def clear_templates(self) -> None:
+        """Empty the template bank."""
+        self.template_features = self.template_features.new_empty(0, self.in_features)
+        self.template_labels = self.template_labels.new_empty(0)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # The bank's size is data, not architecture: resize ours to the incoming one before copying.
+        for name in ("template_features", "template_labels"):
+            incoming = state_dict.get(prefix + name)
+            current = getattr(self, name)
+            if isinstance(incoming, torch.Tensor) and incoming.shape != current.shape:
+                if incoming.dim() != current.dim() or incoming.shape[1:] != current.shape[1:]:
+                    continue  # a real mismatch: the default loader reports it
+                setattr(self, name, current.new_empty(incoming.shape))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``features`` ``[rows, in_features]`` -> log-probabilities (see the class docstring)."""
+        if not isinstance(features, torch.Tensor) or not features.is_floating_point():
+            raise TypeError("WNLLHead expects a floating-point tensor of features")
+        if features.dim() != 2 or features.shape[1] != self.in_features:
+            raise ValueError(
+                f"WNLLHead expects features of shape [rows, {self.in_features}], got {tuple(features.shape)}"
+            )
+        self._check_settings()
+        work = torch.float64 if features.dtype == torch.float64 else torch.float32
+        if self.mode == "linear":
+            return F.log_softmax(self.linear(features).to(work), dim=1)
+        if self.training:
+            if self._batch is None:
+                raise RuntimeError(
+                    "WNLLHead in training mode with mode='wnll' needs the batch labels: run the forward pass "
+                    "inside `with fastwnll.nn.wnll_batch(model, y) as batch:` and compute the loss against "
+                    "batch.targets (or call model.eval() / set head.mode = 'linear')"
+                )
+            template_rows, query_rows = self._batch._split_for(features.shape[0], self.template_fraction)
+            templates, labels = features[template_rows], self._batch.labels[template_rows]
+            queries = features[query_rows]
+            chunks = 1
+        else:
+            if self.num_templates == 0:
+                raise RuntimeError(
+                    "WNLLHead in eval mode with mode='wnll' has an empty template bank: fill it with "
+                    "fastwnll.nn.head.collect_templates(model, training_data) or head.set_templates(features, "
+                    "labels), or set head.mode = 'linear'"
+                )
+            if self.template_features.device != features.device:
+                raise RuntimeError(
+                    f"the template bank is on {self.template_features.device} but the features are on "
+                    f"{features.device}: move the model with .to(device)"
+                )
+            if self.template_batches > self.num_templates:
+                raise ValueError(
+                    f"template_batches={self.template_batches} exceeds the bank's {self.num_templates} templates"
+                )
+            templates, labels, queries, chunks = self.template_features, self.template_labels, features, \
+                self.template_batches
+        if self.gradient == "exact":
+            return self._wnll_log_probs(templates.to(work), labels, queries.to(work), chunks)
+        with torch.no_grad():
+            wnll = self._wnll_log_probs(templates.detach().to(work), labels, queries.detach().to(work), chunks)
+        lin = F.log_softmax(self.linear(queries).to(work), dim=1)
+        return lin + (wnll - lin).detach()
+
+    @torch.compiler.disable
+    def _wnll_log_probs(self, templates, labels, queries, chunks: int) -> torch.Tensor:
+        """Mean WNLL scores of ``queries`` over ``chunks`` interleaved template chunks, floored and
+        logged. Runs outside autocast and outside torch.compile graphs (it calls a compiled op)."""
+        from fastwnll.interpolate import wnll_interpolate
+
+        with torch.autocast(device_type=queries.device.type, enabled=False):
+            total = None
+            for c in range(chunks):
+                scores = wnll_interpolate(
+                    templates[c::chunks], labels[c::chunks], queries, k=self.k, k_sigma=self.k_sigma,
+                    mu=self.mu, num_classes=self.num_classes, tol=self.tol, max_iter=self.max_iter,
+                    kernel=self.kernel,
+                )
+                total = scores if total is None else total + scores
+            probs = total.clamp_min(PROB_FLOOR)
+            return torch.log(probs / probs.sum(dim=1, keepdim=True))
+
+
+def _batches(data, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"collect_templates got {x.shape[0]} inputs but {y.shape[0]} labels")
+        for start in range(0, x.shape[0], batch_size):
+            yield x[start:start + batch_size], y[start:start + batch_size]
+        return
+    for item in data:
+        if not (isinstance(item, (tuple, list)) and len(item) >= 2):
+            raise TypeError("collect_templates expects a loader yielding (inputs, labels) batches or a tuple (x, y)")
+        yield item[0], item[1]
+
+
+def collect_templates(model: nn.Module, data, *, max_templates: int | None = None, batch_size: int = 512,
+                      device=None) -> int:
+    """Fill the template bank of every :class:`WNLLHead` in ``model`` with training features.
+
+    Runs ``model`` in eval mode under ``no_grad`` (heads temporarily in linear mode) and captures
+    each head's input features with a forward pre-hook, so it works for any model containing
+    WNLL heads; train/eval flags and head modes are restored afterwards.
+
+    Args:
+        model: an ``nn.Module`` with at least one WNLLHead.
+        data: a tuple ``(x, y)`` of tensors (batched here by ``batch_size``) or an iterable of
+            ``(inputs, labels)`` batches such as a DataLoader; labels int64.
+        max_templates: keep the first this many rows (default: all).
+        device: where to run the model (default: the device of its first parameter).
+    Returns:
+        The number of templates now in each head's bank.
+    """
+    heads = [m for m in model.modules() if isinstance(m, WNLLHead)]
+    if not heads:
+        raise ValueError(f"{type(model).__name__} contains no WNLLHead to collect templates for")
+    if max_templates is not None:
+        _positive_int("max_templates", max_templates)
+    _positive_int("batch_size", batch_size)
+    if device is None:
+        device = next(model.parameters()).device
+    captured: list[list[torch.Tensor]] = [[] for _ in heads]
+    labels: list[torch.Tensor] = []
+
+    def hook_for(store):
+        def hook(_module, args):
+            store.append(args[0].detach())
+        return hook
+
+    hooks = [h.register_forward_pre_hook(hook_for(store)) for h, store in zip(heads, captured)]
+    flags = [(m, m.training) for m in model.modules()]
+    modes = [(h, h.mode) for h in heads]
+    count = 0
+    try:
+        model.eval()
+        for h in heads:
+            h.mode = "linear"
+        with torch.no_grad():
+            for x, y in _batches(data, batch_size):
+                if max_templates is not None:
+                    x, y = x[:max_templates - count], y[:max_templates - count]
+                model(x.to(device))
+                labels.append(_check_labels("labels", y).to(device))
+                count += y.shape[0]
+                if max_templates is not None and count >= max_templates:
+                    break
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for m, training in flags:
+            m.training = training
+        for h, mode in modes:
+            h.mode = mode
+    if count == 0:
+        raise ValueError("collect_templates got no data")
+    all_labels = torch.cat(labels)
+    for h, store in zip(heads, captured):
+        features = torch.cat(store)
+        if features.shape[0] != count:
+            raise RuntimeError(
+                f"a WNLLHead received {features.shape[0]} feature rows for {count} labels (is it called more "
+                "than once per forward pass?)"
+            )
+        h.set_templates(features, all_labels)
+    return count
