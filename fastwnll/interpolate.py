@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from fastwnll.graph import gaussian_weights
+from fastwnll.graph import gaussian_weights, weights_from_distances
 from fastwnll.knn import check_points, knn_graph
 from fastwnll.solver import wnll_solve
 
@@ -74,8 +74,11 @@ def wnll_interpolate(x_templates: torch.Tensor, y_templates: torch.Tensor, x_que
     n = x.shape[0]
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n:
         raise ValueError(f"k={k!r} must be an integer with 1 <= k < n={n} (templates + queries)")
-    idx, _ = knn_graph(x.detach(), k, backend=knn_backend)
-    w = gaussian_weights(x, idx, k_sigma=k_sigma, kernel=kernel)
+    idx, dist = knn_graph(x.detach(), k, backend=knn_backend)
+    if torch.is_grad_enabled() and x.requires_grad:
+        w = gaussian_weights(x, idx, k_sigma=k_sigma, kernel=kernel)
+    else:  # forward only: the kNN search's exact distances give the same weights without a second gather
+        w = weights_from_distances(dist, k_sigma=k_sigma, kernel=kernel)
     labels = torch.nn.functional.one_hot(y_templates, num_classes).to(x.dtype)
     return wnll_solve(idx, w, labels, mu=n / m - 1.0 if mu is None else mu, tol=tol, max_iter=max_iter,
                       on_nonconvergence=on_nonconvergence, return_info=return_info)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fastwnll import knn_graph
-from fastwnll.graph import gaussian_weights
+from fastwnll.graph import gaussian_weights, weights_from_distances
 
 
 def test_weights_follow_the_formula_with_seed_sigma_convention():
@@ -55,3 +55,17 @@ def test_bad_arguments():
         gaussian_weights(x, idx, kernel="laplace")
     with pytest.raises(ValueError, match="idx must have shape"):
         gaussian_weights(x, idx[:10])
+
+
+def test_weights_from_distances_match_gaussian_weights():
+    torch.manual_seed(3)
+    x = torch.randn(200, 6, dtype=torch.float64)
+    idx, dist = knn_graph(x, 10)
+    for kernel in ("gaussian", "seed"):
+        expected = gaussian_weights(x, idx, k_sigma=5, kernel=kernel)
+        got = weights_from_distances(dist, k_sigma=5, kernel=kernel)
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="dist must have shape"):
+        weights_from_distances(dist[0], k_sigma=5)
+    with pytest.raises(ValueError, match="k_sigma"):
+        weights_from_distances(dist, k_sigma=12)
