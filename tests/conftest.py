@@ -1,5 +1,4 @@
 """Shared fixtures: the real MNIST test split in ../shared/data/mnist, reduced by PCA."""
-import gzip
 import os
 from pathlib import Path
 
@@ -7,15 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from fastwnll.data.idx import read_idx
+
 MNIST_DIR = Path(os.environ.get("FASTWNLL_MNIST10K_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +17,8 @@ def mnist_pca():
     images = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
     if not images.exists():
         pytest.skip(f"real MNIST data not found at {MNIST_DIR}")
-    x = torch.from_numpy(_read_idx(images).reshape(10000, -1).astype(np.float64) / 255.0)
-    y = torch.from_numpy(_read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz").astype(np.int64))
+    x = torch.from_numpy(read_idx(images).reshape(10000, -1).astype(np.float64) / 255.0)
+    y = torch.from_numpy(read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz").astype(np.int64))
     x = x - x.mean(0)
     _, vectors = torch.linalg.eigh(x.T @ x)  # deterministic PCA: top eigenvectors of the scatter matrix
     return x @ vectors[:, -50:].flip(1), y
