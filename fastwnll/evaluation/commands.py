@@ -1,0 +1,165 @@
+"""CLI commands ``fastwnll attack`` (one attack on one checkpoint) and ``fastwnll report`` (a grid)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HEAD_CHOICES = ("auto", "linear", "wnll")
+DEFAULT_N = 500
+
+
+def _none_or_float(text: str):
+    """A float, or None for "none"/"unbounded" (an unbounded CW-L2 attack)."""
+    if text.lower() in ("none", "null", "unbounded", "inf"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'unbounded', got {text!r}") from None
+
+
+def _model_spec(text: str) -> dict:
+    """``NAME=PATH`` or ``NAME=PATH:HEAD`` (HEAD one of auto, linear, wnll) -> a grid model entry."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH or NAME=PATH:HEAD, got {text!r}")
+    head = "auto"
+    base, colon, suffix = path.rpartition(":")
+    if colon and suffix in HEAD_CHOICES:
+        path, head = base, suffix
+    return {"name": name, "checkpoint": path, "head": head}
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="auto (CUDA if available), cpu or cuda (default auto)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the test subset and of the TVM masks (default 0)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="rows per attack batch; WNLL heads interpolate the rows of a batch together (default 500)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(subparsers) -> None:
+    attack = subparsers.add_parser(
+        "attack", help="robust accuracy of a checkpoint under one attack (white-box or transfer)",
+        description="Attack a training checkpoint on a fixed subset of its test split and print the robust "
+                    "accuracy. The paper protocol uses the WNLL linear surrogate gradient and ignores TVM in the "
+                    "attack; the adaptive protocol (default) uses the exact WNLL gradient and BPDA + EOT "
+                    "through TVM.")
+    attack.add_argument("--checkpoint", required=True, help="training checkpoint (file or run directory)")
+    attack.add_argument("--attack", required=True, help="fgsm, ifgsm, pgd or cw_l2")
+    attack.add_argument("--eps", type=_none_or_float, default=None,
+                        help="L_inf radius (fgsm, ifgsm, pgd); for cw_l2 an optional L2 radius")
+    attack.add_argument("--steps", type=int, default=None, help="iterations (default: the paper's for the dataset)")
+    attack.add_argument("--alpha", type=float, default=None, help="IFGSM/PGD step (default: paper's ratio x eps)")
+    attack.add_argument("--restarts", type=int, default=1, help="PGD random restarts")
+    attack.add_argument("--c", type=float, default=None, help="CW-L2 constant (default 10)")
+    attack.add_argument("--lr", type=float, default=None, help="CW-L2 Adam learning rate (default 0.01)")
+    attack.add_argument("--binary-search-steps", type=int, default=None, help="CW-L2 rounds (default 1)")
+    attack.add_argument("--defense", default="none", help="none or tvm")
+    attack.add_argument("--protocol", default="adaptive", help="adaptive (default) or paper")
+    attack.add_argument("--gradient", default=None, help="WNLL gradient: surrogate or exact (default: protocol's)")
+    attack.add_argument("--eot", type=int, default=None, help="EOT samples through TVM (adaptive, default 8)")
+    attack.add_argument("--head", default="auto", help="read the checkpoint through its auto/linear/wnll head")
+    attack.add_argument("--transfer-from", default=None,
+                        help="craft on this checkpoint (black box for the target), evaluate on --checkpoint")
+    attack.add_argument("--transfer-head", default="auto", help="head of the transfer source (auto/linear/wnll)")
+    attack.add_argument("--n", type=int, default=None,
+                        help=f"test images (a fixed seeded subset; default {DEFAULT_N} or the whole split if smaller)")
+    attack.add_argument("--tvm-iters", type=int, default=None, help="TVM iterations (default 100)")
+    attack.add_argument("--json", default=None, help="also write the result as JSON to this file")
+    _add_common(attack)
+    attack.set_defaults(handler=attack_command)
+
+    report = subparsers.add_parser(
+        "report", help="robustness grid: heads x defences x attacks x eps x protocols, plus transfer attacks",
+        description="Run a grid of attacks and write results.md, results.json and robustness.png into --out. "
+                    "Give a JSON grid with --config (see fastwnll.evaluation.grid.GridConfig) or the models with "
+                    "--model NAME=PATH[:HEAD]; other flags override the JSON's values.")
+    report.add_argument("--config", default=None, help="grid configuration (JSON)")
+    report.add_argument("--model", action="append", type=_model_spec, default=None, metavar="NAME=PATH[:HEAD]",
+                        help="a checkpoint to evaluate (repeatable); HEAD auto, linear or wnll")
+    report.add_argument("--out", required=True, help="output directory")
+    report.add_argument("--defenses", nargs="+", default=None, help="none and/or tvm")
+    report.add_argument("--attacks", nargs="+", default=None, help="fgsm ifgsm pgd cw_l2")
+    report.add_argument("--eps", nargs="+", type=float, default=None, help="L_inf radii")
+    report.add_argument("--cw-eps", nargs="+", type=_none_or_float, default=None,
+                        help="CW-L2 L2 radii ('unbounded' for none)")
+    report.add_argument("--protocols", nargs="+", default=None, help="paper and/or adaptive")
+    report.add_argument("--n", type=int, default=None, help="test images (default 500)")
+    report.add_argument("--cw-n", type=int, default=None, help="test images for CW-L2 (default n)")
+    report.add_argument("--steps", type=int, default=None, help="IFGSM/PGD iterations")
+    report.add_argument("--alpha", type=float, default=None, help="IFGSM/PGD step")
+    report.add_argument("--eot", type=int, default=None, help="EOT samples of the adaptive attack on TVM")
+    report.add_argument("--transfer-from", action="append", type=_model_spec, default=None, metavar="NAME=PATH[:HEAD]",
+                        help="craft transfer attacks on this checkpoint (IFGSM at the largest eps)")
+    report.add_argument("--title", default=None, help="report title")
+    _add_common(report)
+    report.set_defaults(handler=report_command)
+
+
+def attack_command(args: argparse.Namespace) -> int:
+    from fastwnll.train.build import resolve_device
+
+    from .budgets import check_attack, check_eps, norm_of
+    from .defense import check_defense
+    from .protocol import resolve
+    from .robustness import Evaluator
+    from .targets import check_same_data, eval_data, load_target
+
+    check_attack(args.attack)
+    if check_eps(args.eps) is None and norm_of(args.attack) == "linf":
+        raise ValueError(f"attack {args.attack!r} needs an L_inf radius: pass --eps")
+    check_defense(args.defense)
+    device = resolve_device(args.device or "auto")
+    target = load_target(args.checkpoint, name=args.checkpoint, head=args.head, device=device)
+    source = None
+    if args.transfer_from is not None:
+        source = load_target(args.transfer_from, name=args.transfer_from, head=args.transfer_head, device=device)
+        check_same_data(source, target)
+        setting = resolve(args.protocol, source.model, "none", gradient=args.gradient, eot=args.eot)
+    else:
+        setting = resolve(args.protocol, target.model, args.defense, gradient=args.gradient, eot=args.eot)
+    seed = 0 if args.seed is None else args.seed
+    n = args.n if args.n is not None else min(DEFAULT_N, eval_data(target)[1].shape[0])
+    x, y = eval_data(target, n, seed)
+    tvm = {} if args.tvm_iters is None else {"iters": args.tvm_iters}
+    evaluator = Evaluator(x, y, dataset=target.dataset, tvm=tvm, seed=seed, batch_size=args.batch_size or 500,
+                          device=device, progress=not args.no_progress)
+    cw = {k: v for k, v in (("c", args.c), ("lr", args.lr), ("binary_search_steps", args.binary_search_steps))
+          if v is not None}
+    row = evaluator.evaluate(target, args.attack, args.eps, args.defense, setting, source=source, steps=args.steps,
+                             alpha=args.alpha, restarts=args.restarts, cw=cw)
+    origin = "white box" if source is None else f"transfer from {source.name}"
+    print(f"model {target.name} ({target.config.model}, {target.head} head) on {row['n']} {target.dataset} test "
+          f"images, defence {args.defense}")
+    print(f"attack {row['budget']}; {origin}; {setting.describe()}")
+    print(f"clean accuracy  {row['clean_accuracy']:.4f}")
+    if "median_l2" in row and row["median_l2"] is not None:
+        print(f"median L2 of the changed images {row['median_l2']:.4f} ({100 * row['changed']:.1f}% changed)")
+    print(f"robust accuracy {row['robust_accuracy']:.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(row, indent=2) + "\n")
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from .grid import GridConfig, run_grid
+    from .report import write_report
+
+    if args.config is None and not args.model:
+        raise ValueError("give a grid with --config FILE or the models with --model NAME=PATH")
+    values = GridConfig.from_file(args.config).to_dict() if args.config else {}
+    overrides = {"models": args.model, "defenses": args.defenses, "attacks": args.attacks, "eps": args.eps,
+                 "cw_eps": args.cw_eps, "protocols": args.protocols, "n": args.n, "cw_n": args.cw_n,
+                 "steps": args.steps, "alpha": args.alpha, "eot": args.eot, "title": args.title,
+                 "seed": args.seed, "batch_size": args.batch_size, "device": args.device}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if args.transfer_from:
+        values["transfer"] = [{"source": spec} for spec in args.transfer_from]
+    config = GridConfig.from_dict(values)
+    result = run_grid(config, progress=not args.no_progress)
+    paths = write_report(result, args.out)
+    print(Path(paths["markdown"]).read_text())
+    print(f"wrote {paths['markdown']}, {paths['json']}, {paths['plot']} ({result['time_s']:.0f} s)")
+    return 0

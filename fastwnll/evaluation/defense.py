@@ -1,0 +1,118 @@
+"""Defended models: TV minimization (TVM) in front of a classifier, and what an attacker differentiates.
+
+The defended model the defender runs is ``BPDA(TVMDefense(...), model)``: its forward pass is
+``model(tvm(x))`` exactly; its backward treats TVM as the identity (BPDA, Athalye et al. 2018), which
+only matters to an attacker. For the adaptive attack the same composition is wrapped in
+:class:`fastwnll.attacks.EOT` so every attack gradient is averaged over fresh TVM masks. The attacker
+and the defender use separate TVM instances with separate random streams: the attacker never sees
+the masks the defender draws.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import nn
+
+from fastwnll.attacks import BPDA, EOT
+
+DEFENSES = ("none", "tvm")
+# Guo et al.'s TVM defaults (DESIGN section 3): drop rate 0.5, TV weight 0.03; 100 iterations.
+TVM_DEFAULTS = {"drop_rate": 0.5, "lam": 0.03, "iters": 100}
+
+
+class TVMDefense(nn.Module):
+    """Random masked TV minimization of a batch, used as a preprocessing step.
+
+    ``forward(x)``: ``x`` [B, C, H, W] float in [0, 1] (CPU or CUDA) -> ``fastwnll.tvm(x)`` with a fresh
+    keep-mask per call (each entry kept with probability ``1 - drop_rate``), clamped to [0, 1]; same
+    shape, dtype and device, no gradient (wrap it in ``BPDA`` to attack through it). The masks come
+    from a private generator seeded with ``seed`` (per device type), so a run is reproducible and two
+    instances with different seeds draw independent masks.
+    """
+
+    def __init__(self, drop_rate: float = TVM_DEFAULTS["drop_rate"], lam: float = TVM_DEFAULTS["lam"],
+                 iters: int = TVM_DEFAULTS["iters"], seed: int = 0):
+        super().__init__()
+        if isinstance(drop_rate, bool) or not isinstance(drop_rate, numbers.Real) or not 0 <= drop_rate < 1:
+            raise ValueError(f"TVM drop_rate must be a number in [0, 1), got {drop_rate!r}")
+        if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not (math.isfinite(lam) and lam > 0):
+            raise ValueError(f"TVM lam must be a finite number > 0, got {lam!r}")
+        if isinstance(iters, bool) or not isinstance(iters, numbers.Integral) or iters < 1:
+            raise ValueError(f"TVM iters must be an integer >= 1, got {iters!r}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"TVM seed must be an integer >= 0, got {seed!r}")
+        self.drop_rate, self.lam, self.iters, self.seed = float(drop_rate), float(lam), int(iters), int(seed)
+        self._generators: dict[str, torch.Generator] = {}
+
+    def extra_repr(self) -> str:
+        return f"drop_rate={self.drop_rate}, lam={self.lam}, iters={self.iters}, seed={self.seed}"
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if device.type not in self._generators:
+            self._generators[device.type] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[device.type]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from fastwnll.tv import tvm
+
+        with torch.no_grad():
+            x = x.detach()
+            generator = self._generator(x.device) if self.drop_rate > 0 else None
+            return tvm(x, drop_rate=self.drop_rate, lam=self.lam, iters=self.iters,
+                       generator=generator).clamp(0, 1)
+
+
+def make_tvm(settings: dict | None = None, *, seed: int = 0) -> TVMDefense:
+    """A :class:`TVMDefense` from a dict with any of ``drop_rate``, ``lam``, ``iters`` (others are an error)."""
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(TVM_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown TVM settings {unknown}; allowed: {sorted(TVM_DEFAULTS)}")
+    return TVMDefense(**{**TVM_DEFAULTS, **settings}, seed=seed)
+
+
+def check_defense(defense: str) -> str:
+    if defense not in DEFENSES:
+        raise ValueError(f"unknown defence {defense!r}; choose one of {', '.join(DEFENSES)}")
+    return defense
+
+
+def defended(model: nn.Module, defense: str, tvm: TVMDefense | None = None) -> nn.Module:
+    """The model the defender evaluates: ``model`` itself (``"none"``) or ``BPDA(tvm, model)`` (``"tvm"``),
+    whose forward is ``model(tvm(x))``. ``tvm`` is required for ``"tvm"``."""
+    if check_defense(defense) == "none":
+        return model
+    if not isinstance(tvm, TVMDefense):
+        raise TypeError("defence 'tvm' needs a TVMDefense instance")
+    return BPDA(tvm, model)
+
+
+def attack_target(model: nn.Module, defense: str, tvm_attack: str, eot: int = 1,
+                  tvm: TVMDefense | None = None) -> nn.Module:
+    """The model whose gradients an attacker uses against ``defended(model, defense)``.
+
+    ``tvm_attack``: ``"ignored"`` (the attacker differentiates the undefended model; the defender
+    applies TVM afterwards: the paper's grey-box setting) or ``"bpda"`` (BPDA through the attacker's
+    own TVM instance ``tvm``, averaged over ``eot`` fresh masks per gradient with EOT when
+    ``eot > 1``). With ``defense="none"`` the target is ``model`` and ``tvm_attack`` must be None.
+    """
+    if check_defense(defense) == "none":
+        if tvm_attack is not None:
+            raise ValueError(f"tvm_attack={tvm_attack!r} needs defence 'tvm'")
+        if eot != 1:
+            raise ValueError(f"EOT ({eot} samples) needs a randomized defence (defence 'tvm'); with no defence every "
+                             "sample would give the same gradient")
+        return model
+    if tvm_attack == "ignored":
+        if eot != 1:
+            raise ValueError("EOT has nothing to average when the attack ignores TVM (paper protocol); use the "
+                             "adaptive protocol (BPDA) for EOT")
+        return model
+    if tvm_attack != "bpda":
+        raise ValueError(f"tvm_attack must be 'ignored' or 'bpda' for defence 'tvm', got {tvm_attack!r}")
+    if isinstance(eot, bool) or not isinstance(eot, numbers.Integral) or eot < 1:
+        raise ValueError(f"eot must be an integer >= 1, got {eot!r}")
+    target = defended(model, "tvm", tvm)
+    return EOT(target, samples=int(eot)) if eot > 1 else target

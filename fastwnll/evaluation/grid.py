@@ -1,0 +1,252 @@
+"""The report grid: models x defences x protocols x attacks x eps, plus transfer attacks.
+
+A grid is described by :class:`GridConfig` (a JSON file for ``fastwnll report --config``); see
+:func:`run_grid`. Example::
+
+    {"models": [{"name": "wnll-pgd", "checkpoint": "runs/wnll_pgd"},
+                {"name": "linear-pgd", "checkpoint": "runs/wnll_pgd_stage1", "head": "linear"}],
+     "defenses": ["none", "tvm"], "attacks": ["fgsm", "ifgsm", "cw_l2"], "eps": [0.1, 0.2, 0.3],
+     "cw_eps": [1.0, 2.0, null], "protocols": ["paper", "adaptive"], "n": 500, "cw_n": 100, "eot": 8,
+     "transfer": [{"source": {"name": "oracle", "checkpoint": "runs/oracle"}, "attacks": ["ifgsm"], "eps": [0.3]}]}
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .budgets import check_attack, check_eps, norm_of
+from .defense import check_defense
+from .protocol import DEFAULT_EOT, PROTOCOLS, resolve
+from .robustness import Evaluator
+from .targets import HEADS, Target, check_same_data, eval_data, load_target
+
+
+@dataclass
+class GridConfig:
+    """Everything a report runs. ``models``: list of ``{"name", "checkpoint", "head"?}`` (head as in
+    :func:`load_target`); ``eps``: L_inf radii of fgsm/ifgsm/pgd; ``cw_eps``: L2 radii for cw_l2
+    (``None`` = unbounded); ``n``: test images (a fixed seeded subset), ``cw_n`` of them (the first)
+    for cw_l2; ``steps``/``alpha``: IFGSM/PGD overrides (default: the paper's for the dataset);
+    ``cw``: CW-L2 overrides; ``eot``: EOT samples of the adaptive attack on TVM; ``tvm``: TVM
+    settings; ``transfer``: list of ``{"source": name of a model above or {"name", "checkpoint",
+    "head"?}, "attacks": [...], "eps": [...]}`` crafted on the source (paper protocol, no defence)
+    and evaluated on every other model behind every defence. ``worst_case`` (with both protocols)
+    adds, per cell, the fraction of examples that survive both the paper's and the adaptive attack."""
+
+    models: list[dict] = field(default_factory=list)
+    defenses: list[str] = field(default_factory=lambda: ["none", "tvm"])
+    attacks: list[str] = field(default_factory=lambda: ["fgsm", "ifgsm", "cw_l2"])
+    eps: list[float] = field(default_factory=list)
+    cw_eps: list[float | None] = field(default_factory=lambda: [None])
+    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
+    n: int = 500
+    cw_n: int | None = None
+    steps: int | None = None
+    alpha: float | None = None
+    cw: dict = field(default_factory=dict)
+    eot: int = DEFAULT_EOT
+    tvm: dict = field(default_factory=dict)
+    transfer: list[dict] = field(default_factory=list)
+    seed: int = 0
+    batch_size: int = 500
+    device: str = "auto"
+    worst_case: bool = True
+    title: str | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "GridConfig":
+        if not isinstance(values, dict):
+            raise ValueError(f"a grid configuration must be a JSON object, got {type(values).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown grid configuration fields {unknown}; allowed: {sorted(names)}")
+        return cls(**values).validate()
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "GridConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"grid configuration not found: {path}")
+        try:
+            values = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from None
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "GridConfig":
+        """Check every field; returns self. Raises ValueError naming the problem."""
+        if not self.models:
+            raise ValueError("the grid needs at least one model ({'name': ..., 'checkpoint': ...})")
+        names = [_model_entry(m)["name"] for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        for d in self.defenses:
+            check_defense(d)
+        for a in self.attacks:
+            check_attack(a)
+        for p in self.protocols:
+            if p not in PROTOCOLS:
+                raise ValueError(f"unknown protocol {p!r}; choose one of {', '.join(PROTOCOLS)}")
+        for e in self.eps:
+            check_eps(e)
+        for e in self.cw_eps:
+            check_eps(e, "cw_eps")
+        if any(norm_of(a) == "linf" for a in self.attacks) and not self.eps:
+            raise ValueError("the grid has L_inf attacks but no eps values")
+        if "cw_l2" in self.attacks and not self.cw_eps:
+            raise ValueError("cw_eps must hold at least one L2 radius (or null for unbounded)")
+        for name in ("n", "batch_size", "eot"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.cw_n is not None and (isinstance(self.cw_n, bool) or not isinstance(self.cw_n, int)
+                                      or not 1 <= self.cw_n <= self.n):
+            raise ValueError(f"cw_n must be an integer in [1, n={self.n}], got {self.cw_n!r}")
+        for spec in self.transfer:
+            if not isinstance(spec, dict) or "source" not in spec:
+                raise ValueError(f"each transfer entry needs a 'source', got {spec!r}")
+            unknown = sorted(set(spec) - {"source", "attacks", "eps"})
+            if unknown:
+                raise ValueError(f"unknown transfer fields {unknown}; allowed: source, attacks, eps")
+            for a in spec.get("attacks", ["ifgsm"]):
+                check_attack(a)
+            for e in spec.get("eps", self.eps[-1:]):
+                check_eps(e)
+        return self
+
+
+def _model_entry(entry) -> dict:
+    if not isinstance(entry, dict) or "checkpoint" not in entry:
+        raise ValueError(f"a model entry needs a 'checkpoint' (and a 'name'), got {entry!r}")
+    unknown = sorted(set(entry) - {"name", "checkpoint", "head"})
+    if unknown:
+        raise ValueError(f"unknown model entry fields {unknown}; allowed: name, checkpoint, head")
+    head = entry.get("head", "auto")
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    return {"name": str(entry.get("name", entry["checkpoint"])), "checkpoint": entry["checkpoint"], "head": head}
+
+
+def _load(entry, device) -> Target:
+    entry = _model_entry(entry)
+    return load_target(entry["checkpoint"], name=entry["name"], head=entry["head"], device=device)
+
+
+def cells(config: GridConfig, targets: list[Target]) -> list[tuple]:
+    """The white-box cells ``(target, defense, protocol, attack, eps)`` in report order."""
+    out = []
+    for target in targets:
+        for defense in config.defenses:
+            for protocol in config.protocols:
+                for attack in config.attacks:
+                    for eps in (config.cw_eps if norm_of(attack) == "l2" else config.eps):
+                        out.append((target, defense, protocol, attack, eps))
+    return out
+
+
+def run_grid(config: GridConfig, *, progress: bool = True) -> dict:
+    """Run every cell of ``config`` and every transfer attack; returns the result dict that
+    :func:`fastwnll.evaluation.report.write_report` writes: ``rows`` (one dict per cell, see
+    :meth:`Evaluator.evaluate`), ``models``, ``settings`` (the config), ``dataset``, ``n``, ``cw_n``,
+    ``device``, ``time_s``. All models must share the test data."""
+    from fastwnll.train.build import resolve_device
+
+    config.validate()
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    targets = [_load(m, device) for m in config.models]
+    for other in targets[1:]:
+        check_same_data(targets[0], other)
+    x, y = eval_data(targets[0], config.n, config.seed)
+    cw_n = config.cw_n or config.n
+    evaluator = Evaluator(x, y, dataset=targets[0].dataset, tvm=config.tvm, seed=config.seed,
+                          batch_size=config.batch_size, device=device, progress=progress)
+    work = cells(config, targets)
+    transfer_work = []
+    by_name = {t.name: t for t in targets}
+    for spec in config.transfer:
+        source = spec["source"]
+        if isinstance(source, str):
+            if source not in by_name:
+                raise ValueError(f"transfer source {source!r} is not one of the models {sorted(by_name)}; give "
+                                 "{'name': ..., 'checkpoint': ...} for another checkpoint")
+            source = by_name[source]
+        else:
+            source = _load(source, device)
+            check_same_data(source, targets[0])
+        for attack in spec.get("attacks", ["ifgsm"]):
+            for eps in spec.get("eps", config.eps[-1:]):
+                for target in targets:
+                    if target.name == source.name:
+                        continue
+                    transfer_work += [(source, target, defense, attack, eps) for defense in config.defenses]
+    rows = []
+    survived = {}
+    bar = tqdm(total=len(work) + len(transfer_work), desc="report", disable=not progress, dynamic_ncols=True)
+    for target, defense, protocol, attack, eps in work:
+        bar.set_postfix_str(f"{target.name} {defense} {protocol} {attack} {eps}")
+        eot = config.eot if protocol == "adaptive" and defense == "tvm" else None
+        setting = resolve(protocol, target.model, defense, eot=eot)
+        row, mask = evaluator.evaluate_with_mask(target, attack, eps, defense, setting,
+                                                 n=cw_n if attack == "cw_l2" else None,
+                                                 steps=config.steps if norm_of(attack) == "linf" else None,
+                                                 alpha=config.alpha, cw=config.cw)
+        rows.append(row)
+        survived[(target.name, defense, protocol, attack, eps)] = (row, mask)
+        bar.update()
+    if config.worst_case and set(PROTOCOLS) <= set(config.protocols):
+        rows = _with_worst_case(rows, survived)
+    for source, target, defense, attack, eps in transfer_work:
+        bar.set_postfix_str(f"{source.name} -> {target.name} {defense} {attack} {eps}")
+        setting = resolve("paper", source.model, "none")
+        rows.append(evaluator.evaluate(target, attack, eps, defense, setting, source=source,
+                                       n=cw_n if attack == "cw_l2" else None,
+                                       steps=config.steps if norm_of(attack) == "linf" else None,
+                                       alpha=config.alpha, cw=config.cw))
+        bar.update()
+    bar.close()
+    models = [t.describe() for t in targets]
+    models += [s.describe() for s in _unique_sources(transfer_work) if s.name not in by_name]
+    return {"title": config.title, "dataset": targets[0].dataset, "n": config.n, "cw_n": cw_n,
+            "device": str(device), "settings": config.to_dict(), "models": models, "rows": rows,
+            "time_s": time.perf_counter() - started}
+
+
+def _with_worst_case(rows: list[dict], survived: dict) -> list[dict]:
+    """``rows`` with, after each adaptive row, a "worst-case" row: the fraction of examples that
+    survive both the paper's and the adaptive attack of that cell (each judged in its own run)."""
+    out = []
+    for row in rows:
+        out.append(row)
+        if row["protocol"] != "adaptive":
+            continue
+        key = (row["model"], row["defense"], row["attack"], row["eps"])
+        paper, paper_mask = survived[(key[0], key[1], "paper", key[2], key[3])]
+        _, adaptive_mask = survived[(key[0], key[1], "adaptive", key[2], key[3])]
+        worst = dict(row, protocol="worst-case", gradient=_both(paper["gradient"], row["gradient"]),
+                     tvm_attack=_both(paper["tvm_attack"], row["tvm_attack"]), craft_time_s=0.0, reused=True,
+                     robust_accuracy=float((paper_mask & adaptive_mask).float().mean()))
+        for name in ("changed", "median_l2"):
+            worst.pop(name, None)
+        out.append(worst)
+    return out
+
+
+def _both(a, b):
+    return a if a == b else f"{a}|{b}"
+
+
+def _unique_sources(transfer_work) -> list[Target]:
+    seen: dict[str, Target] = {}
+    for source, *_ in transfer_work:
+        seen.setdefault(source.name, source)
+    return list(seen.values())

@@ -1,0 +1,86 @@
+"""Evaluation protocols: how the attacker treats WNLL heads and TVM.
+
+``paper`` reproduces the published evaluation (DESIGN 4.3, 4.6): the gradient of a WNLL head is the
+linear-layer surrogate (a straight-through estimator) and TVM is ignored by the attacker (adversarial
+images are crafted on the undefended network; the defender applies TVM to them).
+
+``adaptive`` is what the defence is worth against an attacker who knows it: the exact gradient
+through the WNLL interpolation (solver and graph weights) and BPDA through TVM with EOT over its
+random masks (Athalye et al., 2018).
+
+For a linear-head model without TVM both protocols are the same attack.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+from torch import nn
+
+from fastwnll.nn.head import WNLLHead
+
+PROTOCOLS = ("paper", "adaptive")
+GRADIENTS = ("surrogate", "exact")
+# EOT samples per gradient in the adaptive protocol when not given.
+DEFAULT_EOT = 8
+
+
+def uses_wnll(model: nn.Module) -> bool:
+    """True when ``model`` has WNLL heads and all of them are in wnll mode (its output is the interpolation)."""
+    heads = [m for m in model.modules() if isinstance(m, WNLLHead)]
+    return bool(heads) and all(h.mode == "wnll" for h in heads)
+
+
+@dataclass(frozen=True)
+class AttackSetting:
+    """How one attack is run: ``gradient`` for WNLL heads (None for linear heads), ``tvm_attack``
+    ("ignored", "bpda", or None without TVM) and ``eot`` samples per gradient."""
+
+    protocol: str
+    gradient: str | None
+    tvm_attack: str | None
+    eot: int
+
+    def describe(self) -> str:
+        parts = [f"protocol {self.protocol}"]
+        if self.gradient is not None:
+            parts.append(f"{self.gradient} WNLL gradient")
+        if self.tvm_attack == "ignored":
+            parts.append("TVM ignored by the attacker")
+        elif self.tvm_attack == "bpda":
+            parts.append("BPDA through TVM" + (f" + EOT over {self.eot} masks" if self.eot > 1 else ""))
+        return ", ".join(parts)
+
+
+def resolve(protocol: str, model: nn.Module, defense: str, *, gradient: str | None = None,
+            eot: int | None = None) -> AttackSetting:
+    """The attack setting of ``protocol`` for ``model`` behind ``defense`` ("none" or "tvm").
+
+    ``gradient`` overrides the protocol's choice for WNLL heads (an error for a model without WNLL
+    heads in wnll mode); ``eot`` overrides the adaptive protocol's :data:`DEFAULT_EOT` (an error
+    where there is nothing random to average: no TVM, or TVM ignored by the paper protocol).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if defense not in ("none", "tvm"):
+        raise ValueError(f"unknown defence {defense!r}; choose one of none, tvm")
+    wnll = uses_wnll(model)
+    if gradient is not None:
+        if gradient not in GRADIENTS:
+            raise ValueError(f"gradient must be one of {', '.join(GRADIENTS)}, got {gradient!r}")
+        if not wnll:
+            raise ValueError(f"gradient={gradient!r} applies to WNLL heads, but this model's output is a linear head")
+    elif wnll:
+        gradient = "surrogate" if protocol == "paper" else "exact"
+    if eot is not None and (isinstance(eot, bool) or not isinstance(eot, numbers.Integral) or eot < 1):
+        raise ValueError(f"eot must be an integer >= 1, got {eot!r}")
+    if defense == "none":
+        if eot is not None and eot > 1:
+            raise ValueError(f"EOT ({eot} samples) needs a randomized defence (--defense tvm)")
+        return AttackSetting(protocol, gradient, None, 1)
+    if protocol == "paper":
+        if eot is not None and eot > 1:
+            raise ValueError("the paper protocol ignores TVM in the attack, so EOT has nothing to average; "
+                             "use the adaptive protocol")
+        return AttackSetting(protocol, gradient, "ignored", 1)
+    return AttackSetting(protocol, gradient, "bpda", DEFAULT_EOT if eot is None else int(eot))

@@ -1,0 +1,181 @@
+"""Crafting adversarial examples against targets and measuring robust accuracy, with a cache so that
+identical attacks (the same model, gradient path and budget) are crafted once in a grid."""
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from fastwnll.attacks import attack_mode, get_attack
+from fastwnll.attacks.checks import check_inputs, check_output
+
+from .budgets import attack_kwargs, check_eps, describe, norm_of
+from .defense import attack_target, check_defense, defended, make_tvm
+from .protocol import AttackSetting
+from .targets import Target
+
+
+def correct_mask(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Which rows of ``x`` [N, C, H, W] (in [0, 1]) ``model`` classifies as ``y`` [N]: a bool tensor [N].
+
+    Runs in eval mode without gradients, ``batch_size`` rows per forward pass (for WNLL heads the
+    rows of a pass are interpolated together); the model's train/eval flags are restored."""
+    check_inputs(model, x, y)
+    masks = []
+    with attack_mode(model), torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            out = model(x[start:start + batch_size])
+            labels = y[start:start + batch_size]
+            check_output(out, labels)
+            masks.append(out.argmax(1) == labels)
+    return torch.cat(masks)
+
+
+class Evaluator:
+    """Attacks on a fixed test subset ``x`` [N, C, H, W] (float32 in [0, 1]) with labels ``y`` [N] (int64).
+
+    Attacks and evaluations run in batches of ``batch_size`` rows on ``device`` (the targets must be
+    there already). For WNLL heads the rows of one batch are interpolated together, so crafting and
+    evaluation use the same batches. ``tvm`` holds the TVM settings (see
+    :func:`fastwnll.evaluation.defense.make_tvm`); the defender's masks are seeded with ``seed`` and
+    the attacker's with ``seed + 1`` (independent streams), so every number is reproducible and
+    does not depend on the order of the calls.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, dataset: str, tvm: dict | None = None, seed: int = 0,
+                 batch_size: int = 500, device: torch.device | str = "cpu", progress: bool = False):
+        if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+            raise ValueError(f"x and y must hold the same (non-zero) number of examples, got {x.shape[0]} and "
+                             f"{y.shape[0]}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.device = torch.device(device)
+        self.x, self.y = x.to(self.device), y.to(self.device)
+        self.dataset = dataset
+        self.tvm_settings = dict(tvm or {})
+        make_tvm(self.tvm_settings)  # validate now, not in the middle of a grid
+        self.seed = seed
+        self.batch_size = batch_size
+        self.progress = progress
+        self._adversarial: dict[tuple, tuple[torch.Tensor, float]] = {}
+        self._clean: dict[tuple, float] = {}
+
+    def _subset(self, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        total = self.x.shape[0]
+        n = total if n is None else n
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= total:
+            raise ValueError(f"n must be an integer in [1, {total}], got {n!r}")
+        return self.x[:n], self.y[:n]
+
+    def _defended(self, target: Target, defense: str):
+        return defended(target.model, defense, make_tvm(self.tvm_settings, seed=self.seed)
+                        if check_defense(defense) == "tvm" else None)
+
+    def correct(self, target: Target, x_eval: torch.Tensor, defense: str) -> torch.Tensor:
+        """Bool [n]: which rows of ``x_eval`` (matching the first n of ``self.y``) ``target`` behind
+        ``defense`` classifies correctly (batches of ``batch_size``; fresh defender TVM masks)."""
+        return correct_mask(self._defended(target, defense), x_eval, self.y[:x_eval.shape[0]], self.batch_size)
+
+    def accuracy(self, target: Target, x_eval: torch.Tensor, defense: str) -> float:
+        """Accuracy in [0, 1] of ``target`` behind ``defense`` on ``x_eval`` (rows matching ``self.y``)."""
+        return float(self.correct(target, x_eval, defense).float().mean())
+
+    def clean_accuracy(self, target: Target, defense: str, n: int | None = None) -> float:
+        """Accuracy on the first ``n`` clean images, behind ``defense`` (cached)."""
+        x, _ = self._subset(n)
+        key = (target.name, defense, x.shape[0])
+        if key not in self._clean:
+            self._clean[key] = self.accuracy(target, x, defense)
+        return self._clean[key]
+
+    def craft(self, source: Target, attack: str, eps: float | None, setting: AttackSetting, *,
+              n: int | None = None, steps: int | None = None, alpha: float | None = None, restarts: int = 1,
+              cw: dict | None = None) -> tuple[torch.Tensor, dict]:
+        """Adversarial versions of the first ``n`` images, crafted with white-box access to ``source``
+        as ``setting`` says (its gradient mode, and TVM ignored or attacked with BPDA + EOT).
+
+        Returns ``(x_adv [n, C, H, W], info)``; ``info`` has the budget's description, ``craft_time_s``
+        and ``reused`` (True when an identical attack was crafted before). ``cw_l2`` is crafted
+        unbounded (``eps`` is applied by :meth:`restrict`); an L_inf radius of 0 returns the images.
+        """
+        eps = check_eps(eps)
+        kwargs = attack_kwargs(attack, eps, dataset=self.dataset, steps=steps, alpha=alpha, restarts=restarts, cw=cw)
+        x, y = self._subset(n)
+        budget = describe(attack, eps, kwargs)
+        # An attack that ignores TVM crafts on the bare model: the same examples as without the defence.
+        tvm_attack = None if setting.tvm_attack == "ignored" else setting.tvm_attack
+        key = (source.name, attack, None if norm_of(attack) == "l2" else eps, x.shape[0], setting.gradient,
+               tvm_attack, setting.eot, tuple(sorted(kwargs.items())))
+        if key in self._adversarial:
+            x_adv, seconds = self._adversarial[key]
+            return x_adv, {"budget": budget, "craft_time_s": seconds, "reused": True}
+        started = time.perf_counter()
+        if norm_of(attack) == "linf" and eps == 0:
+            x_adv = x.clone()
+        else:
+            defense = "none" if tvm_attack is None else "tvm"
+            model = attack_target(source.model, defense, tvm_attack, setting.eot,
+                                  tvm=make_tvm(self.tvm_settings, seed=self.seed + 1) if defense == "tvm" else None)
+            if attack == "pgd":  # reproducible random starts
+                kwargs["generator"] = torch.Generator(device=x.device).manual_seed(self.seed)
+            run = get_attack(attack, **kwargs, gradient=setting.gradient)
+            batches = range(0, x.shape[0], self.batch_size)
+            bar = tqdm(batches, desc=f"{source.name} {attack} {eps if eps is not None else ''}".strip(),
+                       disable=not self.progress, leave=False, dynamic_ncols=True)
+            x_adv = torch.cat([run(model, x[i:i + self.batch_size], y[i:i + self.batch_size]) for i in bar])
+        seconds = time.perf_counter() - started
+        self._adversarial[key] = (x_adv, seconds)
+        return x_adv, {"budget": budget, "craft_time_s": seconds, "reused": False}
+
+    def restrict(self, x_adv: torch.Tensor, attack: str, eps: float | None) -> torch.Tensor:
+        """For ``cw_l2`` with an L2 radius ``eps``: keep each adversarial image whose L2 distance to its
+        original is at most ``eps`` and put the original back otherwise. Identity for the L_inf
+        attacks (their budget is enforced while crafting) and for ``eps=None``."""
+        if norm_of(attack) == "linf" or eps is None:
+            return x_adv
+        x = self.x[:x_adv.shape[0]]
+        within = (x_adv - x).flatten(1).norm(dim=1) <= eps
+        return torch.where(within.view(-1, *[1] * (x.dim() - 1)), x_adv, x)
+
+    def l2_stats(self, x_adv: torch.Tensor) -> dict:
+        """Fraction of changed images and the median L2 distance of the changed ones (None if none)."""
+        distance = (x_adv - self.x[:x_adv.shape[0]]).flatten(1).norm(dim=1)
+        changed = distance > 0
+        median = float(distance[changed].median()) if changed.any() else None
+        return {"changed": float(changed.float().mean()), "median_l2": median}
+
+    def evaluate(self, target: Target, attack: str, eps: float | None, defense: str, setting: AttackSetting, *,
+                 source: Target | None = None, n: int | None = None, steps: int | None = None,
+                 alpha: float | None = None, restarts: int = 1, cw: dict | None = None) -> dict:
+        """One cell of a report: robust accuracy of ``target`` behind ``defense`` against ``attack`` at
+        ``eps``, crafted on ``target`` itself (white box) or on ``source`` (transfer, black box).
+
+        Returns a JSON-serialisable dict: model, head, defense, protocol, attack, norm, eps,
+        gradient, tvm_attack, eot, source, n, clean_accuracy, robust_accuracy, budget,
+        craft_time_s, reused (and changed / median_l2 for cw_l2).
+        """
+        return self.evaluate_with_mask(target, attack, eps, defense, setting, source=source, n=n, steps=steps,
+                                       alpha=alpha, restarts=restarts, cw=cw)[0]
+
+    def evaluate_with_mask(self, target: Target, attack: str, eps: float | None, defense: str,
+                           setting: AttackSetting, *, source: Target | None = None, n: int | None = None,
+                           steps: int | None = None, alpha: float | None = None, restarts: int = 1,
+                           cw: dict | None = None) -> tuple[dict, torch.Tensor]:
+        """:meth:`evaluate` and the bool mask [n] of the examples that survived the attack."""
+        crafter = target if source is None else source
+        x_adv, info = self.craft(crafter, attack, eps, setting, n=n, steps=steps, alpha=alpha, restarts=restarts,
+                                 cw=cw)
+        x_eval = self.restrict(x_adv, attack, eps)
+        row = {
+            "model": target.name, "head": target.head, "defense": defense,
+            "protocol": setting.protocol if source is None else "transfer", "attack": attack,
+            "norm": norm_of(attack), "eps": eps, "gradient": setting.gradient, "tvm_attack": setting.tvm_attack,
+            "eot": setting.eot, "source": None if source is None else source.name, "n": int(x_adv.shape[0]),
+            "clean_accuracy": self.clean_accuracy(target, defense, x_adv.shape[0]),
+        }
+        survived = self.correct(target, x_eval, defense)
+        row.update({"robust_accuracy": float(survived.float().mean()), **info})
+        if norm_of(attack) == "l2":
+            row.update(self.l2_stats(x_eval))
+        return row, survived
