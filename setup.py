@@ -17,20 +17,34 @@ from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 
+def cuda_toolkit_found() -> bool:
+    """torch guessed a CUDA_HOME that really holds a toolkit (headers and cudart), and torch is a CUDA build.
+
+    torch derives CUDA_HOME from the first ``nvcc`` on PATH; a wrapper script such as
+    ``/usr/local/bin/nvcc`` makes it guess ``/usr/local``, which has no CUDA headers.
+    """
+    if CUDA_HOME is None or torch.version.cuda is None:
+        return False
+    return os.path.isfile(os.path.join(CUDA_HOME, "include", "cuda_runtime.h"))
+
+
 def want_cuda() -> bool:
     flag = os.environ.get("FASTWNLL_CUDA", "auto").strip().lower()
-    available = CUDA_HOME is not None and torch.version.cuda is not None
+    available = cuda_toolkit_found()
     if flag in ("0", "off", "false", "no"):
         return False
     if flag in ("1", "on", "true", "yes"):
         if not available:
             raise RuntimeError(
-                "FASTWNLL_CUDA=1 but no CUDA toolchain was found "
-                f"(CUDA_HOME={CUDA_HOME!r}, torch.version.cuda={torch.version.cuda!r})"
+                "FASTWNLL_CUDA=1 but no CUDA toolkit was found "
+                f"(CUDA_HOME={CUDA_HOME!r} without include/cuda_runtime.h, or torch.version.cuda="
+                f"{torch.version.cuda!r}); set CUDA_HOME to the toolkit, e.g. /usr/local/cuda"
             )
         return True
     if flag != "auto":
         raise RuntimeError(f"FASTWNLL_CUDA must be auto, 0 or 1, got {flag!r}")
+    if not available:
+        print(f"fastwnll: no usable CUDA toolkit (CUDA_HOME={CUDA_HOME!r}); building the CPU code only")
     return available
 
 

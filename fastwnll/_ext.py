@@ -13,6 +13,8 @@ REBUILD_HINT = (
 @functools.lru_cache(maxsize=None)
 def load():
     """Import ``fastwnll._C`` once and return it; raise ImportError with a rebuild hint if missing."""
+    import torch  # noqa: F401  (loads libtorch/libc10, which _C links against)
+
     try:
         from fastwnll import _C  # noqa: F401  (import registers the ops)
     except ImportError as exc:  # pragma: no cover - exercised only on broken installs

@@ -214,7 +214,7 @@ def _check_reachable(idx, w, m) -> None:
     bad = mask.nonzero().flatten()
     if bad.numel():
         listed = bad[:_LISTED].tolist()
-        more = ", ..." if bad.numel() > _LISTED else ""
+        more = f" and {bad.numel() - _LISTED} more" if bad.numel() > _LISTED else ""
         raise WNLLUnreachableError(
             f"{bad.numel()} of {mask.numel()} queries are connected to no template through edges of positive "
             f"weight, so the WNLL system is singular: query rows {listed}{more} "
