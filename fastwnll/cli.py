@@ -1,0 +1,70 @@
+"""The ``fastwnll`` command line (``python -m fastwnll`` is the same).
+
+Subcommands come from modules: ``info`` is defined here, and every subpackage ``fastwnll/<pkg>/``
+that contains a ``commands.py`` module adds its own through that module's
+``register(subparsers)`` function. ``register`` calls ``subparsers.add_parser(...)`` for each command
+and sets ``handler=function(args) -> int`` with ``set_defaults``; handlers import heavy modules
+lazily. (``fastwnll/train/commands.py`` adds ``train``, ``evaluate`` and ``demo``.)
+
+Errors that come from the user's input (ValueError, TypeError, OSError, RuntimeError raised by the
+library with a message) are printed as ``fastwnll <command>: error: ...`` with exit status 1; set
+``FASTWNLL_TRACEBACK=1`` to see the traceback instead. Bad flags (argparse's usage errors) also
+exit with status 1; ``--help`` and ``--version`` with 0.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+
+def command_modules() -> list[str]:
+    """Names of the modules that register subcommands: ``fastwnll.<pkg>.commands``, sorted."""
+    root = Path(__file__).resolve().parent
+    return [f"fastwnll.{entry.name}.commands" for entry in sorted(root.iterdir())
+            if (entry / "__init__.py").is_file() and (entry / "commands.py").is_file()]
+
+
+def _info(args: argparse.Namespace) -> int:
+    from fastwnll.backends import print_info
+
+    print_info()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fastwnll import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fastwnll",
+        description="Fast, exact WNLL graph interpolation, TV minimization and adversarial training.",
+    )
+    parser.add_argument("--version", action="version", version=f"fastwnll {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    info = subparsers.add_parser("info", help="versions and which backends (C++, CUDA, faiss, Triton) are live")
+    info.set_defaults(handler=_info)
+    for name in command_modules():
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        # argparse exits with 2 after printing a usage error; report bad flags as any other bad input.
+        return 1 if exit_.code == 2 else int(exit_.code or 0)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except (ValueError, TypeError, OSError, RuntimeError) as error:
+        if os.environ.get("FASTWNLL_TRACEBACK") == "1":
+            raise
+        print(f"fastwnll {args.command}: error: {error}", file=sys.stderr)
+        return 1
