@@ -1,0 +1,204 @@
+"""Training configuration: one dataclass, per-dataset defaults (DESIGN 4.5) and validation."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from fastwnll.data import DATASETS
+
+HEADS = ("linear", "wnll")
+ADVERSARIES = ("none", "pgd")
+GRADIENTS = ("surrogate", "exact")  # of the WNLL head: the paper's linear surrogate, or through the solve
+DEVICES = ("auto", "cpu", "cuda")
+AMP = ("auto", "on", "off")
+
+# Defaults of the fields left None. Per dataset: the model, the PGD budget of the paper (DESIGN 4.5;
+# MNIST: eps 0.3, 40 steps of 0.01; CIFAR: eps 0.031, 10 steps of 0.007; digits take MNIST's), a
+# learning rate that trains the model from scratch. Stage 2 builds one WNLL graph per batch: the
+# paper used ~6,000 points; 1,024 (256 for the 1,438 digits) keeps several steps per epoch.
+GENERIC_DEFAULTS = {"lr": 0.05, "stage2_batch_size": 1024}
+DATASET_DEFAULTS = {
+    "digits": {"model": "digits_cnn", "eps": 0.3, "alpha": 0.01, "steps": 40, "stage2_batch_size": 256},
+    "mnist": {"model": "mnist_cnn", "eps": 0.3, "alpha": 0.01, "steps": 40},
+    "mnist10k": {"model": "mnist_cnn", "eps": 0.3, "alpha": 0.01, "steps": 40},
+    "cifar10": {"model": "resnet20", "eps": 0.031, "alpha": 0.007, "steps": 10, "lr": 0.1},
+    "npz": {},
+}
+# Stage-2 (WNLL) epochs per cycle when not given: the paper trains the buffer block "a few epochs".
+DEFAULT_STAGE2_EPOCHS = 2
+# Fields that may differ between a run and its resumption.
+RESUMABLE_CHANGES = ("device", "out", "download")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run. ``None`` fields take per-dataset defaults in
+    :meth:`resolve`.
+
+    Schedule (DESIGN 4.2): ``cycles`` times (stage 1: ``epochs`` epochs of the whole network with
+    the linear head; then, for ``head="wnll"``, stage 2: ``stage2_epochs`` epochs of the buffer block
+    alone with the WNLL head, whose backward is ``wnll_gradient``). Each stage starts a fresh SGD
+    optimizer (``momentum``, ``weight_decay``): stage 1 at ``lr``, multiplied by ``gamma`` at each
+    of ``milestones`` (epochs counted from the start of the stage); stage 2 at a constant
+    ``stage2_lr`` (default: stage 1's final learning rate).
+
+    Adversarial training (``adv="pgd"``): every training batch is replaced by PGD examples (``eps``,
+    ``steps`` steps of ``alpha``, uniform random start; defaults per dataset from DESIGN 4.5)
+    crafted against the model in eval mode: through the linear head in stage 1, through the WNLL
+    head with a bank of ``adv_templates`` training templates and ``adv_gradient`` in stage 2.
+    ``tvm_augment``: that fraction of each (adversarial) batch is replaced by its TV minimization
+    (``fastwnll.tvm`` with Guo et al.'s defaults), the transformation the defence applies at test time.
+
+    WNLL head: graph options ``k``, ``k_sigma``, ``template_fraction`` (of each stage-2 batch);
+    for evaluation a bank of ``templates`` training examples (a fixed random subset), split into
+    ``template_batches`` chunks whose scores are averaged, queries ``eval_batch_size`` at a time.
+    ``eval_every``: test every so many epochs (0: only after the last one, which is always tested).
+    ``device``: "auto" (CUDA when available), "cpu" or "cuda"; ``amp``: mixed precision on CUDA
+    ("auto"/"on", bfloat16 where supported) or "off". ``out``: the run directory.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    model: str | None = None
+    head: str = "linear"
+    epochs: int = 10
+    stage2_epochs: int | None = None
+    cycles: int = 1
+    adv: str = "none"
+    eps: float | None = None
+    alpha: float | None = None
+    steps: int | None = None
+    adv_gradient: str = "surrogate"
+    wnll_gradient: str = "surrogate"
+    adv_templates: int = 1000
+    tvm_augment: float = 0.0
+    batch_size: int = 128
+    stage2_batch_size: int | None = None
+    lr: float | None = None
+    stage2_lr: float | None = None
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    k: int = 15
+    k_sigma: int = 8
+    template_fraction: float = 1 / 3
+    templates: int = 5000
+    template_batches: int = 1
+    eval_batch_size: int = 500
+    eval_every: int = 1
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    out: str = "runs/train"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown training configuration fields: {unknown}")
+        return cls(**values)
+
+    def resolve(self) -> "TrainConfig":
+        """A validated copy with every ``None`` default filled in. Raises ValueError naming the field."""
+        if not isinstance(self.milestones, (list, tuple)):
+            raise ValueError(f"milestones must be a list of epochs, got {self.milestones!r}")
+        c = dataclasses.replace(self, milestones=list(self.milestones))
+        _choice("dataset", c.dataset, DATASETS)
+        _choice("head", c.head, HEADS)
+        _choice("adv", c.adv, ADVERSARIES)
+        _choice("adv_gradient", c.adv_gradient, GRADIENTS)
+        _choice("wnll_gradient", c.wnll_gradient, GRADIENTS)
+        _choice("device", c.device, DEVICES)
+        _choice("amp", c.amp, AMP)
+        if c.adv == "none":
+            given = [name for name in ("eps", "alpha", "steps") if getattr(c, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} given without adversarial training: set adv='pgd' (--adv pgd)")
+        defaults = {**GENERIC_DEFAULTS, **DATASET_DEFAULTS[c.dataset]}
+        for name in ("model", "lr", "stage2_batch_size") + (("eps", "alpha", "steps") if c.adv == "pgd" else ()):
+            if getattr(c, name) is None:
+                if name not in defaults:
+                    raise ValueError(f"dataset {c.dataset!r} has no default {name}: pass it explicitly")
+                setattr(c, name, defaults[name])
+        if c.stage2_epochs is None:
+            c.stage2_epochs = DEFAULT_STAGE2_EPOCHS if c.head == "wnll" else 0
+        for name in ("epochs", "stage2_epochs", "eval_every"):
+            _int(name, getattr(c, name), 0)
+        for name in ("cycles", "batch_size", "stage2_batch_size", "k", "templates", "template_batches",
+                     "eval_batch_size", "adv_templates"):
+            _int(name, getattr(c, name), 1)
+        _int("k_sigma", c.k_sigma, 2)
+        _int("seed", c.seed, 0)
+        for m in c.milestones:
+            _int("milestones", m, 1)
+        if c.milestones != sorted(set(c.milestones)):
+            raise ValueError(f"milestones must be strictly increasing, got {c.milestones}")
+        if c.head == "linear" and c.stage2_epochs:
+            raise ValueError("stage2_epochs > 0 needs head='wnll' (stage 2 trains with the WNLL head)")
+        if c.epochs + c.stage2_epochs == 0:
+            raise ValueError("nothing to train: epochs and stage2_epochs are both 0")
+        for name in ("lr", "gamma"):
+            _number(name, getattr(c, name), positive=True)
+        if c.stage2_lr is None:
+            c.stage2_lr = c.lr * c.gamma ** sum(m < c.epochs for m in c.milestones)
+        _number("stage2_lr", c.stage2_lr, positive=True)
+        for name in ("momentum", "weight_decay", "tvm_augment"):
+            _number(name, getattr(c, name))
+        if c.tvm_augment > 1:
+            raise ValueError(f"tvm_augment is a fraction of each batch in [0, 1], got {c.tvm_augment!r}")
+        _number("template_fraction", c.template_fraction, positive=True)
+        if c.template_fraction >= 1:
+            raise ValueError(f"template_fraction must be in (0, 1), got {c.template_fraction!r}")
+        if c.adv == "pgd":
+            _number("eps", c.eps)
+            _number("alpha", c.alpha, positive=True)
+            _int("steps", c.steps, 1)
+        if not isinstance(c.download, bool):
+            raise ValueError(f"download must be True or False, got {c.download!r}")
+        for name in ("data_dir", "out"):
+            value = getattr(c, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be a path string, got {value!r}")
+        return c
+
+    def stage_plan(self) -> list[tuple[int, str, int]]:
+        """``(cycle, stage, epoch_in_stage)`` for every epoch of the run, stage ``"linear"`` or ``"wnll"``."""
+        plan = []
+        for cycle in range(self.cycles):
+            plan += [(cycle, "linear", e) for e in range(self.epochs)]
+            plan += [(cycle, "wnll", e) for e in range(self.stage2_epochs or 0)]
+        return plan
+
+    def head_kwargs(self) -> dict:
+        """Keyword arguments of the WNLL head (empty for the linear head)."""
+        if self.head != "wnll":
+            return {}
+        return {"k": self.k, "k_sigma": self.k_sigma, "template_fraction": self.template_fraction,
+                "template_batches": self.template_batches, "gradient": self.wnll_gradient}
+
+    def differences(self, other: "TrainConfig", ignore=RESUMABLE_CHANGES) -> list[str]:
+        """Names of the fields whose values differ, except ``ignore``."""
+        a, b = self.to_dict(), other.to_dict()
+        return [k for k in a if k not in ignore and a[k] != b[k]]
+
+
+def _choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _number(name, value, positive=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 \
+            or (positive and value == 0) or value == float("inf"):
+        raise ValueError(f"{name} must be a finite {'positive' if positive else 'non-negative'} number, got {value!r}")

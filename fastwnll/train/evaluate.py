@@ -1,0 +1,146 @@
+"""Natural accuracy of a model or of a saved checkpoint, with either head."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+from torch import nn
+
+from fastwnll.nn.head import collect_templates
+
+from .build import amp_dtype, autocast, build_model, check_fits, load_split, resolve_device, set_head_mode, wnll_heads
+from .checkpoint import load_checkpoint
+from .config import TrainConfig
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 500,
+             device: torch.device | None = None, precision: torch.dtype | None = None) -> float:
+    """Fraction of ``x`` (CPU or device tensors, any count) classified as ``y``, in eval mode, batch by batch.
+
+    WNLL heads interpolate each batch against their template bank; the batch size matters a little
+    for them (the queries of a batch share one graph). The model's train/eval flags are restored.
+    """
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(f"accuracy needs as many labels as inputs (and at least one), got {x.shape[0]} and {y.shape[0]}")
+    device = device or next(model.parameters()).device
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    correct = 0
+    try:
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size].to(device)
+            yb = y[start:start + batch_size].to(device)
+            with autocast(device, precision):
+                correct += int((model(xb).argmax(1) == yb).sum())
+    finally:
+        for m, training in flags:
+            m.training = training
+    return correct / x.shape[0]
+
+
+def head_accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> dict:
+    """``{"accuracy": ...}`` for the model as it is; for a model with WNLL heads (in wnll mode, bank
+    filled) also ``"accuracy_linear"``, the same network read through the heads' linear layers."""
+    result = {"accuracy": accuracy(model, x, y, **kwargs)}
+    heads = wnll_heads(model)
+    if heads and all(h.mode == "wnll" for h in heads):
+        set_head_mode(model, "linear")
+        try:
+            result["accuracy_linear"] = accuracy(model, x, y, **kwargs)
+        finally:
+            set_head_mode(model, "wnll")
+    return result
+
+
+def load_model(checkpoint, device: torch.device | str = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
+    """Rebuild the network saved in a training checkpoint (a path, a run directory, or a loaded
+    payload) on ``device``: ``(model in eval mode, its TrainConfig, the checkpoint payload)``.
+    WNLL heads are in wnll mode with the saved template bank (empty in a checkpoint saved before
+    the last epoch of a run with no stage-2 evaluation)."""
+    payload = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    config = TrainConfig.from_dict(payload["config"])
+    model = build_model(config, payload["num_classes"], payload["in_channels"])
+    model.load_state_dict(payload["model"])
+    set_head_mode(model, "wnll")
+    return model.to(device).eval(), config, payload
+
+
+EVAL_HEADS = ("linear", "wnll", "both")
+
+
+def with_wnll_head(model: nn.Module, config: TrainConfig) -> nn.Module:
+    """``model`` itself when it has WNLL heads; otherwise a copy whose linear head ``model.head``
+    is replaced by a :class:`WNLLHead` (graph options from ``config``) starting from its weights
+    (``fastwnll.models.attach_head``), so a network trained with a linear head can also be read
+    through the WNLL interpolation of its features. The copy's template bank is empty."""
+    from fastwnll.models import attach_head
+
+    if wnll_heads(model):
+        return model
+    return attach_head(copy.deepcopy(model), "head", "wnll", k=config.k, k_sigma=config.k_sigma,
+                       template_fraction=config.template_fraction, template_batches=config.template_batches)
+
+
+def evaluate_checkpoint(checkpoint, *, dataset: str | None = None, data_dir: str | None = None,
+                        split: str = "test", head: str | None = None, templates: int | None = None,
+                        device: str = "auto", batch_size: int | None = None) -> dict:
+    """Natural accuracy of a training checkpoint, read through its linear head, its WNLL head, or both.
+
+    Args:
+        checkpoint: a ``checkpoint.pt`` path or a run directory.
+        dataset, data_dir: the data to evaluate on (default: the training dataset and directory).
+        split: "test" or "train".
+        head: "linear", "wnll" or "both"; default the checkpoint's own head ("both" for a WNLL
+            model). A linear-head network is read through WNLL by replacing its head (see
+            :func:`with_wnll_head`), which needs ``templates``.
+        templates: (re)build the WNLL template bank from this many examples of the dataset's
+            training split (a fixed random subset, as at the end of training); default: the bank
+            saved in the checkpoint.
+        device: "auto", "cpu" or "cuda". batch_size: queries per forward (default from the config).
+
+    Returns:
+        A JSON-serialisable dict: checkpoint, dataset, split, n, model, trained_head,
+        ``accuracy`` (``{"linear": ..., "wnll": ...}`` for the heads evaluated) and, when WNLL was
+        evaluated, ``templates`` (the bank size).
+    """
+    if head is not None and head not in EVAL_HEADS:
+        raise ValueError(f"head must be one of {EVAL_HEADS}, got {head!r}")
+    if templates is not None and (isinstance(templates, bool) or not isinstance(templates, int) or templates < 1):
+        raise ValueError(f"templates must be a positive integer, got {templates!r}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    dev = resolve_device(device)
+    model, config, payload = load_model(checkpoint, dev)
+    head = head or ("both" if config.head == "wnll" else "linear")
+    data_config = dataclasses.replace(config, dataset=dataset or config.dataset,
+                                      data_dir=data_dir if dataset or data_dir else config.data_dir)
+    x, y = load_split(data_config, split)
+    num_classes = payload["num_classes"]
+    if int(y.max()) >= num_classes:
+        raise ValueError(f"{data_config.dataset} has labels up to {int(y.max())} but the model has {num_classes} classes")
+    check_fits(model.cpu(), x, num_classes, data_config)
+    model = model.to(dev)
+    precision = amp_dtype(dev, "off" if config.amp == "off" else "auto")
+    batch_size = batch_size or config.eval_batch_size
+    result = {"checkpoint": str(checkpoint), "dataset": data_config.dataset, "split": split, "n": int(x.shape[0]),
+              "model": config.model, "trained_head": config.head, "accuracy": {}}
+    if head in ("linear", "both"):
+        set_head_mode(model, "linear")
+        result["accuracy"]["linear"] = accuracy(model, x, y, batch_size=batch_size, device=dev, precision=precision)
+    if head in ("wnll", "both"):
+        wnll_model = with_wnll_head(model, config).to(dev)
+        set_head_mode(wnll_model, "wnll")
+        if templates is not None:
+            x_bank, y_bank = load_split(data_config, "train")
+            rows = torch.randperm(x_bank.shape[0], generator=torch.Generator().manual_seed(config.seed))[:templates]
+            collect_templates(wnll_model, (x_bank[rows], y_bank[rows]), batch_size=batch_size, device=dev)
+        elif not all(h.num_templates for h in wnll_heads(wnll_model)):
+            what = "this checkpoint has no WNLL template bank" if config.head == "wnll" else \
+                "a linear-head checkpoint has no WNLL template bank"
+            raise RuntimeError(f"{what}: pass templates=N (--templates N) to build one from N training examples")
+        result["accuracy"]["wnll"] = accuracy(wnll_model, x, y, batch_size=batch_size, device=dev,
+                                              precision=precision)
+        result["templates"] = wnll_heads(wnll_model)[0].num_templates
+    return result

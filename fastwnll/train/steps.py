@@ -1,0 +1,176 @@
+"""One training epoch: the stage set-up (what is trained, with which optimizer), PGD examples,
+TVM augmentation, and the optimization steps with a progress bar."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from fastwnll.nn.head import wnll_batch
+
+from .build import autocast, set_head_mode, wnll_heads
+from .config import TrainConfig
+
+
+class Stage:
+    """Optimizer, learning-rate schedule and gradient scaler of one stage, and the model's set-up for it.
+
+    Stage ``"linear"`` (the paper's stage 1) trains every parameter with the heads in linear mode
+    (SGD at ``config.lr``, multiplied by ``gamma`` at ``milestones``). Stage ``"wnll"`` (stage 2)
+    trains only ``model.buffer`` (constant ``stage2_lr``) with the heads in wnll mode, every other
+    parameter frozen (``requires_grad=False``) and the frozen trunk in eval mode (BatchNorm
+    statistics and dropout fixed).
+    """
+
+    def __init__(self, model: nn.Module, name: str, config: TrainConfig, precision: torch.dtype | None):
+        self.name = name
+        if name == "wnll":
+            if not isinstance(getattr(model, "buffer", None), nn.Module) or not wnll_heads(model):
+                raise ValueError("stage 2 needs a model with a .buffer block and a WNLL head (fastwnll.models)")
+            trained = list(model.buffer.parameters())
+            lr, milestones, self.batch_size = config.stage2_lr, [], config.stage2_batch_size
+        else:
+            trained = list(model.parameters())
+            lr, milestones, self.batch_size = config.lr, config.milestones, config.batch_size
+        ids = {id(p) for p in trained}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in ids)
+        self.optimizer = torch.optim.SGD(trained, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=config.gamma)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=precision == torch.float16)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def set_modes(self, model: nn.Module) -> None:
+        model.train()
+        set_head_mode(model, self.name)
+        if self.name == "wnll":
+            model.trunk.eval()
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+def fixed_subset(n: int, size: int, seed: int) -> torch.Tensor:
+    """A fixed random subset (``[min(n, size)]`` int64 indices) of ``range(n)``, drawn from its own
+    generator so that the run's random streams are untouched."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size]
+
+
+class AttackBank:
+    """Templates for crafting PGD examples against the WNLL head in stage 2.
+
+    The trunk is frozen there, so the trunk features ``[adv_templates, d]`` of a fixed subset of
+    the training images are computed once per stage; before each attack the heads' bank is set to
+    those features passed through the current buffer block (cheap), so it matches the queries.
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+                 device: torch.device, precision: torch.dtype | None):
+        if not isinstance(getattr(model, "trunk", None), nn.Module):
+            raise ValueError("adversarial stage-2 training needs a model with .trunk and .buffer (fastwnll.models)")
+        rows = fixed_subset(x.shape[0], config.adv_templates, config.seed + 1)
+        flags = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            with torch.no_grad(), autocast(device, precision):
+                self.trunk_features = torch.cat([
+                    model.trunk(x[rows[i:i + config.eval_batch_size]].to(device)).float()
+                    for i in range(0, rows.shape[0], config.eval_batch_size)
+                ])
+        finally:
+            for m, training in flags:
+                m.training = training
+        self.labels = y[rows].to(device)
+
+    def refresh(self, model: nn.Module) -> None:
+        with torch.no_grad():
+            features = model.buffer(self.trunk_features)
+        for head in wnll_heads(model):
+            head.set_templates(features, self.labels)
+
+
+def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, stage: Stage,
+                      bank: AttackBank | None, device: torch.device, precision: torch.dtype | None) -> torch.Tensor:
+    """PGD examples (``eps``, ``steps`` steps of ``alpha``, uniform random start from torch's global
+    generator) of ``x`` [B, C, H, W] against the model in eval mode: through its linear head in
+    stage 1, through its WNLL head (``bank`` of training templates, gradient ``adv_gradient``)
+    in stage 2. Returns a detached tensor like ``x``."""
+    from fastwnll.attacks import pgd
+
+    gradient = None
+    if stage.name == "wnll":
+        bank.refresh(model)
+        gradient = config.adv_gradient
+    with autocast(device, precision):
+        return pgd(model, x, y, config.eps, config.alpha, config.steps, random_start=True, gradient=gradient)
+
+
+def tvm_augment(x: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """``x`` [B, C, H, W] with ``round(fraction * B)`` rows (chosen with ``generator``, a CPU
+    generator) replaced by their TV minimization (``fastwnll.tvm``, Guo et al.'s drop rate 0.5 and
+    lam 0.03; the mask from torch's global generator on x's device). Returns a new tensor."""
+    from fastwnll.tv import tvm
+
+    count = int(round(fraction * x.shape[0]))
+    if count == 0:
+        return x
+    rows = torch.randperm(x.shape[0], generator=generator)[:count].to(x.device)
+    x = x.clone()
+    with torch.no_grad():
+        x[rows] = tvm(x[rows])
+    return x
+
+
+def batch_order(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A random permutation of ``range(n)`` (from ``generator``) cut into batches of ``batch_size``;
+    a short last batch is dropped (kept when it is the only one)."""
+    order = torch.randperm(n, generator=generator)
+    return [order[i:i + batch_size] for i in range(0, max(n - batch_size, 0) + 1, batch_size)]
+
+
+def train_epoch(model: nn.Module, stage: Stage, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+                generator: torch.Generator, device: torch.device, precision: torch.dtype | None,
+                bank: AttackBank | None, desc: str, progress: bool) -> dict:
+    """One epoch over ``x`` [N, C, H, W] / ``y`` [N] (CPU tensors, moved to ``device`` batch by batch).
+
+    Per batch: PGD examples when ``config.adv == "pgd"``, TVM on a fraction when
+    ``config.tvm_augment > 0``, then one SGD step on the cross-entropy of the model's output rows
+    (with a WNLL head in training mode: the batch's query rows). Returns ``{"train_loss",
+    "train_acc"}``, averaged over those rows.
+    """
+    stage.set_modes(model)
+    total_loss = 0.0
+    correct = rows = 0
+    batches = batch_order(x.shape[0], stage.batch_size, generator)
+    bar = tqdm(batches, desc=desc, disable=None if progress else True, leave=False, dynamic_ncols=True)
+    for index in bar:
+        xb, yb = x[index].to(device), y[index].to(device)
+        if config.adv == "pgd":
+            xb = adversarial_batch(model, xb, yb, config, stage, bank, device, precision)
+        if config.tvm_augment > 0:
+            xb = tvm_augment(xb, config.tvm_augment, generator)
+        stage.optimizer.zero_grad(set_to_none=True)
+        with autocast(device, precision), wnll_batch(model, yb) as batch:
+            out = model(xb)
+            loss = F.cross_entropy(out.float(), batch.targets)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"the training loss became {loss.item()} ({desc}); try a lower learning rate")
+        stage.scaler.scale(loss).backward()
+        stage.scaler.step(stage.optimizer)
+        stage.scaler.update()
+        count = batch.targets.shape[0]
+        total_loss += loss.item() * count
+        correct += int((out.argmax(1) == batch.targets).sum())
+        rows += count
+        bar.set_postfix(loss=f"{total_loss / rows:.4f}", acc=f"{correct / rows:.4f}")
+    return {"train_loss": total_loss / rows, "train_acc": correct / rows}
