@@ -1,0 +1,185 @@
+"""The ``train``, ``evaluate`` and ``demo`` subcommands of the ``fastwnll`` command line."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from .config import ADVERSARIES, AMP, DATASETS, DEVICES, GRADIENTS, HEADS, TrainConfig
+
+# (TrainConfig field, argparse keywords, help). Every flag defaults to "not given" so that
+# `--resume` can tell the flags the user repeated from the ones taken from the checkpoint.
+_TRAIN_FLAGS = [
+    ("dataset", {"choices": DATASETS}, "training data (digits: scikit-learn's, bundled)"),
+    ("data_dir", {"metavar": "PATH"}, "where the dataset lies (npz: the .npz file)"),
+    ("download", {"action": "store_true"}, "download mnist / cifar10 with torchvision when missing"),
+    ("model", {}, "network: resnet20/32/44/56/110, mnist_cnn, digits_cnn (default per dataset)"),
+    ("head", {"choices": HEADS}, "output layer; wnll adds the paper's stage 2"),
+    ("epochs", {"type": int}, "stage-1 epochs per cycle (whole network, linear head)"),
+    ("stage2_epochs", {"type": int}, "stage-2 epochs per cycle (buffer block, WNLL head; default 2 for wnll)"),
+    ("cycles", {"type": int}, "repetitions of stage 1 + stage 2"),
+    ("adv", {"choices": ADVERSARIES}, "adversarial training"),
+    ("eps", {"type": float}, "PGD L_inf budget (default per dataset: 0.3 MNIST, 0.031 CIFAR)"),
+    ("alpha", {"type": float}, "PGD step size (default per dataset)"),
+    ("steps", {"type": int}, "PGD steps (default per dataset)"),
+    ("adv_gradient", {"choices": GRADIENTS}, "WNLL gradient for crafting PGD examples in stage 2"),
+    ("wnll_gradient", {"choices": GRADIENTS}, "WNLL gradient for training in stage 2"),
+    ("adv_templates", {"type": int}, "templates for crafting PGD examples in stage 2"),
+    ("tvm_augment", {"type": float, "metavar": "FRACTION"}, "fraction of each batch replaced by its TVM"),
+    ("batch_size", {"type": int}, "stage-1 batch size"),
+    ("stage2_batch_size", {"type": int}, "stage-2 batch size: templates + queries of one graph (default 1024; digits 256)"),
+    ("lr", {"type": float}, "stage-1 learning rate (default per dataset)"),
+    ("stage2_lr", {"type": float}, "stage-2 learning rate (default: stage 1's final one)"),
+    ("milestones", {"type": int, "nargs": "*", "metavar": "EPOCH"}, "stage-1 epochs where lr is multiplied by gamma"),
+    ("gamma", {"type": float}, "learning-rate decay factor"),
+    ("momentum", {"type": float}, "SGD momentum"),
+    ("weight_decay", {"type": float}, "SGD weight decay"),
+    ("k", {"type": int}, "WNLL graph neighbours"),
+    ("k_sigma", {"type": int}, "WNLL bandwidth neighbour (counting the point itself)"),
+    ("template_fraction", {"type": float}, "fraction of a stage-2 batch used as templates"),
+    ("templates", {"type": int}, "WNLL template bank size for evaluation"),
+    ("template_batches", {"type": int}, "template chunks whose scores are averaged at evaluation"),
+    ("eval_batch_size", {"type": int}, "queries per evaluation forward"),
+    ("eval_every", {"type": int}, "test every this many epochs (0: only at the end)"),
+    ("seed", {"type": int}, "random seed"),
+    ("device", {"choices": DEVICES}, "auto: CUDA when available"),
+    ("amp", {"choices": AMP}, "mixed precision on CUDA (the WNLL solve stays float32)"),
+    ("out", {"metavar": "DIR"}, "run directory: checkpoint.pt, log.jsonl, summary.json"),
+]
+
+
+def _default_text(name: str) -> str:
+    """`` (default: X)`` for a TrainConfig field with a fixed default; empty for per-dataset ones."""
+    default = next(f for f in dataclasses.fields(TrainConfig) if f.name == name).default
+    if default is None or default is dataclasses.MISSING or isinstance(default, bool):
+        return ""
+    return f" (default: {default:.4g})" if isinstance(default, float) else f" (default: {default})"
+
+
+def _add_train(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a network (natural or PGD; linear or WNLL head)",
+        description="Train a network with a linear or WNLL head, naturally or with PGD adversarial training, "
+                    "on CPU or CUDA. Writes OUT/checkpoint.pt, OUT/log.jsonl and OUT/summary.json.",
+    )
+    for name, keywords, text in _TRAIN_FLAGS:
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
+                            help=text + _default_text(name), **keywords)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its checkpoint (its configuration is reused; "
+                             "only --device may change)")
+    parser.add_argument("--stop-after", type=int, metavar="EPOCHS",
+                        help="stop after this many epochs of this call (continue later with --resume)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    parser.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from .trainer import train
+
+    given = {name: getattr(args, name) for name, _, _ in _TRAIN_FLAGS if hasattr(args, name)}
+    if args.resume:
+        out = Path(given.get("out", TrainConfig.out))
+        saved = load_checkpoint(out / CHECKPOINT_NAME)["config"]
+        config = TrainConfig.from_dict({**saved, **given})
+    else:
+        config = TrainConfig(**given)
+    summary = train(config, resume=args.resume, stop_after_epochs=args.stop_after, progress=not args.quiet)
+    if "stopped_after_epoch" in summary:
+        print(f"stopped after epoch {summary['stopped_after_epoch']}/{summary['epochs']}; "
+              f"continue with: fastwnll train --resume --out {config.out}")
+        return 0
+    line = f"test accuracy {summary['test_accuracy']:.4f}"
+    if "test_accuracy_linear" in summary:
+        line = (f"test accuracy: WNLL head {summary['test_accuracy']:.4f}, "
+                f"linear read-out {summary['test_accuracy_linear']:.4f}")
+    print(f"{line} ({summary['test_n']} images, {summary['train_time_s']:.1f} s training)")
+    print(f"checkpoint: {summary['checkpoint']}")
+    return 0
+
+
+def _add_evaluate(subparsers) -> None:
+    from .evaluate import EVAL_HEADS
+
+    parser = subparsers.add_parser(
+        "evaluate", help="natural accuracy of a checkpoint, through its linear or WNLL head",
+        description="Natural accuracy of a training checkpoint on a dataset split, read through the linear head, "
+                    "the WNLL head, or both.",
+    )
+    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint.pt or a run directory")
+    parser.add_argument("--dataset", choices=DATASETS, help="default: the training dataset")
+    parser.add_argument("--data-dir", metavar="PATH", help="default: the training data directory")
+    parser.add_argument("--split", choices=("test", "train"), default="test")
+    parser.add_argument("--head", choices=EVAL_HEADS,
+                        help="default: the checkpoint's own head (both for a WNLL model)")
+    parser.add_argument("--templates", type=int, metavar="N",
+                        help="rebuild the WNLL template bank from N training examples (needed for a linear-head "
+                             "checkpoint read through WNLL; default: the saved bank)")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--batch-size", type=int, help="queries per forward (default: the training config's)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
+                                 head=args.head, templates=args.templates, device=args.device,
+                                 batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['model']} ({result['trained_head']} head) on {result['dataset']} {result['split']}, "
+          f"{result['n']} images")
+    for head, value in result["accuracy"].items():
+        extra = f" ({result['templates']} templates)" if head == "wnll" else ""
+        print(f"  {head:<6} head accuracy {value:.4f}{extra}")
+    return 0
+
+
+def _add_demo(subparsers) -> None:
+    from .demo import DEMO_DEFAULTS
+
+    parser = subparsers.add_parser(
+        "demo", help="linear vs WNLL head on digits: PGD training, natural and IFGSM accuracy",
+        description="Train the digits CNN with a linear head and with a WNLL head (PGD adversarial training, "
+                    "a few epochs, CPU-friendly) on scikit-learn's digits, then print natural accuracy and "
+                    "accuracy under IFGSM (surrogate and exact WNLL gradients) in a table.",
+    )
+    d = DEMO_DEFAULTS
+    parser.add_argument("--epochs", type=int, default=d["epochs"], help=f"stage-1 epochs (default {d['epochs']})")
+    parser.add_argument("--stage2-epochs", type=int, default=d["stage2_epochs"],
+                        help=f"WNLL stage-2 epochs (default {d['stage2_epochs']})")
+    parser.add_argument("--eps", type=float, default=d["eps"], help=f"L_inf budget of training and attack "
+                                                                     f"(default {d['eps']})")
+    parser.add_argument("--steps", type=int, default=d["steps"], help=f"PGD training steps (default {d['steps']})")
+    parser.add_argument("--attack-steps", type=int, default=d["attack_steps"],
+                        help=f"IFGSM steps (default {d['attack_steps']})")
+    parser.add_argument("--no-exact", action="store_true", help="skip the exact-gradient attack on the WNLL model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--out", metavar="DIR", help="keep the two runs here (default: a temporary directory)")
+    parser.add_argument("--quiet", action="store_true", help="print only the table")
+    parser.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import format_table, run_demo
+
+    rows = run_demo(epochs=args.epochs, stage2_epochs=args.stage2_epochs, eps=args.eps, steps=args.steps,
+                    attack_steps=args.attack_steps, exact=not args.no_exact, seed=args.seed, device=args.device,
+                    out=args.out, progress=not args.quiet)
+    sys.stdout.write(format_table(rows, eps=args.eps, attack_steps=args.attack_steps))
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``train``, ``evaluate`` and ``demo`` to the ``fastwnll`` command line."""
+    _add_train(subparsers)
+    _add_evaluate(subparsers)
+    _add_demo(subparsers)
