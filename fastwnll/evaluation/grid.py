@@ -25,6 +25,8 @@ from .protocol import DEFAULT_EOT, PROTOCOLS, resolve
 from .robustness import Evaluator
 from .targets import HEADS, Target, check_same_data, eval_data, load_target
 
+CELL_KEYS = ("model", "defense", "protocol", "attack", "eps")
+
 
 @dataclass
 class GridConfig:
@@ -36,7 +38,10 @@ class GridConfig:
     settings; ``transfer``: list of ``{"source": name of a model above or {"name", "checkpoint",
     "head"?}, "attacks": [...], "eps": [...]}`` crafted on the source (paper protocol, no defence)
     and evaluated on every other model behind every defence. ``worst_case`` (with both protocols)
-    adds, per cell, the fraction of examples that survive both the paper's and the adaptive attack."""
+    adds, per cell, the fraction of examples that survive both the paper's and the adaptive attack.
+    ``exclude``: cells to skip, each a dict over ``model``, ``defense``, ``protocol``, ``attack``,
+    ``eps`` (a value or a list of values); a cell matching every key of one entry is skipped, e.g.
+    ``{"defense": "tvm", "protocol": "adaptive", "eps": [0.1, 0.2]}``."""
 
     models: list[dict] = field(default_factory=list)
     defenses: list[str] = field(default_factory=lambda: ["none", "tvm"])
@@ -56,6 +61,7 @@ class GridConfig:
     batch_size: int = 500
     device: str = "auto"
     worst_case: bool = True
+    exclude: list[dict] = field(default_factory=list)
     title: str | None = None
 
     @classmethod
@@ -111,6 +117,12 @@ class GridConfig:
         if self.cw_n is not None and (isinstance(self.cw_n, bool) or not isinstance(self.cw_n, int)
                                       or not 1 <= self.cw_n <= self.n):
             raise ValueError(f"cw_n must be an integer in [1, n={self.n}], got {self.cw_n!r}")
+        for pattern in self.exclude:
+            if not isinstance(pattern, dict) or not pattern:
+                raise ValueError(f"each exclude entry must be a non-empty object, got {pattern!r}")
+            unknown = sorted(set(pattern) - set(CELL_KEYS))
+            if unknown:
+                raise ValueError(f"unknown exclude keys {unknown}; allowed: {', '.join(CELL_KEYS)}")
         for spec in self.transfer:
             if not isinstance(spec, dict) or "source" not in spec:
                 raise ValueError(f"each transfer entry needs a 'source', got {spec!r}")
@@ -141,15 +153,26 @@ def _load(entry, device) -> Target:
     return load_target(entry["checkpoint"], name=entry["name"], head=entry["head"], device=device)
 
 
+def _excluded(cell: dict, patterns: list[dict]) -> bool:
+    def matches(key, wanted):
+        return cell[key] in wanted if isinstance(wanted, list) else cell[key] == wanted
+
+    return any(all(matches(key, wanted) for key, wanted in pattern.items()) for pattern in patterns)
+
+
 def cells(config: GridConfig, targets: list[Target]) -> list[tuple]:
-    """The white-box cells ``(target, defense, protocol, attack, eps)`` in report order."""
+    """The white-box cells ``(target, defense, protocol, attack, eps)`` in report order, without the
+    excluded ones."""
     out = []
     for target in targets:
         for defense in config.defenses:
             for protocol in config.protocols:
                 for attack in config.attacks:
                     for eps in (config.cw_eps if norm_of(attack) == "l2" else config.eps):
-                        out.append((target, defense, protocol, attack, eps))
+                        cell = {"model": target.name, "defense": defense, "protocol": protocol, "attack": attack,
+                                "eps": eps}
+                        if not _excluded(cell, config.exclude):
+                            out.append((target, defense, protocol, attack, eps))
     return out
 
 
@@ -229,9 +252,11 @@ def _with_worst_case(rows: list[dict], survived: dict) -> list[dict]:
         out.append(row)
         if row["protocol"] != "adaptive":
             continue
-        key = (row["model"], row["defense"], row["attack"], row["eps"])
-        paper, paper_mask = survived[(key[0], key[1], "paper", key[2], key[3])]
-        _, adaptive_mask = survived[(key[0], key[1], "adaptive", key[2], key[3])]
+        model, defense, attack, eps = row["model"], row["defense"], row["attack"], row["eps"]
+        if (model, defense, "paper", attack, eps) not in survived:  # the paper's cell was excluded
+            continue
+        paper, paper_mask = survived[(model, defense, "paper", attack, eps)]
+        _, adaptive_mask = survived[(model, defense, "adaptive", attack, eps)]
         worst = dict(row, protocol="worst-case", gradient=_both(paper["gradient"], row["gradient"]),
                      tvm_attack=_both(paper["tvm_attack"], row["tvm_attack"]), craft_time_s=0.0, reused=True,
                      robust_accuracy=float((paper_mask & adaptive_mask).float().mean()))
