@@ -1,0 +1,536 @@
+"""Tests for fastwnll.tv (tv_denoise, tvm, keep_mask), the Triton kernels and fastwnll.nn.TVM.
+
+The objective is recomputed here in numpy, independently of the library. The Triton kernels run
+under the Triton interpreter in a subprocess (tests/tv_triton_interpret.py) and are compared with
+the torch path; they are also compiled for sm_80 and sm_90 (no GPU needed) and checked for spills.
+"""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fastwnll
+from fastwnll import tv as tvmod
+from fastwnll.kernels import tv_primal_dual as kernels  # compiled-mode kernels (no TRITON_INTERPRET here)
+from fastwnll.nn import TVM
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tv_triton_interpret import CASES, make_inputs  # noqa: E402
+
+MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------------------
+# the objective, written independently of the library (numpy, float64)
+
+
+def objective(z, x, lam, mask=None, isotropic=True) -> float:
+    """Sum over planes of 1/2 sum M (z - x)^2 + lam * TV(z), forward differences, Neumann boundary."""
+    z = np.asarray(torch.as_tensor(z).double())
+    x = np.asarray(torch.as_tensor(x).double())
+    m = np.ones_like(x) if mask is None else np.asarray(torch.as_tensor(mask).double())
+    dx = np.zeros_like(z)
+    dy = np.zeros_like(z)
+    dx[..., :, :-1] = z[..., :, 1:] - z[..., :, :-1]
+    dy[..., :-1, :] = z[..., 1:, :] - z[..., :-1, :]
+    tv = np.sqrt(dx ** 2 + dy ** 2).sum() if isotropic else (np.abs(dx) + np.abs(dy)).sum()
+    return float(0.5 * (m * (z - x) ** 2).sum() + lam * tv)
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    import gzip
+
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    """The first 64 real MNIST test digits, float64 [64, 1, 28, 28] in [0, 1]."""
+    path = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
+    if not path.exists():
+        pytest.skip(f"real MNIST data not found at {MNIST_DIR}")
+    return torch.from_numpy(_read_idx(path)[:64].astype(np.float64) / 255.0)[:, None]
+
+
+@pytest.fixture(scope="module")
+def natural():
+    """Four 32x32 RGB crops of scikit-image's astronaut photograph, float64 [4, 3, 32, 32]."""
+    from skimage import data
+
+    img = torch.from_numpy(data.astronaut().astype(np.float64) / 255.0).permute(2, 0, 1)
+    return torch.stack([img[:, r:r + 32, c:c + 32] for r, c in ((40, 200), (100, 260), (300, 100), (420, 380))])
+
+
+def _images(request, name):
+    return request.getfixturevalue(name)[:8]
+
+
+# ------------------------------------------------------------------------------------------------
+# convergence to the minimum
+
+
+@pytest.mark.parametrize("data", ["mnist", "natural"])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("lam", [0.03, 0.1])
+def test_default_iterations_reach_converged_objective(request, data, masked, lam):
+    x = _images(request, data)
+    mask = tvmod.keep_mask(x, 0.5, generator=torch.Generator().manual_seed(1)) if masked else None
+    m = None if mask is None else mask.double()
+    half = fastwnll.tvm(x, lam=lam, mask=m, iters=2000) if masked else fastwnll.tv_denoise(x, lam, iters=2000)
+    ref = fastwnll.tvm(x, lam=lam, mask=m, iters=4000) if masked else fastwnll.tv_denoise(x, lam, iters=4000)
+    f_ref = objective(ref, x, lam, m)
+    # the float64 reference has converged: doubling its iterations changes the objective by < 5e-6
+    assert 0 <= objective(half, x, lam, m) - f_ref <= 5e-6 * f_ref
+    x32 = x.float()
+    z = fastwnll.tvm(x32, lam=lam, mask=mask) if masked else fastwnll.tv_denoise(x32, lam)
+    assert z.dtype == torch.float32
+    gap = (objective(z, x, lam, m) - f_ref) / f_ref
+    assert -1e-5 <= gap <= (1e-3 if masked else 5e-4)
+    # and the default 100 iterations are far better than 10
+    z10 = fastwnll.tvm(x32, lam=lam, mask=mask, iters=10) if masked else fastwnll.tv_denoise(x32, lam, iters=10)
+    assert (objective(z10, x, lam, m) - f_ref) / f_ref > 5 * max(gap, 1e-5)
+
+
+@pytest.mark.parametrize("isotropic", [True, False])
+def test_anisotropic_and_isotropic_minimise_their_own_objective(mnist, isotropic):
+    x = mnist[:4]
+    z = fastwnll.tv_denoise(x, 0.05, iters=3000, isotropic=isotropic)
+    other = fastwnll.tv_denoise(x, 0.05, iters=3000, isotropic=not isotropic)
+    assert objective(z, x, 0.05, isotropic=isotropic) < objective(other, x, 0.05, isotropic=isotropic) * (1 - 1e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# scikit-image: weight w <-> lam = w
+
+
+def test_skimage_weight_equals_lam_by_objective(mnist, natural):
+    from skimage.restoration import denoise_tv_chambolle
+
+    lam = 0.05
+    gray = mnist[:2, 0]                                   # [2, 28, 28]
+    rgb = natural[0]                                      # [3, 32, 32]
+    sk_gray = torch.from_numpy(np.stack([denoise_tv_chambolle(im.numpy(), weight=lam, eps=1e-12, max_num_iter=3000)
+                                         for im in gray]))
+    sk_rgb = torch.from_numpy(denoise_tv_chambolle(rgb.permute(1, 2, 0).numpy(), weight=lam, eps=1e-12,
+                                                   max_num_iter=3000, channel_axis=-1)).permute(2, 0, 1)
+    for x, sk in ((gray, sk_gray), (rgb[None], sk_rgb[None])):
+        ours = fastwnll.tv_denoise(x, lam, iters=3000)
+        f_ours, f_sk = objective(ours, x, lam), objective(sk, x, lam)
+        # both minimise 1/2||z - x||^2 + lam TV(z): same objective (skimage converges more slowly)
+        assert -1e-7 * f_ours <= f_sk - f_ours <= 3e-5 * f_ours
+        assert (ours - sk).abs().max() < 2e-3
+        # a wrong mapping (lam = w/2 or 2w) is clearly worse on skimage's problem
+        for wrong in (lam / 2, 2 * lam):
+            assert objective(fastwnll.tv_denoise(x, wrong, iters=3000), x, lam) > f_ours * (1 + 2e-3)
+
+
+def test_default_iterations_beat_skimage_defaults(mnist):
+    from skimage.restoration import denoise_tv_chambolle
+
+    x = mnist[:16, 0]
+    for lam in (0.03, 0.1):
+        sk = torch.from_numpy(np.stack([denoise_tv_chambolle(im.numpy(), weight=lam) for im in x]))
+        assert objective(fastwnll.tv_denoise(x.float(), lam), x, lam) < objective(sk, x, lam)
+
+
+# ------------------------------------------------------------------------------------------------
+# the mask
+
+
+@pytest.mark.parametrize("drop_rate", [0.5, 0.3, 0.0])
+def test_keep_mask_statistics(drop_rate):
+    x = torch.zeros(64, 3, 32, 32)
+    mask = tvmod.keep_mask(x, drop_rate, generator=torch.Generator().manual_seed(0))
+    assert mask.dtype == torch.bool and mask.shape == x.shape
+    n = mask.numel()
+    sd = (drop_rate * (1 - drop_rate) / n) ** 0.5
+    assert abs(mask.float().mean().item() - (1 - drop_rate)) <= 5 * sd + 1e-12
+    if drop_rate > 0:
+        # independent per channel entry: channels agree on a fraction p^2 + (1-p)^2 of pixels
+        agree = (mask[:, 0] == mask[:, 1]).float().mean().item()
+        assert abs(agree - (drop_rate ** 2 + (1 - drop_rate) ** 2)) < 0.02
+        # and per image: row-wise means vary like binomials
+        per_image = mask.float().mean(dim=(1, 2, 3))
+        assert per_image.std() > 0
+
+
+def test_tvm_is_reproducible_from_generator(mnist):
+    x = mnist[:4].float()
+    a = fastwnll.tvm(x, generator=torch.Generator().manual_seed(7), iters=20)
+    b = fastwnll.tvm(x, generator=torch.Generator().manual_seed(7), iters=20)
+    c = fastwnll.tvm(x, generator=torch.Generator().manual_seed(8), iters=20)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    m = tvmod.keep_mask(x, 0.5, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(fastwnll.tvm(x, mask=m, iters=20), a)
+    torch.manual_seed(3)
+    d = fastwnll.tvm(x, iters=20)
+    torch.manual_seed(3)
+    assert torch.equal(fastwnll.tvm(x, iters=20), d)
+    # drop_rate=0 draws nothing and is tv_denoise
+    assert torch.equal(fastwnll.tvm(x, drop_rate=0.0, lam=0.05, iters=20), fastwnll.tv_denoise(x, 0.05, iters=20))
+
+
+def test_kept_pixels_pulled_to_data_and_dropped_pixels_filled_in():
+    # a smooth image: dropped pixels carry garbage, which the reconstruction must ignore
+    r = torch.linspace(0, 1, 24, dtype=torch.float64)
+    x = (0.25 + 0.5 * torch.outer(r, r) ** 0.5)[None, None].repeat(2, 1, 1, 1)
+    mask = tvmod.keep_mask(x, 0.5, generator=torch.Generator().manual_seed(4))
+    garbage = torch.where(mask, x, 1.0 - x)
+    z = fastwnll.tvm(garbage, mask=mask, lam=0.01, iters=2000)
+    kept, dropped = mask, ~mask
+    assert (z - x)[kept].abs().mean() < 0.01          # kept pixels stay at their values
+    assert (z - x)[dropped].abs().mean() < 0.02       # dropped pixels are filled in from neighbours
+    assert (garbage - x)[dropped].abs().mean() > 0.2  # ... not from the values they carried
+    # the optimum does not depend on the dropped values at all
+    z_clean = fastwnll.tvm(x, mask=mask, lam=0.01, iters=2000)
+    assert (z - z_clean).abs().max() < 1e-3
+    # a soft (float) mask weighs the data term: weight 1 everywhere is tv_denoise's problem
+    ones = torch.ones_like(x)
+    z_ones = fastwnll.tvm(x, mask=ones, lam=0.05, iters=3000)
+    assert (z_ones - fastwnll.tv_denoise(x, 0.05, iters=3000)).abs().max() < 1e-4
+
+
+def test_mnist_tvm_is_a_sensible_reconstruction(mnist):
+    x = mnist[:32].float()
+    z = fastwnll.tvm(x, generator=torch.Generator().manual_seed(0))
+    assert z.shape == x.shape and z.dtype == x.dtype
+    assert z.min() >= -1e-3 and z.max() <= 1 + 1e-3      # TV reconstruction stays in the data range
+    # closer to the clean digits than the half-erased input is
+    erased = x * tvmod.keep_mask(x, 0.5, generator=torch.Generator().manual_seed(0))
+    assert (z - x).pow(2).mean() < 0.5 * (erased - x).pow(2).mean()
+
+
+# ------------------------------------------------------------------------------------------------
+# shapes, dtypes, layout
+
+
+def test_shapes_and_plane_independence(mnist, natural):
+    x = natural[:2].float()
+    z = fastwnll.tv_denoise(x, 0.05, iters=30)
+    assert z.shape == x.shape
+    alone = fastwnll.tv_denoise(x[:, 1], 0.05, iters=30)             # [B, H, W]
+    assert (z[:, 1] - alone).abs().max() < 1e-6
+    assert (fastwnll.tv_denoise(x[:, :1], 0.05, iters=30)[:, 0] - z[:, 0]).abs().max() < 1e-6
+    # non-contiguous input (channels_last, transposed) gives the same planes
+    cl = fastwnll.tv_denoise(x.contiguous(memory_format=torch.channels_last), 0.05, iters=30)
+    assert (cl - z).abs().max() < 1e-6
+    t = fastwnll.tv_denoise(x.transpose(-1, -2), 0.05, iters=30)        # TV is symmetric in x and y
+    assert (t.transpose(-1, -2) - z).abs().max() < 1e-5
+    # degenerate planes and empty batches
+    line = torch.rand(2, 1, 1, 7)
+    row = fastwnll.tv_denoise(line, 0.1, iters=50)
+    column = fastwnll.tv_denoise(line.transpose(-1, -2), 0.1, iters=50)
+    assert (row - column.transpose(-1, -2)).abs().max() < 1e-6
+    assert fastwnll.tv_denoise(torch.rand(0, 3, 8, 8), 0.1).shape == (0, 3, 8, 8)
+    assert fastwnll.tvm(torch.rand(0, 8, 8)).shape == (0, 8, 8)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float16, 2e-3), (torch.bfloat16, 1e-2)])
+def test_half_inputs_computed_in_float32(natural, dtype, tol):
+    x = natural[:2].to(dtype)
+    z = fastwnll.tv_denoise(x, 0.05, iters=40)
+    assert z.dtype == dtype
+    ref = fastwnll.tv_denoise(x.float(), 0.05, iters=40)
+    assert (z.float() - ref).abs().max() <= tol
+    zm = fastwnll.tvm(x, generator=torch.Generator().manual_seed(0), iters=40)
+    assert zm.dtype == dtype
+
+
+def test_float64_is_computed_in_float64(mnist):
+    x = mnist[:2]
+    z = fastwnll.tv_denoise(x, 0.05, iters=50)
+    assert z.dtype == torch.float64
+    assert (z - fastwnll.tv_denoise(x.float(), 0.05, iters=50).double()).abs().max() < 1e-5
+
+
+def test_inplace_and_autograd_iterations_agree(natural):
+    x = natural[:2].float().reshape(-1, 32, 32)
+    mask = (torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) > 0.4).float()
+    for m in (None, mask):
+        for iso in (True, False):
+            c = tvmod.step_constants(0.05, m is not None)
+            a = tvmod.primal_dual_inplace(x, m, c, 25, iso)
+            b = tvmod.primal_dual_autograd(x, m, c, 25, iso)
+            assert (a - b).abs().max() < 1e-5
+
+
+def test_step_constants_satisfy_convergence_condition():
+    for lam in (1e-3, 0.03, 1.0, 50.0):
+        for masked in (False, True):
+            c = tvmod.step_constants(lam, masked)
+            sigma = c["b"] / lam
+            assert c["tau"] * sigma * 8 * lam ** 2 == pytest.approx(1.0)
+            assert 0 < c["rho"] < 2
+            assert c["inv"] + c["c"] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# gradients
+
+
+def test_bpda_gradient_is_identity():
+    x = torch.rand(2, 3, 9, 10, requires_grad=True)
+    g = torch.randn(2, 3, 9, 10)
+    fastwnll.tvm(x, generator=torch.Generator().manual_seed(0), iters=10).backward(g)
+    assert torch.equal(x.grad, g)
+    x.grad = None
+    fastwnll.tv_denoise(x, 0.1, iters=10).backward(g)
+    assert torch.equal(x.grad, g)
+
+
+def test_unrolled_gradient_matches_finite_differences():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 5, 6, dtype=torch.float64, generator=g).requires_grad_()
+    assert torch.autograd.gradcheck(lambda v: fastwnll.tv_denoise(v, 0.1, iters=8, backward="unrolled"), (x,))
+    mask = torch.rand(1, 1, 5, 6, dtype=torch.float64, generator=g).clamp(0.1, 0.9).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda v, m: fastwnll.tvm(v, lam=0.1, mask=m, iters=8, isotropic=False, backward="unrolled"), (x, mask))
+    # the exact gradient is not the identity, and the unrolled forward is the same map
+    out = fastwnll.tv_denoise(x, 0.1, iters=8, backward="unrolled")
+    w = torch.randn(x.shape, dtype=torch.float64, generator=g)
+    (grad,) = torch.autograd.grad((out * w).sum(), x)
+    assert (grad - w).abs().max() > 1e-2
+    assert grad.sum().item() == pytest.approx(w.sum().item())   # ROF preserves the mean: sum(z) = sum(x)
+    assert (out - fastwnll.tv_denoise(x, 0.1, iters=8)).abs().max() < 1e-12
+    # without a graph to build, unrolled runs the in-place path and returns a plain tensor
+    with torch.no_grad():
+        assert not fastwnll.tv_denoise(x, 0.1, iters=8, backward="unrolled").requires_grad
+
+
+# ------------------------------------------------------------------------------------------------
+# Triton kernels: interpreter on CPU tensors, and compilation for real GPUs
+
+
+@pytest.fixture(scope="module")
+def interpreted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tv_triton") / "out.pt"
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    script = Path(__file__).resolve().parent / "tv_triton_interpret.py"
+    proc = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return torch.load(out)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_triton_kernel_equals_torch_path(interpreted, name):
+    _, dtype, _, isotropic, _, _, lam, iters = CASES[name]
+    x, mask = make_inputs(name)
+    if mask is None:
+        ref = fastwnll.tv_denoise(x, lam, iters=iters, isotropic=isotropic, backend="torch")
+    else:
+        ref = fastwnll.tvm(x, lam=lam, iters=iters, isotropic=isotropic, mask=mask, backend="torch")
+    out = interpreted[name]
+    assert out.shape == x.shape and out.dtype == dtype
+    tol = {torch.float32: 2e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
+    assert (out.float() - ref.float()).abs().max() <= tol
+
+
+def test_dispatch_rules(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    x = torch.rand(1, 8, 8)
+    assert not tvmod._use_kernel(x, "auto", "bpda")               # CPU tensors: torch path
+    assert not tvmod._use_kernel(x, "torch", "bpda")
+    with pytest.raises(ValueError, match="needs CUDA tensors"):
+        fastwnll.tv_denoise(x, 0.1, backend="triton")
+    with pytest.raises(ValueError, match="float16, bfloat16 or float32"):
+        fastwnll.tv_denoise(x.double(), 0.1, backend="triton")
+    with pytest.raises(ValueError, match="unrolled"):
+        fastwnll.tv_denoise(x, 0.1, backend="triton", backward="unrolled")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert tvmod._use_kernel(x, "triton", "bpda")
+    assert kernels.plane_fits(64, 64) and kernels.plane_fits(28, 100) and not kernels.plane_fits(65, 64)
+    with pytest.raises(ValueError, match="does not fit"):
+        kernels.tv_primal_dual(torch.rand(1, 224, 224), None, tvmod.step_constants(0.1, False), 1, True, path="plane")
+    with pytest.raises(ValueError, match="unknown path"):
+        kernels.tv_primal_dual(x, None, tvmod.step_constants(0.1, False), 1, True, path="fused")
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+def test_kernels_compile_for_gpus_without_spills(arch):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    scalars = {s: "fp32" for s in ("tau", "a", "b", "inv")}
+    plane = {"x_ptr": "*bf16", "w_ptr": "*i1", "out_ptr": "*bf16", "H": "i32", "W": "i32", "iters": "i32",
+             **scalars, "c": "fp32", "rho": "fp32"}
+    tile = {"x_ptr": "*fp16", "w_ptr": "*fp32", **{n: "*fp32" for n in ("z_ptr", "p1_ptr", "p2_ptr", "z_out",
+                                                                         "p1_out", "p2_out")},
+            "H": "i32", "W": "i32", "tiles_h": "i32", "tiles_w": "i32", **scalars, "cx": "fp32", "rho": "fp32"}
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    for fn, sig, block, warps in ((kernels._tv_plane_kernel, plane, 32, 4), (kernels._tv_plane_kernel, plane, 64, 16),
+                                  (kernels._tv_tile_step_kernel, tile, kernels.TILE, 4)):
+        const = {"HAS_MASK": True, "ISOTROPIC": True, "BLOCK_H": block, "BLOCK_W": block}
+        src = ASTSource(fn, {**sig, **{k: "constexpr" for k in const}}, constexprs=const)
+        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+        assert "tt.gather" in compiled.asm["ttgir"] or fn is kernels._tv_tile_step_kernel
+        cubin = Path(os.environ.get("TMPDIR", "/tmp")) / f"tv_{fn.__name__}_{block}_{arch}_{os.getpid()}.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        try:
+            usage = subprocess.run([str(cuobjdump), "-res-usage", str(cubin)], capture_output=True, text=True,
+                                   check=True).stdout
+        finally:
+            cubin.unlink()
+        assert re.search(r"STACK:0 ", usage) and re.search(r"LOCAL:0 ", usage), usage
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("shape", [(512, 3, 32, 32), (64, 1, 28, 28), (4, 1, 64, 64), (2, 3, 224, 224)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_triton_on_gpu_equals_torch_path(shape, dtype):
+    x = torch.rand(shape, device="cuda").to(dtype)
+    mask = tvmod.keep_mask(x, 0.5, generator=torch.Generator(device="cuda").manual_seed(0))
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}[dtype]
+    for m in (None, mask):
+        out = fastwnll.tvm(x, mask=m, drop_rate=0.0, iters=50)
+        ref = fastwnll.tvm(x, mask=m, drop_rate=0.0, iters=50, backend="torch")
+        assert out.dtype == dtype and (out.float() - ref.float()).abs().max() <= tol
+
+
+@pytest.mark.cuda
+@cuda
+def test_device_mismatches_are_reported():
+    x = torch.rand(1, 8, 8, device="cuda")
+    with pytest.raises(ValueError, match="mask is on"):
+        fastwnll.tvm(x, mask=torch.ones(1, 8, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match="generator is on"):
+        fastwnll.tvm(x, generator=torch.Generator())
+
+
+# ------------------------------------------------------------------------------------------------
+# the TVM module
+
+
+def test_tvm_module_matches_function_and_reprs(mnist):
+    x = mnist[:4].float()
+    layer = TVM(drop_rate=0.4, lam=0.05, iters=20, seed=3)
+    assert repr(layer) == "TVM(drop_rate=0.4, lam=0.05, iters=20, isotropic=True, backward='bpda', seed=3)"
+    first = layer(x)
+    expected = fastwnll.tvm(x, drop_rate=0.4, lam=0.05, iters=20, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(first, expected)
+    assert not torch.equal(layer(x), first)          # the mask sequence advances
+    layer.reset()
+    assert torch.equal(layer(x), first)              # and restarts
+    layer.eval()
+    layer.reset()
+    assert torch.equal(layer(x), first)              # same in evaluation mode
+    torch.manual_seed(0)
+    unseeded = TVM(iters=20)(x)
+    torch.manual_seed(0)
+    assert torch.equal(TVM(iters=20)(x), unseeded)   # seed=None uses the global generator
+    assert torch.equal(TVM(drop_rate=0.0, lam=0.05, iters=20, seed=1)(x), fastwnll.tv_denoise(x, 0.05, iters=20))
+
+
+def test_tvm_module_in_a_model_passes_gradients():
+    torch.manual_seed(0)
+    model = nn.Sequential(TVM(iters=15, seed=0), nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+    x = torch.rand(5, 3, 8, 8, requires_grad=True)
+    model(x).sum().backward()
+    w = model[2].weight
+    assert torch.allclose(x.grad, w.sum(0).reshape(1, 3, 8, 8).expand(5, 3, 8, 8))   # BPDA: identity through TVM
+    unrolled = nn.Sequential(TVM(iters=15, seed=0, backward="unrolled"), nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+    x.grad = None
+    unrolled(x).sum().backward()
+    assert x.grad.abs().sum() > 0 and not torch.allclose(x.grad, w.sum(0).reshape(1, 3, 8, 8).expand(5, 3, 8, 8))
+
+
+def test_tvm_module_in_a_data_pipeline(mnist):
+    from torchvision import transforms
+
+    images = (mnist[:6, 0].numpy() * 255).astype(np.uint8)          # [6, 28, 28] uint8, like a dataset
+
+    class Digits(torch.utils.data.Dataset):
+        def __init__(self, transform):
+            self.transform = transform
+
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            return self.transform(images[i])
+
+    pipeline = transforms.Compose([transforms.ToTensor(), TVM(iters=20, seed=5)])   # [1, 28, 28] per image
+    batches = list(torch.utils.data.DataLoader(Digits(pipeline), batch_size=3))
+    assert [tuple(b.shape) for b in batches] == [(3, 1, 28, 28)] * 2
+    again = list(torch.utils.data.DataLoader(Digits(transforms.Compose([transforms.ToTensor(),
+                                                                         TVM(iters=20, seed=5)])), batch_size=3))
+    assert all(torch.equal(a, b) for a, b in zip(batches, again))
+    clean = torch.from_numpy(images).float()[:, None] / 255
+    assert (torch.cat(batches) - clean).abs().mean() < 0.1
+
+
+# ------------------------------------------------------------------------------------------------
+# bad input
+
+
+X = torch.rand(2, 3, 8, 8)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: fastwnll.tv_denoise(X, 0.0), ValueError, "lam must be a finite number > 0"),
+    (lambda: fastwnll.tv_denoise(X, -0.1), ValueError, "lam must be a finite number > 0"),
+    (lambda: fastwnll.tv_denoise(X, float("nan")), ValueError, "lam must be a finite number > 0"),
+    (lambda: fastwnll.tv_denoise(X, "0.1"), TypeError, "lam must be a real number"),
+    (lambda: fastwnll.tvm(X, lam=0), ValueError, "lam must be a finite number > 0"),
+    (lambda: fastwnll.tvm(X, drop_rate=1.0), ValueError, r"drop_rate must be in \[0, 1\)"),
+    (lambda: fastwnll.tvm(X, drop_rate=-0.1), ValueError, r"drop_rate must be in \[0, 1\)"),
+    (lambda: fastwnll.tvm(X, drop_rate=True), TypeError, "drop_rate must be a real number"),
+    (lambda: fastwnll.tv_denoise(X, 0.1, iters=0), ValueError, "iters must be >= 1"),
+    (lambda: fastwnll.tvm(X, iters=-3), ValueError, "iters must be >= 1"),
+    (lambda: fastwnll.tv_denoise(X, 0.1, iters=2.5), TypeError, "iters must be an int"),
+    (lambda: fastwnll.tv_denoise(X, 0.1, isotropic=1), TypeError, "isotropic must be a bool"),
+    (lambda: fastwnll.tv_denoise(X, 0.1, backward="exact"), ValueError, "unknown backward"),
+    (lambda: fastwnll.tvm(X, backend="cuda"), ValueError, "unknown backend"),
+    (lambda: fastwnll.tv_denoise(X.masked_fill(X > 0.9, float("nan")), 0.1), ValueError, "NaN or Inf"),
+    (lambda: fastwnll.tvm(X.masked_fill(X > 0.9, float("inf"))), ValueError, "NaN or Inf"),
+    (lambda: fastwnll.tv_denoise(X[0, 0], 0.1), ValueError, r"shape \[B, C, H, W\] or \[B, H, W\]"),
+    (lambda: fastwnll.tvm(X[None]), ValueError, r"shape \[B, C, H, W\] or \[B, H, W\]"),
+    (lambda: fastwnll.tv_denoise((X * 255).to(torch.uint8), 0.1), TypeError, "floating-point tensor"),
+    (lambda: fastwnll.tvm(torch.ones(2, 8, 8, dtype=torch.int64)), TypeError, "floating-point tensor"),
+    (lambda: fastwnll.tv_denoise(X.numpy(), 0.1), TypeError, "x must be a torch.Tensor"),
+    (lambda: fastwnll.tvm(X * 2), ValueError, r"tvm expects x in \[0, 1\]"),
+    (lambda: fastwnll.tvm(X - 0.5), ValueError, r"tvm expects x in \[0, 1\]"),
+    (lambda: fastwnll.tvm(X, mask=torch.ones(2, 3, 8, 7, dtype=torch.bool)), ValueError, "mask must have the shape"),
+    (lambda: fastwnll.tvm(X, mask=torch.ones(2, 3, 8, 8, dtype=torch.int64)), TypeError, "bool or floating-point"),
+    (lambda: fastwnll.tvm(X, mask=torch.full((2, 3, 8, 8), 1.5)), ValueError, r"weights in \[0, 1\]"),
+    (lambda: fastwnll.tvm(X, mask=X.numpy()), TypeError, "mask must be a torch.Tensor"),
+    (lambda: fastwnll.tvm(X, mask=X > 0.5, generator=torch.Generator()), ValueError, "either mask or generator"),
+    (lambda: fastwnll.tvm(X, generator=0), TypeError, "generator must be a torch.Generator"),
+    (lambda: tvmod.keep_mask(X, 1.5), ValueError, r"drop_rate must be in \[0, 1\)"),
+    (lambda: tvmod.keep_mask([1.0], 0.5), TypeError, "x must be a torch.Tensor"),
+    (lambda: TVM(drop_rate=1.0), ValueError, r"drop_rate must be in \[0, 1\)"),
+    (lambda: TVM(lam=-1), ValueError, "lam must be a finite number > 0"),
+    (lambda: TVM(iters=0), ValueError, "iters must be >= 1"),
+    (lambda: TVM(backward="none"), ValueError, "unknown backward"),
+    (lambda: TVM(seed=-1), ValueError, "seed must be None or an int"),
+    (lambda: TVM(seed=0)(torch.rand(8, 8)), ValueError, r"shape \[B, C, H, W\] or \[B, H, W\]"),
+])
+def test_bad_input_is_rejected(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
