@@ -331,3 +331,21 @@ def test_cli_resume_with_other_flags_exits_1(tmp_path, capsys):
     assert main(["train", "--epochs", "2", "--device", "cpu", "--out", out, "--quiet", "--stop-after", "1"]) == 0
     assert main(["train", "--epochs", "3", "--device", "cpu", "--out", out, "--quiet", "--resume"]) == 1
     assert "the configuration differs in ['epochs']" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only messages")
+def test_cuda_options_without_a_gpu(tmp_path):
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        train(config(tmp_path, device="cuda"), progress=False)
+    with pytest.raises(ValueError, match="amp='on' needs a CUDA device"):
+        train(config(tmp_path, amp="on"), progress=False)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_with_amp_and_evaluation(tmp_path):
+    summary = train(config(tmp_path, head="wnll", epochs=2, stage2_epochs=1, adv="pgd", eps=0.05, alpha=0.025,
+                           steps=2, tvm_augment=0.25, device="cuda", amp="on"), progress=False)
+    assert summary["device"].startswith("cuda") and summary["test_accuracy"] > 0.3
+    result = evaluate_checkpoint(tmp_path / "run", device="cuda")
+    assert result["accuracy"]["wnll"] == pytest.approx(summary["test_accuracy"], abs=0.02)

@@ -9,6 +9,7 @@ template bank used for the final evaluation), ``log.jsonl`` (one JSON object per
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -148,6 +149,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_epochs: int |
             f.write(json.dumps(record) + "\n")
         if progress:
             tqdm.write(_epoch_line(record, len(plan)))
+            sys.stdout.flush()
         ran += 1
         if stop_after_epochs is not None and ran >= stop_after_epochs and not last:
             for p in model.parameters():
