@@ -155,6 +155,15 @@ def test_batch_order_drops_a_short_last_batch():
 def test_cycles_repeat_both_stages(tmp_path):
     cfg = config(tmp_path, head="wnll", epochs=1, stage2_epochs=1, cycles=2, eval_every=0)
     assert cfg.resolve().stage_plan() == [(0, "linear", 0), (0, "wnll", 0), (1, "linear", 0), (1, "wnll", 0)]
+    train(cfg, stop_after_epochs=2, progress=False)
+    after_first_cycle = load_checkpoint(tmp_path / "run")["model"]
+    summary = train(cfg, resume=True, progress=False)
+    log = read_log(tmp_path / "run")
+    assert [(r["cycle"], r["stage"]) for r in log] == [(1, "linear"), (1, "wnll"), (2, "linear"), (2, "wnll")]
+    final = load_checkpoint(tmp_path / "run")["model"]
+    # The second cycle's stage 1 trains the whole network again.
+    assert not torch.equal(after_first_cycle["trunk.1.weight"], final["trunk.1.weight"])
+    assert summary["epochs"] == 4 and "test_accuracy_linear" in summary
 
 
 def test_config_defaults_per_dataset():
