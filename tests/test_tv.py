@@ -278,6 +278,16 @@ def test_inplace_and_autograd_iterations_agree(natural):
             assert (a - b).abs().max() < 1e-5
 
 
+def test_cpu_chunks_give_the_same_result(monkeypatch, natural):
+    x = natural.float()                                          # 12 planes of 32x32
+    mask = tvmod.keep_mask(x, 0.5, generator=torch.Generator().manual_seed(0))
+    whole_z = fastwnll.tv_denoise(x, 0.05, iters=20)
+    whole_m = fastwnll.tvm(x, mask=mask, iters=20)
+    monkeypatch.setattr(tvmod, "CPU_CHUNK_PIXELS", 5 * 32 * 32)  # chunks of 5, 5 and 2 planes
+    assert (fastwnll.tv_denoise(x, 0.05, iters=20) - whole_z).abs().max() < 1e-6
+    assert (fastwnll.tvm(x, mask=mask, iters=20) - whole_m).abs().max() < 1e-6
+
+
 def test_step_constants_satisfy_convergence_condition():
     for lam in (1e-3, 0.03, 1.0, 50.0):
         for masked in (False, True):
