@@ -282,8 +282,8 @@ def main(argv=None) -> None:
         lines += [f"## Equal objective: {args.mnist_images} real MNIST digits, tv_denoise vs skimage per-image loop",
                   "",
                   "skimage `denoise_tv_chambolle(img, weight=lam, eps, max_num_iter)` (weight = lam); ours: the fewest "
-                  "iterations whose objective is <= skimage's. Objectives are totals over the digits; times in seconds (medians; "
-                  "ours over 3x more runs).", "",
+                  "iterations whose objective is <= skimage's. Objectives are totals over the digits; times in "
+                  "seconds (medians; ours over 3x more runs).", "",
                   markdown_table(eq_rows, ["lam", "skimage_eps", "skimage_max_iter", "skimage_objective", "skimage_s",
                                            "ours_iters", "ours_objective", "ours_s", "speedup"]), ""]
     lines += [f"## Batches at {args.iters} iterations (lam {LAM}; tvm: drop rate 0.5)", "",
