@@ -495,6 +495,28 @@ def test_tvm_module_in_a_data_pipeline(mnist):
     assert (torch.cat(batches) - clean).abs().mean() < 0.1
 
 
+class _ConstantImages(torch.utils.data.Dataset):
+    """Four identical [1, 8, 8] images through a seeded TVM (module level, so workers can load it)."""
+
+    def __init__(self):
+        self.transform = TVM(iters=5, seed=1)
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return self.transform(torch.linspace(0.2, 0.8, 64).reshape(1, 8, 8))
+
+
+def test_seeded_tvm_module_in_dataloader_workers():
+    def load():
+        return torch.cat(list(torch.utils.data.DataLoader(_ConstantImages(), batch_size=1, num_workers=2)))
+
+    first, second = load(), load()
+    assert torch.equal(first, second)            # reproducible run to run
+    assert not torch.equal(first[0], first[1])   # items 0 and 1 come from different workers: different masks
+
+
 # ------------------------------------------------------------------------------------------------
 # bad input
 
