@@ -40,14 +40,15 @@ iterations of a plane in one program for planes up to 64x64, one launch per iter
 tiles for larger ones) on CUDA tensors of dtype float16/bfloat16/float32 (CPU tensors only under
 ``TRITON_INTERPRET=1``); ``"torch"`` runs the vectorised torch iteration below on any device;
 ``"auto"`` (default) picks triton for such CUDA tensors when triton is installed and torch otherwise.
-Both perform the same arithmetic in the same order. Computation is in float32 (float64 for float64
-input on the torch path); the result has the input's dtype.
+Both perform the same arithmetic in the same order (they agree to float32 rounding, about 1e-6;
+tested). Computation is in float32 (float64 for float64 input on the torch path); the result has
+the input's dtype. On CPU the torch path runs the batch in cache-sized chunks of planes.
 
 Gradients: ``backward="bpda"`` (default) passes the incoming gradient through unchanged (the
 identity, the standard BPDA choice for attacking an input transformation);
 ``backward="unrolled"`` differentiates exactly through all iterations of the torch path (on CUDA
-too, where it replaces the kernel); autograd then keeps about five plane-sized tensors per
-iteration.
+too, where it replaces the kernel); autograd then keeps four plane-sized tensors per iteration
+(100 iterations on a 512x3x32x32 float32 batch: about 2.5 GB).
 """
 from __future__ import annotations
 
