@@ -13,6 +13,7 @@ _EXPORTS = {
     "knn_graph": "fastwnll.knn",
     "knn_search": "fastwnll.knn",
     "gaussian_weights": "fastwnll.graph",
+    "weights_from_distances": "fastwnll.graph",
     "wnll_solve": "fastwnll.solver",
     "SolveInfo": "fastwnll.solver",
     "WNLLConvergenceError": "fastwnll.solver",
@@ -20,6 +21,7 @@ _EXPORTS = {
     "wnll_interpolate": "fastwnll.interpolate",
     "tv_denoise": "fastwnll.tv",
     "tvm": "fastwnll.tv",
+    "keep_mask": "fastwnll.tv",
     "WNLLHead": "fastwnll.nn",
     "info": "fastwnll.backends",
 }
