@@ -6,6 +6,7 @@ import importlib
 _EXPORTS = {
     "WNLLHead": "fastwnll.nn.head",
     "wnll_batch": "fastwnll.nn.head",
+    "collect_templates": "fastwnll.nn.head",
     "TVM": "fastwnll.nn.tvm",
 }
 
