@@ -91,7 +91,33 @@ def test_attack_cli_eps_zero_is_clean_accuracy(runs, capsys):
                  "--device", "cpu", "--no-progress"]) == 0
     stdout = capsys.readouterr().out
     assert _robust(stdout) == _clean(stdout)
-    assert "exact WNLL gradient" in stdout  # the adaptive protocol is the default
+    assert "exact WNLL gradient" in stdout and "surrogate WNLL gradient" in stdout  # worst-case runs both
+
+
+def test_attack_cli_worst_case_is_the_default_and_bounds_both_protocols(runs, tmp_path, capsys):
+    out = tmp_path / "row.json"
+    assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "ifgsm", "--eps", "0.15", "--steps", "5",
+                 "--n", "60", "--device", "cpu", "--no-progress", "--json", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    row = json.loads(out.read_text())
+    assert row["protocol"] == "worst-case" and set(row["protocols"]) == {"paper", "adaptive"}
+    per_protocol = [r["robust_accuracy"] for r in row["protocols"].values()]
+    assert row["robust_accuracy"] <= min(per_protocol)
+    assert _robust(stdout) == pytest.approx(row["robust_accuracy"], abs=1e-4)
+    for protocol in ("paper", "adaptive"):
+        assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "ifgsm", "--eps", "0.15", "--steps", "5",
+                     "--n", "60", "--device", "cpu", "--no-progress", "--protocol", protocol]) == 0
+        assert _robust(capsys.readouterr().out) == pytest.approx(row["protocols"][protocol]["robust_accuracy"],
+                                                                 abs=1e-4)
+
+
+def test_attack_cli_worst_case_rejects_one_gradient(runs, capsys):
+    assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "fgsm", "--eps", "0.1", "--device", "cpu",
+                 "--no-progress", "--gradient", "exact"]) == 1
+    assert "worst-case runs both" in capsys.readouterr().err
+    assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "fgsm", "--eps", "0.1", "--device", "cpu",
+                 "--no-progress", "--protocol", "best"]) == 1
+    assert "unknown protocol 'best'" in capsys.readouterr().err
 
 
 def test_attack_cli_transfer_between_checkpoints(runs, wnll, linear, capsys):
@@ -292,7 +318,7 @@ def test_write_report_from_python(wnll, tmp_path):
     (["--attack", "fgsm", "--eps", "0.1", "--eot", "4"], "EOT (4 samples) needs a randomized defence"),
     (["--attack", "fgsm", "--eps", "0.1", "--defense", "tvm", "--protocol", "paper", "--eot", "4"],
      "EOT has nothing to average"),
-    (["--attack", "fgsm", "--eps", "0.1", "--gradient", "exact"], "applies to WNLL heads"),
+    (["--attack", "fgsm", "--eps", "0.1", "--protocol", "adaptive", "--gradient", "exact"], "applies to WNLL heads"),
     (["--attack", "fgsm", "--eps", "0.1", "--head", "wnll"], "cannot be read through a WNLL head"),
     (["--attack", "fgsm", "--eps", "0.1", "--protocol", "strong"], "unknown protocol 'strong'"),
     (["--attack", "fgsm", "--eps", "0.1", "--n", "100000"], "exceeds the 359 images"),
