@@ -1,4 +1,5 @@
-"""Shared fixtures: the real MNIST test split in ../shared/data/mnist, reduced by PCA."""
+"""Shared fixtures: single-threaded torch for a module, and the real MNIST test split in
+../shared/data/mnist reduced by PCA."""
 import os
 from pathlib import Path
 
@@ -9,6 +10,17 @@ import torch
 from fastwnll.data.idx import read_idx
 
 MNIST_DIR = Path(os.environ.get("FASTWNLL_MNIST10K_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for the whole module (restored after): the small models and solves of the
+    tests run fastest, and most reproducibly, that way on the shared 2-core CI machine. Modules opt in
+    with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

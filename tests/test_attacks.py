@@ -17,13 +17,7 @@ sklearn_datasets = pytest.importorskip("sklearn.datasets")
 EPS, ALPHA, STEPS = 0.15, 0.02, 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest, and most reproducibly, on one thread (other jobs share the 2 cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,7 @@ pytest.importorskip("sklearn.datasets")
 FAST_TVM = {"iters": 20}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models run fastest on one thread (other jobs share the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train(out, **kwargs):

@@ -17,13 +17,7 @@ from fastwnll.solver import WNLLConvergenceError, WNLLUnreachableError, unreacha
 F64, F32 = torch.float64, torch.float32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The CI machine's cores are shared: these small solves run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,12 +10,7 @@ from fastwnll.train.build import load_split, wnll_heads
 from fastwnll.train.steps import Stage, adversarial_batch, batch_order, tvm_augment
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(tmp_path, name="run", **changes) -> TrainConfig:
