@@ -11,6 +11,7 @@ Environment switches:
 """
 import glob
 import os
+import sys
 
 import torch
 from setuptools import find_packages, setup
@@ -50,7 +51,10 @@ def want_cuda() -> bool:
 
 def extension():
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
-    cxx = ["-O3"]
+    # at::parallel_for is inline OpenMP code: without -fopenmp it silently runs on one thread. The
+    # extension then shares torch's libgomp (same soname, already loaded by libtorch_cpu).
+    openmp = [] if sys.platform in ("win32", "darwin") else ["-fopenmp"]
+    cxx = ["-O3"] + openmp
     if want_cuda():
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
@@ -59,8 +63,9 @@ def extension():
             sources + sorted(glob.glob("csrc/cuda/*.cu")),
             define_macros=[("FASTWNLL_WITH_CUDA", "1")],
             extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
+            extra_link_args=openmp,
         )
-    return CppExtension("fastwnll._C", sources, extra_compile_args={"cxx": cxx})
+    return CppExtension("fastwnll._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=openmp)
 
 
 setup(

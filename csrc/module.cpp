@@ -1,6 +1,9 @@
 // Python module of the compiled extension. Loading it registers the fastwnll:: ops
 // (schemas in ops.cpp, kernels in cpu/ and cuda/).
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
+
+#include <set>
 
 namespace fastwnll {
 bool cuda_compiled() {
@@ -10,9 +13,23 @@ bool cuda_compiled() {
   return false;
 #endif
 }
+
+// Number of distinct threads that run the chunks of an at::parallel_for over 64 items. It equals
+// torch.get_num_threads() only when the extension was compiled with OpenMP, without which
+// at::parallel_for silently runs serially.
+int64_t parallel_threads() {
+  std::set<int> seen;
+  at::parallel_for(0, 64, 1, [&](int64_t, int64_t) {
+#pragma omp critical
+    seen.insert(at::get_thread_num());
+  });
+  return static_cast<int64_t>(seen.size());
+}
 }  // namespace fastwnll
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "fastwnll compiled kernels; the ops live under torch.ops.fastwnll";
   m.def("cuda_compiled", &fastwnll::cuda_compiled, "True when the CUDA kernels were compiled in");
+  m.def("parallel_threads", &fastwnll::parallel_threads,
+        "Threads that at::parallel_for uses in the extension (torch.get_num_threads() when OpenMP is on)");
 }

@@ -23,7 +23,8 @@ def info() -> dict:
 
     Keys: ``fastwnll``, ``python``, ``torch``, ``torch_cuda`` (CUDA version torch was built for),
     ``device`` (name of CUDA device 0, or "cpu"), ``extension`` (compiled ``fastwnll._C`` loads),
-    ``extension_error``, ``cuda_kernels`` (compiled in), ``cuda_kernels_live`` (compiled and a GPU
+    ``extension_error``, ``cpu_threads`` (threads the extension's CPU kernels use; equals
+    ``torch.get_num_threads()`` unless it was built without OpenMP), ``cuda_kernels`` (compiled in), ``cuda_kernels_live`` (compiled and a GPU
     present), ``faiss``, ``faiss_gpus``, ``triton``, ``triton_live`` (kernels can run: a GPU, or
     ``TRITON_INTERPRET=1``), ``numpy``.
     """
@@ -50,6 +51,7 @@ def info() -> dict:
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "extension": ext_error is None,
         "extension_error": ext_error,
+        "cpu_threads": _ext.load().parallel_threads() if ext_error is None else None,
         "cuda_kernels": cuda_kernels,
         "cuda_kernels_live": cuda_kernels and cuda,
         "faiss": faiss_version,
