@@ -14,4 +14,8 @@ TORCH_LIBRARY(fastwnll, m) {
   m.def(
       "wnll_adjoint(Tensor idx, Tensor w, Tensor y, Tensor u, Tensor grad_u, float mu, float tol, int max_iter)"
       " -> (Tensor grad_w, Tensor iterations, Tensor residual)");
+  // Exact k-nearest-neighbour candidates (CPU): idx [nq, kc] int64, the kc rows of base with the smallest
+  // matmul-form squared distances to each query row, ascending (ties by index; -1 where none is finite).
+  // self_graph=True: base is query, a row is never its own candidate and each pair is scored once.
+  m.def("knn_candidates(Tensor query, Tensor base, int kc, bool self_graph) -> Tensor");
 }

@@ -47,7 +47,8 @@ def wnll_interpolate(x_templates: torch.Tensor, y_templates: torch.Tensor, x_que
         mu: weight of the template term; ``None`` is the paper's ``n/m - 1`` (the seed code used ``n/m``).
         num_classes: defaults to ``max(y_templates) + 1``.
         tol, max_iter, on_nonconvergence: passed to :func:`fastwnll.wnll_solve`.
-        kernel: ``"gaussian"`` or ``"seed"``. knn_backend: ``"auto"``, ``"faiss"`` or ``"torch"``.
+        kernel: ``"gaussian"`` or ``"seed"``. knn_backend: ``"auto"``, ``"native"``, ``"faiss"`` or
+            ``"torch"`` (see :func:`fastwnll.knn_search`).
         return_info: also return the solver's :class:`fastwnll.SolveInfo`.
 
     Returns:

@@ -1,6 +1,7 @@
-"""Exact k-nearest-neighbour search: faiss (CPU, or GPU when faiss has GPUs) or a tiled torch path.
+"""Exact k-nearest-neighbour search: fastwnll's C++ kernel (CPU), faiss (CPU, or GPU when faiss has
+GPUs) or a tiled torch path (any device).
 
-Both backends return the same thing: candidate neighbours found by the backend are re-scored with
+All backends return the same thing: candidate neighbours found by the backend are re-scored with
 exact Euclidean distances in the input dtype, the point itself is excluded by index (duplicates of
 it are kept, at distance 0), and the ``k`` best are sorted by ascending distance.
 """
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
-BACKENDS = ("auto", "faiss", "torch")
+from fastwnll import _ext
+
+BACKENDS = ("auto", "native", "faiss", "torch")
 # Extra candidates fetched before exact re-scoring, so near-ties lost to round-off are recovered.
 _EXTRA_CANDIDATES = 4
 # Largest tile of squared distances the torch path materialises at once (elements).
@@ -18,6 +21,10 @@ _TILE_ELEMENTS = 1 << 25
 _REFINE_TILE_ELEMENTS = 1 << 20
 # On CUDA, faiss-gpu is used by `auto` only above this many base points.
 _FAISS_GPU_MIN_BASE = 1 << 16
+# The native self-graph search first orders the points by a few k-means (Lloyd) iterations with one
+# centroid per this many points, so that its distance tiles hold nearby points.
+_LOCALITY_CLUSTER = 256
+_LOCALITY_ITERATIONS = 2
 
 
 def _faiss():
@@ -46,17 +53,71 @@ def check_points(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name} contains NaN or Inf values (in {bad} rows)")
 
 
+def _check_no_overflow(query: torch.Tensor, base: torch.Tensor, dtype: torch.dtype) -> None:
+    """Squared distances in the matmul form |q|^2 + |b|^2 - 2<q, b> must be finite in ``dtype``."""
+    largest = max(float(query.abs().max()), float(base.abs().max()))
+    limit = (torch.finfo(dtype).max / (4.0 * query.shape[1])) ** 0.5
+    if largest > limit:
+        raise ValueError(
+            f"features are too large for {dtype} distances (max |x| = {largest:.3g} > {limit:.3g}: "
+            "squared distances would overflow); rescale them"
+            + (" (faiss always computes in float32)" if dtype != query.dtype else " or use float64")
+        )
+
+
 def _choose_backend(backend: str, query: torch.Tensor, base: torch.Tensor) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown kNN backend {backend!r}; choose one of {BACKENDS}")
     faiss = _faiss()
     if backend == "faiss" and faiss is None:
         raise ImportError("backend='faiss' needs the faiss package (pip install faiss-cpu)")
+    if backend == "native" and not _ext.available():
+        _ext.load()  # raises ImportError with the rebuild hint
     if backend != "auto":
         return backend
     if query.is_cuda:
         return "faiss" if _faiss_has_gpu(faiss) and base.shape[0] >= _FAISS_GPU_MIN_BASE else "torch"
+    if _ext.available():
+        return "native"
     return "faiss" if faiss is not None else "torch"
+
+
+def locality_order(x: torch.Tensor) -> torch.Tensor:
+    """Permutation [n] int64 that groups nearby rows of ``x`` ([n, d], any float dtype and device).
+
+    Rows are sorted by their nearest centroid after a few Lloyd iterations with ``n // 256``
+    centroids started from a fixed random sample (deterministic). Any permutation gives the same
+    kNN result; a good one makes the native search faster.
+    """
+    n = x.shape[0]
+    clusters = max(1, n // _LOCALITY_CLUSTER)
+    start = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:clusters].to(x.device)
+    centroids = x[start]
+    for _ in range(_LOCALITY_ITERATIONS):
+        assign = ((centroids * centroids).sum(1) - 2.0 * (x @ centroids.T)).argmin(1)
+        counts = torch.bincount(assign, minlength=clusters).clamp_min(1).unsqueeze(1).to(x.dtype)
+        centroids = torch.zeros_like(centroids).index_add_(0, assign, x) / counts
+    assign = ((centroids * centroids).sum(1) - 2.0 * (x @ centroids.T)).argmin(1)
+    return torch.argsort(assign, stable=True)
+
+
+def _candidates_native(query, base, kc, self_graph):
+    """Indices [nq, kc] from fastwnll's C++ blocked search (on the CPU; CUDA inputs are copied).
+
+    For a self-graph the points are first put in locality order (see :func:`locality_order`) and
+    each pair is scored once; the point itself is never a candidate.
+    """
+    _ext.load()
+    q, b = query.cpu(), base.cpu()
+    if not self_graph:
+        return torch.ops.fastwnll.knn_candidates(q, b, kc, False).to(query.device)
+    perm = locality_order(q)
+    xp = q[perm].contiguous()
+    cand = torch.ops.fastwnll.knn_candidates(xp, xp, kc, True)
+    cand = torch.where(cand >= 0, perm[cand.clamp_min(0)], cand)
+    out = torch.empty_like(cand)
+    out[perm] = cand
+    return out.to(query.device)
 
 
 def _candidates_torch(query, base, kc, self_offset):
@@ -123,10 +184,13 @@ def knn_search(query: torch.Tensor, base: torch.Tensor, k: int, *, backend: str 
         query: ``[nq, d]`` float32/float64, CPU or CUDA.
         base: ``[nb, d]``, same dtype and device as ``query``.
         k: neighbours per query, ``1 <= k <= nb`` (``k <= nb - 1`` with ``exclude_self``).
-        backend: ``"faiss"`` (flat exact index; GPU index for CUDA tensors when faiss has GPUs,
-            otherwise the search runs on the CPU), ``"torch"`` (tiled matmul + top-k, never more
-            than ~32M distances in memory at once, any device) or ``"auto"`` (faiss for CPU
-            tensors; torch for CUDA tensors unless faiss-gpu is present and ``nb >= 65536``).
+        backend: ``"native"`` (fastwnll's C++ kernel: blocked matrix products and a vectorised
+            threshold filter, multi-threaded; on the CPU, CUDA inputs are copied; for a graph each
+            pair of points is scored once), ``"faiss"`` (flat exact index; GPU index for CUDA
+            tensors when faiss has GPUs, otherwise the search runs on the CPU), ``"torch"`` (tiled
+            matmul + top-k, never more than ~32M distances in memory at once, any device) or
+            ``"auto"`` (native for CPU tensors, else faiss, else torch; torch for CUDA tensors
+            unless faiss-gpu is present and ``nb >= 65536``).
         exclude_self: query row ``i`` is base row ``i + self_offset`` and must not be returned
             as its own neighbour (used for graphs; duplicates of the point are still returned).
         self_offset: see ``exclude_self``.
@@ -153,10 +217,15 @@ def knn_search(query: torch.Tensor, base: torch.Tensor, k: int, *, backend: str 
             f"k={k} is too large: only {available} neighbours exist"
             + (f" (k must be < n={nb}, the point itself is excluded)" if exclude_self else f" (nb={nb})")
         )
+    self_graph = exclude_self and self_offset == 0 and query is base
     query, base = query.detach(), base.detach()
     offset = self_offset if exclude_self else None
     kc = min(k + _EXTRA_CANDIDATES + (1 if exclude_self else 0), nb)
-    if _choose_backend(backend, query, base) == "faiss":
+    chosen = _choose_backend(backend, query, base)
+    _check_no_overflow(query, base, torch.float32 if chosen == "faiss" else query.dtype)
+    if chosen == "native":
+        cand = _candidates_native(query, base, min(k + _EXTRA_CANDIDATES, available) if self_graph else kc, self_graph)
+    elif chosen == "faiss":
         cand = _candidates_faiss(query, base, kc)
     else:
         cand = _candidates_torch(query, base, min(kc, available), offset)
@@ -169,7 +238,7 @@ def knn_graph(x: torch.Tensor, k: int, *, backend: str = "auto"):
     Args:
         x: ``[n, d]`` float32/float64, CPU or CUDA, finite.
         k: neighbours per point, ``1 <= k < n``.
-        backend: ``"auto"``, ``"faiss"`` or ``"torch"`` (see :func:`knn_search`).
+        backend: ``"auto"``, ``"native"``, ``"faiss"`` or ``"torch"`` (see :func:`knn_search`).
 
     Returns:
         ``(idx [n, k] int64, dist [n, k])`` with Euclidean distances ascending along each row.

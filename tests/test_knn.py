@@ -5,7 +5,7 @@ import torch
 from fastwnll import knn as knn_module
 from fastwnll.knn import knn_graph, knn_search
 
-BACKENDS = ["torch", "faiss"]
+BACKENDS = ["native", "torch", "faiss"]
 
 
 def brute_force(query, base, k, exclude_self):
@@ -61,9 +61,82 @@ def test_tiled_torch_path_equals_untiled(monkeypatch):
     torch.testing.assert_close(whole[1], tiled[1])
 
 
-def test_auto_uses_faiss_on_cpu():
+def test_auto_uses_the_native_kernel_on_cpu():
     x = torch.randn(50, 3)
-    assert knn_module._choose_backend("auto", x, x) == "faiss"
+    assert knn_module._choose_backend("auto", x, x) == "native"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [5, 257, 700])
+def test_native_graph_over_many_tiles(n, dtype):
+    """Several 256-row tiles, a partial last tile, and k = n - 1 (every other point is a neighbour)."""
+    g = torch.Generator().manual_seed(n)
+    x = (torch.randn(n, 10, generator=g) + 4 * torch.randint(0, 3, (n, 1), generator=g)).to(dtype)
+    for k in sorted({1, min(15, n - 1), n - 1}):
+        idx, dist = knn_graph(x, k, backend="native")
+        ref_idx, ref_dist = brute_force(x, x, k, True)
+        torch.testing.assert_close(dist.double(), ref_dist, rtol=1e-5, atol=1e-5)
+        assert (idx == ref_idx).float().mean() > 0.999
+
+
+def test_native_search_between_sets_and_offset_self():
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(600, 7, generator=g, dtype=torch.float64)
+    query = torch.randn(300, 7, generator=g, dtype=torch.float64)
+    idx, dist = knn_search(query, base, 12, backend="native")
+    ref_idx, ref_dist = brute_force(query, base, 12, False)
+    assert torch.equal(idx, ref_idx)
+    torch.testing.assert_close(dist, ref_dist)
+    # query rows 0..99 are base rows 300..399: themselves excluded by index
+    idx, dist = knn_search(base[300:400], base, 4, backend="native", exclude_self=True, self_offset=300)
+    d = torch.cdist(base[300:400], base)
+    d[torch.arange(100), torch.arange(300, 400)] = float("inf")
+    torch.testing.assert_close(dist, d.sort(dim=1).values[:, :4])
+
+
+def test_native_candidates_do_not_depend_on_threads_or_order():
+    """The op's lists are ordered by (distance, index): same result for any thread count or point order."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(900, 16, generator=g)
+    op = torch.ops.fastwnll.knn_candidates
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = op(x, x, 20, True)
+        torch.set_num_threads(2)
+        two = op(x, x, 20, True)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+    assert not (one == torch.arange(900).unsqueeze(1)).any()
+    ref = knn_graph(x, 20, backend="torch")[0]
+    assert (one.sort(1).values == ref.sort(1).values).float().mean() > 0.999
+    perm = torch.randperm(900, generator=g)
+    assert torch.equal(knn_graph(x[perm], 20, backend="native")[0], perm.argsort()[knn_graph(x, 20)[0][perm]])
+
+
+def test_locality_order_is_a_permutation_grouping_clusters():
+    g = torch.Generator().manual_seed(5)
+    centres = 10 * torch.randn(4, 8, generator=g)
+    labels = torch.arange(1024) % 4
+    x = centres[labels] + torch.randn(1024, 8, generator=g)
+    perm = knn_module.locality_order(x)
+    assert torch.equal(perm.sort().values, torch.arange(1024))
+    runs = (labels[perm][1:] != labels[perm][:-1]).sum()
+    assert runs <= 8  # the four clusters come out (almost) contiguous
+
+
+def test_native_op_rejects_bad_arguments():
+    op = torch.ops.fastwnll.knn_candidates
+    x = torch.randn(10, 3)
+    with pytest.raises(RuntimeError, match="same tensor as query"):
+        op(x, x.clone(), 3, True)
+    with pytest.raises(RuntimeError, match=r"kc must lie in \[1, 9\]"):
+        op(x, x, 10, True)
+    with pytest.raises(RuntimeError, match="float32 or both float64"):
+        op(x, x.double(), 3, False)
+    with pytest.raises(RuntimeError, match="features"):
+        op(x, torch.randn(10, 4), 3, False)
 
 
 def test_real_mnist_neighbours_share_labels(mnist_pca):
@@ -86,6 +159,19 @@ def test_real_mnist_neighbours_share_labels(mnist_pca):
 def test_bad_points(bad, error, match):
     with pytest.raises(error, match=match):
         knn_graph(bad, 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_features_whose_squared_distances_overflow_are_rejected(backend):
+    x = torch.randn(20, 4) * 1e19
+    with pytest.raises(ValueError, match="too large for torch.float32 distances"):
+        knn_graph(x, 3, backend=backend)
+    if backend == "faiss":  # faiss computes in float32 whatever the input dtype
+        with pytest.raises(ValueError, match="faiss always computes in float32"):
+            knn_graph(x.double(), 3, backend=backend)
+    else:
+        idx, _ = knn_graph(x.double(), 3, backend=backend)
+        assert idx.min() >= 0
 
 
 def test_bad_arguments():

@@ -1,0 +1,206 @@
+// CPU kernel of the fastwnll::knn_candidates op: exact k-nearest-neighbour candidates by blocked
+// matrix products (at::mm on cache-sized tiles of squared distances) and a vectorisable threshold
+// filter in front of a sorted insertion into per-row candidate lists.
+//
+// For a self-graph (query is base) each unordered pair {i, j} is scored once, in the tile above the
+// diagonal, and offered to both rows' lists: half the matrix-product work of a plain search. The
+// lists are ordered by (distance, index), so the result does not depend on the order in which tiles
+// are visited or on the number of threads.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace fastwnll {
+namespace {
+
+constexpr int64_t kTile = 256;  // rows and columns of one distance tile (256 KiB in float32)
+constexpr int64_t kChunk = 16;  // distances tested against the thresholds at once
+
+// Per row the kc best (distance, index) pairs seen so far, ascending by distance then index, and thr =
+// the distance of the worst of them (inf while the row has fewer than kc), the admission threshold.
+template <typename scalar_t>
+struct CandidateLists {
+  scalar_t* dist;  // [rows, kc]
+  int32_t* idx;    // [rows, kc]
+  scalar_t* thr;   // [rows]
+  int64_t kc;
+
+  // Inserts (d, j) into row r when it beats the row's worst pair (sorted insertion).
+  void offer(int64_t r, scalar_t d, int64_t j) const {
+    scalar_t* D = dist + r * kc;
+    int32_t* I = idx + r * kc;
+    const int32_t jj = static_cast<int32_t>(j);
+    int64_t s = kc - 1;
+    if (d > D[s] || (d == D[s] && jj >= I[s])) return;
+    while (s > 0 && (d < D[s - 1] || (d == D[s - 1] && jj < I[s - 1]))) {
+      D[s] = D[s - 1];
+      I[s] = I[s - 1];
+      --s;
+    }
+    D[s] = d;
+    I[s] = jj;
+    thr[r] = D[kc - 1];
+  }
+};
+
+// d[t] = qi + bn[t] - 2 g[t] and hit[t] = d[t] <= thr (kSelf: or <= col_thr[t]) for t < len; vectorised.
+template <typename scalar_t, bool kSelf>
+void filter(const scalar_t* __restrict g, const scalar_t* __restrict bn, const scalar_t* __restrict col_thr,
+            scalar_t qi, scalar_t thr, int64_t len, scalar_t* __restrict d, int32_t* __restrict hit) {
+  for (int64_t t = 0; t < len; ++t) {
+    const scalar_t v = qi + bn[t] - 2 * g[t];
+    d[t] = v;
+    if constexpr (kSelf) {
+      hit[t] = (v <= thr) | (v <= col_thr[t]);
+    } else {
+      hit[t] = v <= thr;
+    }
+  }
+}
+
+// Scans the tile g ([i1 - i0, j1 - j0], row-major) of inner products between query rows [i0, i1) and
+// base rows [j0, j1): d = |q_i|^2 + |b_j|^2 - 2 <q_i, b_j>. Every d is offered to query row i; in a
+// self-graph (kSelf) only pairs with j > i are scanned and each is also offered to row j. A row is
+// first filtered against the thresholds in one vectorised pass; only chunks with a hit are revisited.
+template <typename scalar_t, bool kSelf>
+void scan_tile(const scalar_t* g, const scalar_t* qn, const scalar_t* bn, int64_t i0, int64_t i1, int64_t j0,
+               int64_t j1, const CandidateLists<scalar_t>& res) {
+  scalar_t d[kTile];
+  int32_t hit[kTile];
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t jb = kSelf ? std::max(j0, i + 1) : j0, len = j1 - jb;
+    const scalar_t* gi = g + (i - i0) * (j1 - j0) + (jb - j0);  // gi[t] is <q_i, b_{jb + t}>
+    scalar_t thr = res.thr[i];
+    filter<scalar_t, kSelf>(gi, bn + jb, res.thr + jb, qn[i], thr, len, d, hit);
+    for (int64_t c = 0; c < len; c += kChunk) {
+      const int64_t e = std::min(len, c + kChunk);
+      int any = 0;
+      for (int64_t t = c; t < e; ++t) any |= hit[t];
+      if (!any) continue;
+      for (int64_t t = c; t < e; ++t) {
+        if (!hit[t]) continue;
+        if (d[t] <= thr) {
+          res.offer(i, d[t], jb + t);
+          thr = res.thr[i];
+        }
+        if constexpr (kSelf) {
+          if (d[t] <= res.thr[jb + t]) res.offer(jb + t, d[t], i);
+        }
+      }
+    }
+  }
+}
+
+// Rounds of pairwise disjoint tile pairs (r, c), r <= c, covering every pair once, nearest tiles (by the
+// distance between tile means) first: each pair goes to the earliest round after the last round using
+// either of its tiles. Tiles within a round share no rows, so a round runs in parallel without locks.
+// With spatially coherent tiles, every row meets its nearest tiles first, its threshold tightens early
+// and later tiles rarely pass the filter.
+template <typename scalar_t>
+std::vector<std::vector<std::pair<int64_t, int64_t>>> schedule(const at::Tensor& x, int64_t tiles) {
+  const int64_t n = x.size(0);
+  std::vector<at::Tensor> means;
+  for (int64_t r = 0; r < tiles; ++r) means.push_back(x.narrow(0, r * kTile, std::min(n, (r + 1) * kTile) - r * kTile).mean(0));
+  const at::Tensor m = at::stack(means).to(at::kDouble);
+  const at::Tensor gap = at::cdist(m, m).contiguous();
+  const double* gp = gap.const_data_ptr<double>();
+  std::vector<std::pair<int64_t, int64_t>> pairs;
+  for (int64_t r = 0; r < tiles; ++r) {
+    for (int64_t c = r; c < tiles; ++c) pairs.emplace_back(r, c);
+  }
+  std::stable_sort(pairs.begin(), pairs.end(), [&](const auto& a, const auto& b) {
+    return gp[a.first * tiles + a.second] < gp[b.first * tiles + b.second];
+  });
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> rounds;
+  std::vector<int64_t> next_free(tiles, 0);
+  for (const auto& [r, c] : pairs) {
+    const int64_t k = std::max(next_free[r], next_free[c]);
+    if (k == static_cast<int64_t>(rounds.size())) rounds.emplace_back();
+    rounds[k].emplace_back(r, c);
+    next_free[r] = next_free[c] = k + 1;
+  }
+  return rounds;
+}
+
+template <typename scalar_t>
+void search(const at::Tensor& query, const at::Tensor& base, bool self_graph, int64_t kc, at::Tensor& out) {
+  const int64_t nq = query.size(0), nb = base.size(0);
+  const at::Tensor qn_t = query.mul(query).sum(1), bn_t = self_graph ? qn_t : base.mul(base).sum(1);
+  const scalar_t* qn = qn_t.const_data_ptr<scalar_t>();
+  const scalar_t* bn = bn_t.const_data_ptr<scalar_t>();
+  const int64_t row_tiles = (nq + kTile - 1) / kTile, col_tiles = (nb + kTile - 1) / kTile;
+
+  std::vector<scalar_t> dist(nq * kc, std::numeric_limits<scalar_t>::infinity());
+  std::vector<int32_t> idx(nq * kc, std::numeric_limits<int32_t>::max());
+  std::vector<scalar_t> thr(nq, std::numeric_limits<scalar_t>::infinity());
+  const CandidateLists<scalar_t> res{dist.data(), idx.data(), thr.data(), kc};
+  std::vector<at::Tensor> buffers(at::get_num_threads());  // one tile of inner products per thread
+
+  // Scans the tile of query tile r against base tile c.
+  auto tile = [&](int64_t r, int64_t c) {
+    const int64_t i0 = r * kTile, i1 = std::min(nq, i0 + kTile), j0 = c * kTile, j1 = std::min(nb, j0 + kTile);
+    at::Tensor& buffer = buffers[at::get_thread_num()];
+    if (!buffer.defined()) buffer = at::empty({kTile * kTile}, query.options());
+    at::Tensor g = buffer.narrow(0, 0, (i1 - i0) * (j1 - j0)).view({i1 - i0, j1 - j0});
+    at::mm_out(g, query.narrow(0, i0, i1 - i0), base.narrow(0, j0, j1 - j0).t());
+    if (self_graph) {
+      scan_tile<scalar_t, true>(g.const_data_ptr<scalar_t>(), qn, bn, i0, i1, j0, j1, res);
+    } else {
+      scan_tile<scalar_t, false>(g.const_data_ptr<scalar_t>(), qn, bn, i0, i1, j0, j1, res);
+    }
+  };
+
+  if (self_graph) {
+    for (const auto& round : schedule<scalar_t>(query, row_tiles)) {
+      at::parallel_for(0, static_cast<int64_t>(round.size()), 1, [&](int64_t lo, int64_t hi) {
+        for (int64_t p = lo; p < hi; ++p) tile(round[p].first, round[p].second);
+      });
+    }
+  } else {  // each thread owns whole row tiles
+    at::parallel_for(0, row_tiles, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t r = lo; r < hi; ++r) {
+        for (int64_t c = 0; c < col_tiles; ++c) tile(r, c);
+      }
+    });
+  }
+  // Slots never filled (only when distances overflow to inf or NaN) are reported as -1.
+  int64_t* o = out.mutable_data_ptr<int64_t>();
+  for (int64_t p = 0; p < nq * kc; ++p) o[p] = std::isfinite(dist[p]) ? idx[p] : -1;
+}
+
+at::Tensor knn_candidates_cpu(const at::Tensor& query_in, const at::Tensor& base_in, int64_t kc, bool self_graph) {
+  TORCH_CHECK(query_in.dim() == 2 && base_in.dim() == 2, "knn_candidates: query and base must have shape [n, d], got ",
+              query_in.sizes(), " and ", base_in.sizes());
+  TORCH_CHECK(query_in.scalar_type() == base_in.scalar_type() &&
+                  (query_in.scalar_type() == at::kFloat || query_in.scalar_type() == at::kDouble),
+              "knn_candidates: query and base must both be float32 or both float64, got ", query_in.scalar_type(),
+              " and ", base_in.scalar_type());
+  TORCH_CHECK(query_in.size(1) == base_in.size(1), "knn_candidates: query has ", query_in.size(1),
+              " features but base has ", base_in.size(1));
+  TORCH_CHECK(!self_graph || (query_in.data_ptr() == base_in.data_ptr() && query_in.sizes() == base_in.sizes() &&
+                              query_in.strides() == base_in.strides()),
+              "knn_candidates: self_graph=True needs base to be the same tensor as query");
+  const int64_t nq = query_in.size(0), nb = base_in.size(0);
+  const int64_t available = self_graph ? nb - 1 : nb;
+  TORCH_CHECK(kc >= 1 && kc <= available, "knn_candidates: kc must lie in [1, ", available, "], got ", kc);
+  const at::Tensor query = query_in.contiguous();
+  const at::Tensor base = self_graph ? query : base_in.contiguous();
+
+  TORCH_CHECK(nb <= std::numeric_limits<int32_t>::max(), "knn_candidates: base has ", nb,
+              " rows; at most 2^31 - 1 are supported");
+  at::Tensor idx = at::empty({nq, kc}, query.options().dtype(at::kLong));
+  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "knn_candidates_cpu",
+                             [&] { search<scalar_t>(query, base, self_graph, kc, idx); });
+  return idx;
+}
+
+}  // namespace
+}  // namespace fastwnll
+
+TORCH_LIBRARY_IMPL(fastwnll, CPU, m) { m.impl("knn_candidates", &fastwnll::knn_candidates_cpu); }
