@@ -6,8 +6,10 @@ templates and the rest queries (n/m = 3, as in the paper's training), k = 15, 10
 Rows, all timed in the same run (median of --repeats):
   fastwnll   forward split into kNN / weights / solve, forward total, and forward+backward
              (gradient of a cross-entropy on the queries with respect to all features);
-  seed       the published method's algorithm written from the equations: scikit-learn exact kNN,
-             the same Gaussian weights, and one scipy BiCGSTAB per class (tol 1e-7);
+  fastwnll, faiss kNN  (CPU) the kNN and the forward with backend="faiss" instead of the native kernel;
+  seed       the published method's algorithm written from the equations: scikit-learn exact kNN
+             (its time alone in the kNN column), the same Gaussian weights, and one scipy BiCGSTAB
+             per class (tol 1e-7);
   graphlearning  its kNN graph + laplace(reweighting="wnll") (CG), n <= 10,000 only, a different weight kernel
              (exp(-4 d^2 / d_k^2), symmetrised) on the same points.
 Accuracy on the queries is reported for each, so speed is compared at equal accuracy.
@@ -33,15 +35,21 @@ K, K_SIGMA, CLASSES, DIM = 15, 8, 10, 64
 GRAPHLEARNING_MAX_N = 10000
 
 
+def seed_knn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The seed's exact kNN (scikit-learn, brute force with BLAS at d = 64): (dist, idx) [n, K], self dropped."""
+    from sklearn.neighbors import NearestNeighbors
+
+    dist, idx = NearestNeighbors(n_neighbors=K + 1).fit(x).kneighbors(x)
+    return dist[:, 1:], idx[:, 1:]
+
+
 def seed_algorithm(x: np.ndarray, y_templates: np.ndarray, m: int) -> np.ndarray:
     """Published WNLL algorithm: sklearn exact kNN + one scipy BiCGSTAB per class. Returns scores [n-m, C]."""
     import scipy.sparse as sp
     from scipy.sparse.linalg import bicgstab
-    from sklearn.neighbors import NearestNeighbors
 
     n = len(x)
-    dist, idx = NearestNeighbors(n_neighbors=K + 1).fit(x).kneighbors(x)
-    dist, idx = dist[:, 1:], idx[:, 1:]
+    dist, idx = seed_knn(x)
     sigma2 = dist[:, K_SIGMA - 2:K_SIGMA - 1] ** 2
     w = np.exp(-dist**2 / sigma2)
     rows = np.repeat(np.arange(n), K)
@@ -99,10 +107,17 @@ def bench_size(n: int, device: str, repeats: int) -> list[dict]:
     base = dict(n=n, device=device_name(device))
     rows = [dict(base, method="fastwnll", knn_s=t_knn, weights_s=t_w, solve_s=t_solve, forward_s=t_fwd,
                  fwd_bwd_s=t_fb, accuracy=ours_acc)]
+    if device == "cpu":  # the same forward with faiss's exact search in place of the native kernel
+        t_knn_faiss = timeit(lambda: fastwnll.knn_graph(x, K, backend="faiss"), repeats, device)
+        t_fwd_faiss = timeit(lambda: fastwnll.wnll_interpolate(xt, yt, xq, k=K, k_sigma=K_SIGMA, knn_backend="faiss"),
+                             repeats, device)
+        rows.append(dict(base, method="fastwnll, faiss kNN", knn_s=t_knn_faiss, weights_s="", solve_s="",
+                         forward_s=t_fwd_faiss, fwd_bwd_s="", accuracy=ours_acc))
     ref_repeats = max(1, repeats // 2)
     seed_acc = (seed_algorithm(x_np, y_np[:m], m).argmax(1) == y_q).mean()
     t_seed = timeit(lambda: seed_algorithm(x_np, y_np[:m], m), ref_repeats, warmup=0)
-    rows.append(dict(base, method="seed (sklearn kNN + scipy BiCGSTAB/class)", knn_s="", weights_s="",
+    t_seed_knn = timeit(lambda: seed_knn(x_np), ref_repeats, warmup=0)
+    rows.append(dict(base, method="seed (sklearn kNN + scipy BiCGSTAB/class)", knn_s=t_seed_knn, weights_s="",
                      solve_s="", forward_s=t_seed, fwd_bwd_s="", accuracy=seed_acc))
     if n <= GRAPHLEARNING_MAX_N:
         gl_acc = (graphlearning_wnll(x_np, y_np[:m], m).argmax(1) == y_q).mean()
