@@ -18,4 +18,8 @@ TORCH_LIBRARY(fastwnll, m) {
   // matmul-form squared distances to each query row, ascending (ties by index; -1 where none is finite).
   // self_graph=True: base is query, a row is never its own candidate and each pair is scored once.
   m.def("knn_candidates(Tensor query, Tensor base, int kc, bool self_graph) -> Tensor");
+  // Exact re-scoring (CPU): Euclidean distances of the candidates cand [nq, kc] (-1 entries and, with
+  // self_offset, base row r + self_offset for query row r count as inf); the k nearest per row, stably
+  // sorted by distance: (idx [nq, k] int64, dist [nq, k] in the input dtype).
+  m.def("knn_refine(Tensor query, Tensor base, Tensor cand, int k, int? self_offset) -> (Tensor idx, Tensor dist)");
 }

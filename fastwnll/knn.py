@@ -156,7 +156,13 @@ def _candidates_faiss(query, base, kc):
 
 
 def _refine(query, base, cand, k, self_offset):
-    """Exact distances of the candidates; drop self and invalid (-1) entries; keep the k nearest, sorted."""
+    """Exact distances of the candidates; drop self and invalid (-1) entries; keep the k nearest, sorted.
+
+    CPU tensors go through the C++ op ``fastwnll::knn_refine`` when the extension is built; the
+    torch code below (used on other devices) computes the same thing.
+    """
+    if query.device.type == "cpu" and _ext.available():
+        return torch.ops.fastwnll.knn_refine(query, base, cand, k, self_offset)
     nq = query.shape[0]
     idx = torch.empty(nq, k, dtype=torch.int64, device=query.device)
     dist = torch.empty(nq, k, dtype=query.dtype, device=query.device)

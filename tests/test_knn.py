@@ -126,6 +126,31 @@ def test_locality_order_is_a_permutation_grouping_clusters():
     assert runs <= 8  # the four clusters come out (almost) contiguous
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpp_refine_equals_the_torch_refine(monkeypatch, dtype):
+    """The C++ re-scoring of CPU candidates and the torch one used on other devices agree, including
+    -1 entries, the point itself (self_offset), duplicate points (ties keep the candidates' order)."""
+    g = torch.Generator().manual_seed(6)
+    base = torch.randn(50, 9, generator=g).to(dtype)
+    base[7] = base[3]  # a duplicate pair
+    query = base[10:40]
+    cand = torch.randint(0, 50, (30, 12), generator=g)
+    cand[:, 0] = torch.arange(10, 40)  # the point itself
+    cand[::4, 5] = -1
+    cand[0, :3] = torch.tensor([3, 7, 3])
+    for offset in (10, None):
+        ours = knn_module._refine(query, base, cand, 8, offset)
+        monkeypatch.setattr(knn_module._ext, "available", lambda: False)
+        ref = knn_module._refine(query, base, cand, 8, offset)
+        monkeypatch.undo()
+        assert torch.equal(ours[0], ref[0])
+        torch.testing.assert_close(ours[1], ref[1])
+    bad = cand.clone()
+    bad[1, 1] = 50
+    with pytest.raises(RuntimeError, match="candidate 50 out of range"):
+        torch.ops.fastwnll.knn_refine(query, base, bad, 8, None)
+
+
 def test_native_op_rejects_bad_arguments():
     op = torch.ops.fastwnll.knn_candidates
     x = torch.randn(10, 3)

@@ -1,4 +1,4 @@
-// CPU kernel of the fastwnll::knn_candidates op: exact k-nearest-neighbour candidates by blocked
+// CPU kernels of the fastwnll::knn_candidates and knn_refine ops. knn_candidates: exact k-nearest-neighbour candidates by blocked
 // matrix products (at::mm on cache-sized tiles of squared distances) and a vectorisable threshold
 // filter in front of a sorted insertion into per-row candidate lists.
 //
@@ -14,6 +14,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
+#include <tuple>
 #include <vector>
 
 namespace fastwnll {
@@ -200,7 +202,76 @@ at::Tensor knn_candidates_cpu(const at::Tensor& query_in, const at::Tensor& base
   return idx;
 }
 
+// sum_t (a[t] - b[t])^2 with kLanes partial sums, so that the compiler vectorises it.
+template <typename scalar_t>
+scalar_t squared_distance(const scalar_t* a, const scalar_t* b, int64_t dim) {
+  constexpr int64_t kLanes = 8;
+  scalar_t part[kLanes] = {};
+  int64_t t = 0;
+  for (; t + kLanes <= dim; t += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) part[l] += (a[t + l] - b[t + l]) * (a[t + l] - b[t + l]);
+  }
+  scalar_t acc = 0;
+  for (; t < dim; ++t) acc += (a[t] - b[t]) * (a[t] - b[t]);
+  for (int64_t l = 0; l < kLanes; ++l) acc += part[l];
+  return acc;
+}
+
+// Exact Euclidean distances of the candidates (direct differences, in the input dtype), -1 entries and
+// the point itself (candidate == row + self_offset) at inf; the k nearest per row, stably sorted by
+// distance (ties keep the candidates' order).
+std::tuple<at::Tensor, at::Tensor> knn_refine_cpu(const at::Tensor& query_in, const at::Tensor& base_in,
+                                                  const at::Tensor& cand_in, int64_t k,
+                                                  std::optional<int64_t> self_offset) {
+  TORCH_CHECK(query_in.dim() == 2 && base_in.dim() == 2 && query_in.size(1) == base_in.size(1) &&
+                  query_in.scalar_type() == base_in.scalar_type(),
+              "knn_refine: query and base must be [n, d] of one dtype, got ", query_in.sizes(), " ",
+              query_in.scalar_type(), " and ", base_in.sizes(), " ", base_in.scalar_type());
+  TORCH_CHECK(cand_in.dim() == 2 && cand_in.size(0) == query_in.size(0) && cand_in.scalar_type() == at::kLong,
+              "knn_refine: cand must be int64 [nq=", query_in.size(0), ", kc], got ", cand_in.scalar_type(), " ",
+              cand_in.sizes());
+  TORCH_CHECK(k >= 1 && k <= cand_in.size(1), "knn_refine: k must lie in [1, kc=", cand_in.size(1), "], got ", k);
+  const at::Tensor query = query_in.contiguous(), base = base_in.contiguous(), cand = cand_in.contiguous();
+  const int64_t nq = query.size(0), nb = base.size(0), dim = query.size(1), kc = cand.size(1);
+  const int64_t* c = cand.const_data_ptr<int64_t>();
+  for (int64_t p = 0; p < nq * kc; ++p) {
+    TORCH_CHECK(c[p] >= -1 && c[p] < nb, "knn_refine: candidate ", c[p], " out of range [-1, ", nb, ")");
+  }
+  at::Tensor idx = at::empty({nq, k}, cand.options());
+  at::Tensor dist = at::empty({nq, k}, query.options());
+  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "knn_refine_cpu", [&] {
+    const scalar_t* q = query.const_data_ptr<scalar_t>();
+    const scalar_t* b = base.const_data_ptr<scalar_t>();
+    int64_t* oi = idx.mutable_data_ptr<int64_t>();
+    scalar_t* od = dist.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, nq, 64, [&](int64_t lo, int64_t hi) {
+      std::vector<std::pair<scalar_t, int64_t>> row(kc);
+      for (int64_t r = lo; r < hi; ++r) {
+        const scalar_t* qr = q + r * dim;
+        for (int64_t s = 0; s < kc; ++s) {
+          const int64_t j = c[r * kc + s];
+          scalar_t d = std::numeric_limits<scalar_t>::infinity();
+          if (j >= 0 && !(self_offset && j == r + *self_offset)) {
+            const scalar_t* bj = b + j * dim;
+            d = std::sqrt(squared_distance(qr, bj, dim));
+          }
+          row[s] = {d, j};
+        }
+        std::stable_sort(row.begin(), row.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+        for (int64_t s = 0; s < k; ++s) {
+          od[r * k + s] = row[s].first;
+          oi[r * k + s] = row[s].second;
+        }
+      }
+    });
+  });
+  return {idx, dist};
+}
+
 }  // namespace
 }  // namespace fastwnll
 
-TORCH_LIBRARY_IMPL(fastwnll, CPU, m) { m.impl("knn_candidates", &fastwnll::knn_candidates_cpu); }
+TORCH_LIBRARY_IMPL(fastwnll, CPU, m) {
+  m.impl("knn_candidates", &fastwnll::knn_candidates_cpu);
+  m.impl("knn_refine", &fastwnll::knn_refine_cpu);
+}
