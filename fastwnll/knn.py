@@ -111,6 +111,8 @@ def _candidates_native(query, base, kc, self_graph):
     q, b = query.cpu(), base.cpu()
     if not self_graph:
         return torch.ops.fastwnll.knn_candidates(q, b, kc, False).to(query.device)
+    if q.shape[0] <= 2 * _LOCALITY_CLUSTER:  # one or two tiles: nothing to gain from an order
+        return torch.ops.fastwnll.knn_candidates(q, q, kc, True).to(query.device)
     perm = locality_order(q)
     xp = q[perm].contiguous()
     cand = torch.ops.fastwnll.knn_candidates(xp, xp, kc, True)
