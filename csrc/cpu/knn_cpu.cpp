@@ -1,11 +1,15 @@
-// CPU kernels of the fastwnll::knn_candidates and knn_refine ops. knn_candidates: exact k-nearest-neighbour candidates by blocked
-// matrix products (at::mm on cache-sized tiles of squared distances) and a vectorisable threshold
-// filter in front of a sorted insertion into per-row candidate lists.
+// CPU kernels of the fastwnll::knn_candidates and knn_refine ops.
 //
-// For a self-graph (query is base) each unordered pair {i, j} is scored once, in the tile above the
-// diagonal, and offered to both rows' lists: half the matrix-product work of a plain search. The
-// lists are ordered by (distance, index), so the result does not depend on the order in which tiles
-// are visited or on the number of threads.
+// knn_candidates: exact k-nearest-neighbour candidates by blocked matrix products (at::mm on 256 x 256
+// tiles of inner products) and a vectorised threshold filter in front of a sorted insertion into
+// per-row candidate lists ordered by (distance, index). For a self-graph (query is base) each
+// unordered pair {i, j} is scored once, in a tile on or above the diagonal, and offered to both rows'
+// lists: half the matrix-product work of a plain search. Tile pairs are visited nearest-first in
+// rounds of disjoint tiles (parallel without locks); the caller (fastwnll/knn.py) first puts the
+// points in locality order so that near tiles hold near points and thresholds tighten early. The
+// result does not depend on the number of threads.
+//
+// knn_refine: exact Euclidean distances of given candidates and the k nearest, sorted.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
