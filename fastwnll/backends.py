@@ -24,9 +24,9 @@ def info() -> dict:
     Keys: ``fastwnll``, ``python``, ``torch``, ``torch_cuda`` (CUDA version torch was built for),
     ``device`` (name of CUDA device 0, or "cpu"), ``extension`` (compiled ``fastwnll._C`` loads),
     ``extension_error``, ``cpu_threads`` (threads the extension's CPU kernels use; equals
-    ``torch.get_num_threads()`` unless it was built without OpenMP), ``cuda_kernels`` (compiled in), ``cuda_kernels_live`` (compiled and a GPU
-    present), ``faiss``, ``faiss_gpus``, ``triton``, ``triton_live`` (kernels can run: a GPU, or
-    ``TRITON_INTERPRET=1``), ``numpy``.
+    ``torch.get_num_threads()`` unless it was built without OpenMP), ``cuda_kernels`` (compiled
+    in), ``cuda_kernels_live`` (compiled and a GPU present), ``faiss``, ``faiss_gpus``,
+    ``triton``, ``triton_live`` (kernels can run: a GPU, or ``TRITON_INTERPRET=1``), ``numpy``.
     """
     cuda = torch.cuda.is_available()
     try:

@@ -55,7 +55,7 @@ def check_points(name: str, x: torch.Tensor) -> None:
 
 def _check_no_overflow(query: torch.Tensor, base: torch.Tensor, dtype: torch.dtype) -> None:
     """Squared distances in the matmul form |q|^2 + |b|^2 - 2<q, b> must be finite in ``dtype``."""
-    largest = max(float(query.abs().max()), float(base.abs().max()))
+    largest = max(float(t.abs().max()) for t in ((query,) if base is query else (query, base)))
     limit = (torch.finfo(dtype).max / (4.0 * query.shape[1])) ** 0.5
     if largest > limit:
         raise ValueError(
@@ -71,8 +71,8 @@ def _choose_backend(backend: str, query: torch.Tensor, base: torch.Tensor) -> st
     faiss = _faiss()
     if backend == "faiss" and faiss is None:
         raise ImportError("backend='faiss' needs the faiss package (pip install faiss-cpu)")
-    if backend == "native" and not _ext.available():
-        _ext.load()  # raises ImportError with the rebuild hint
+    if backend == "native":
+        _ext.load()  # raises ImportError with the rebuild hint when the extension is missing
     if backend != "auto":
         return backend
     if query.is_cuda:
@@ -105,9 +105,9 @@ def _candidates_native(query, base, kc, self_graph):
     """Indices [nq, kc] from fastwnll's C++ blocked search (on the CPU; CUDA inputs are copied).
 
     For a self-graph the points are first put in locality order (see :func:`locality_order`) and
-    each pair is scored once; the point itself is never a candidate.
+    each pair is scored once; the point itself is never a candidate. The extension is loaded
+    (by :func:`_choose_backend`).
     """
-    _ext.load()
     q, b = query.cpu(), base.cpu()
     if not self_graph:
         return torch.ops.fastwnll.knn_candidates(q, b, kc, False).to(query.device)
@@ -209,7 +209,8 @@ def knn_search(query: torch.Tensor, base: torch.Tensor, k: int, *, backend: str 
         input device and carry no gradient.
     """
     check_points("query", query)
-    check_points("base", base)
+    if base is not query:
+        check_points("base", base)
     if query.device != base.device:
         raise ValueError(f"query is on {query.device} but base is on {base.device}")
     if query.dtype != base.dtype:
@@ -226,13 +227,16 @@ def knn_search(query: torch.Tensor, base: torch.Tensor, k: int, *, backend: str 
             + (f" (k must be < n={nb}, the point itself is excluded)" if exclude_self else f" (nb={nb})")
         )
     self_graph = exclude_self and self_offset == 0 and query is base
-    query, base = query.detach(), base.detach()
+    query = query.detach()
+    base = query if self_graph else base.detach()
     offset = self_offset if exclude_self else None
     kc = min(k + _EXTRA_CANDIDATES + (1 if exclude_self else 0), nb)
     chosen = _choose_backend(backend, query, base)
     _check_no_overflow(query, base, torch.float32 if chosen == "faiss" else query.dtype)
     if chosen == "native":
-        cand = _candidates_native(query, base, min(k + _EXTRA_CANDIDATES, available) if self_graph else kc, self_graph)
+        # a native self-graph never returns the point itself: no extra slot for it
+        cand = _candidates_native(query, base, min(k + _EXTRA_CANDIDATES, available) if self_graph else kc,
+                                  self_graph)
     elif chosen == "faiss":
         cand = _candidates_faiss(query, base, kc)
     else:

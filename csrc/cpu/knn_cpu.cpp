@@ -26,7 +26,7 @@ namespace fastwnll {
 namespace {
 
 constexpr int64_t kTile = 256;  // rows and columns of one distance tile (256 KiB in float32)
-constexpr int64_t kChunk = 16;  // distances tested against the thresholds at once
+constexpr int64_t kChunk = 16;  // filter hits are revisited by chunks of a row; chunks without one are skipped
 
 // Per row the kc best (distance, index) pairs seen so far, ascending by distance then index, and thr =
 // the distance of the worst of them (inf while the row has fewer than kc), the admission threshold.
@@ -108,11 +108,12 @@ void scan_tile(const scalar_t* g, const scalar_t* qn, const scalar_t* bn, int64_
 // either of its tiles. Tiles within a round share no rows, so a round runs in parallel without locks.
 // With spatially coherent tiles, every row meets its nearest tiles first, its threshold tightens early
 // and later tiles rarely pass the filter.
-template <typename scalar_t>
 std::vector<std::vector<std::pair<int64_t, int64_t>>> schedule(const at::Tensor& x, int64_t tiles) {
   const int64_t n = x.size(0);
   std::vector<at::Tensor> means;
-  for (int64_t r = 0; r < tiles; ++r) means.push_back(x.narrow(0, r * kTile, std::min(n, (r + 1) * kTile) - r * kTile).mean(0));
+  for (int64_t r = 0; r < tiles; ++r) {
+    means.push_back(x.narrow(0, r * kTile, std::min(n, (r + 1) * kTile) - r * kTile).mean(0));
+  }
   const at::Tensor m = at::stack(means).to(at::kDouble);
   const at::Tensor gap = at::cdist(m, m).contiguous();
   const double* gp = gap.const_data_ptr<double>();
@@ -163,7 +164,7 @@ void search(const at::Tensor& query, const at::Tensor& base, bool self_graph, in
   };
 
   if (self_graph) {
-    for (const auto& round : schedule<scalar_t>(query, row_tiles)) {
+    for (const auto& round : schedule(query, row_tiles)) {
       at::parallel_for(0, static_cast<int64_t>(round.size()), 1, [&](int64_t lo, int64_t hi) {
         for (int64_t p = lo; p < hi; ++p) tile(round[p].first, round[p].second);
       });
@@ -195,11 +196,10 @@ at::Tensor knn_candidates_cpu(const at::Tensor& query_in, const at::Tensor& base
   const int64_t nq = query_in.size(0), nb = base_in.size(0);
   const int64_t available = self_graph ? nb - 1 : nb;
   TORCH_CHECK(kc >= 1 && kc <= available, "knn_candidates: kc must lie in [1, ", available, "], got ", kc);
-  const at::Tensor query = query_in.contiguous();
-  const at::Tensor base = self_graph ? query : base_in.contiguous();
-
   TORCH_CHECK(nb <= std::numeric_limits<int32_t>::max(), "knn_candidates: base has ", nb,
               " rows; at most 2^31 - 1 are supported");
+  const at::Tensor query = query_in.contiguous();
+  const at::Tensor base = self_graph ? query : base_in.contiguous();
   at::Tensor idx = at::empty({nq, kc}, query.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "knn_candidates_cpu",
                              [&] { search<scalar_t>(query, base, self_graph, kc, idx); });
