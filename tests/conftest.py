@@ -1,5 +1,5 @@
-"""Shared fixtures: single-threaded torch for a module, and the real MNIST test split in
-../shared/data/mnist reduced by PCA."""
+"""Shared fixtures: single-threaded torch for a module, and the repository's test data (the real MNIST
+test files), raw and reduced by PCA."""
 import os
 from pathlib import Path
 
@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from fastwnll.data.idx import read_idx
+from fastwnll.data.mnist import FILES, find_file, mnist_dirs
+from fastwnll.data.paths import DATA_DIR_ENV
 
-MNIST_DIR = Path(os.environ.get("FASTWNLL_MNIST10K_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
+# The test data: the real MNIST test files t10k-{images-idx3,labels-idx1}-ubyte[.gz], looked up in
+# $FASTWNLL_DATA_DIR (the variable the package reads) or, when it is unset, beside the repository
+# in ../shared/data/mnist. The package itself never looks there: tests pass the folder explicitly.
+MNIST_ROOT = Path(os.environ.get(DATA_DIR_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +29,22 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def mnist_pca():
+def mnist_dir() -> Path:
+    """The folder holding the real MNIST test files (pass it as ``data_dir``); the test is skipped,
+    saying where it looked and what to set, when they are absent."""
+    for folder in mnist_dirs(MNIST_ROOT):
+        if all(find_file(folder, stem) for stem in FILES["test"]):
+            return folder
+    pytest.skip(f"needs the real MNIST test files ({' and '.join(s + '[.gz]' for s in FILES['test'])}), not found "
+                f"under {MNIST_ROOT}: set {DATA_DIR_ENV} to the folder holding them")
+
+
+@pytest.fixture(scope="session")
+def mnist_pca(mnist_dir):
     """(x [10000, 50] float64 PCA features of the real MNIST test images, y [10000] int64)."""
-    images = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
-    if not images.exists():
-        pytest.skip(f"real MNIST data not found at {MNIST_DIR}")
-    x = torch.from_numpy(read_idx(images).reshape(10000, -1).astype(np.float64) / 255.0)
-    y = torch.from_numpy(read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz").astype(np.int64))
+    images_stem, labels_stem = FILES["test"]
+    x = torch.from_numpy(read_idx(find_file(mnist_dir, images_stem)).reshape(10000, -1).astype(np.float64) / 255.0)
+    y = torch.from_numpy(read_idx(find_file(mnist_dir, labels_stem)).astype(np.int64))
     x = x - x.mean(0)
     _, vectors = torch.linalg.eigh(x.T @ x)  # deterministic PCA: top eigenvectors of the scatter matrix
     return x @ vectors[:, -50:].flip(1), y

@@ -3,6 +3,7 @@ files, CIFAR-10 pickles, sklearn digits, user .npz files; every error. Fixtures 
 here in the real formats."""
 import gzip
 import pickle
+import re
 import struct
 from pathlib import Path
 
@@ -10,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from fastwnll.data import DATASETS, load_dataset, read_idx
+from fastwnll.data import DATASET_SPECS, DATASETS, dataset_spec, load_dataset, read_idx
 from fastwnll.data.idx import read_idx_bytes
+from fastwnll.data.mnist import find_file
 from fastwnll.data.splits import fixed_split, stratified_split
 
-REAL_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # the 10k test set's classes
 IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
 
@@ -72,11 +73,9 @@ def test_idx_agrees_with_torchvision_reader(tmp_path):
                                   read_idx(tmp_path / "train-labels-idx1-ubyte"))
 
 
-def test_idx_reads_the_real_mnist_files():
-    if not REAL_MNIST.exists():
-        pytest.skip(f"real MNIST data not found at {REAL_MNIST}")
-    images = read_idx(REAL_MNIST / "t10k-images-idx3-ubyte.gz")
-    labels = read_idx(REAL_MNIST / "t10k-labels-idx1-ubyte.gz")
+def test_idx_reads_the_real_mnist_files(mnist_dir):
+    images = read_idx(find_file(mnist_dir, "t10k-images-idx3-ubyte"))
+    labels = read_idx(find_file(mnist_dir, "t10k-labels-idx1-ubyte"))
     assert images.shape == (10000, 28, 28) and images.dtype == np.uint8 and images.max() == 255
     assert np.bincount(labels).tolist() == MNIST_TEST_COUNTS
 
@@ -182,13 +181,11 @@ def test_mnist_broken_files(tmp_path):
 
 # ---------------------------------------------------------------------------------------- mnist10k
 @pytest.fixture(scope="module")
-def mnist10k():
-    if not REAL_MNIST.exists():
-        pytest.skip(f"real MNIST data not found at {REAL_MNIST}")
-    return {split: load_dataset("mnist10k", split=split) for split in ("train", "test")}
+def mnist10k(mnist_dir):
+    return {split: load_dataset("mnist10k", data_dir=mnist_dir, split=split) for split in ("train", "test")}
 
 
-def test_mnist10k_fixed_split_of_the_real_files(mnist10k):
+def test_mnist10k_fixed_split_of_the_real_files(mnist10k, mnist_dir):
     (x, y), (xt, yt) = mnist10k["train"], mnist10k["test"]
     assert x.shape == (8000, 1, 28, 28) and xt.shape == (2000, 1, 28, 28)
     assert x.dtype == xt.dtype == torch.float32 and y.dtype == yt.dtype == torch.int64
@@ -196,14 +193,14 @@ def test_mnist10k_fixed_split_of_the_real_files(mnist10k):
     assert (torch.bincount(y) + torch.bincount(yt)).tolist() == MNIST_TEST_COUNTS
     assert torch.bincount(yt).min() > 150  # every class well represented in the test part
     # the documented split: RandomState(0).permutation(10000), first 8,000 train, last 2,000 test
-    images = read_idx(REAL_MNIST / "t10k-images-idx3-ubyte.gz")
+    images = read_idx(find_file(mnist_dir, "t10k-images-idx3-ubyte"))
     perm = np.random.RandomState(0).permutation(10000)
     assert torch.equal(x[:50, 0], torch.from_numpy(images[perm[:50]]).float() / 255)
     assert torch.equal(xt[-50:, 0], torch.from_numpy(images[perm[-50:]]).float() / 255)
 
 
-def test_mnist10k_split_ignores_the_training_seed(mnist10k):
-    x, y = load_dataset("mnist10k", split="test", seed=123)
+def test_mnist10k_split_ignores_the_training_seed(mnist10k, mnist_dir):
+    x, y = load_dataset("mnist10k", data_dir=mnist_dir, split="test", seed=123)
     assert torch.equal(x, mnist10k["test"][0]) and torch.equal(y, mnist10k["test"][1])
 
 
@@ -213,16 +210,29 @@ def test_mnist10k_directory_from_data_dir_or_env(tmp_path, monkeypatch):
     x, y = load_dataset("mnist10k", data_dir=tmp_path, split="test")
     perm = np.random.RandomState(0).permutation(10)
     assert y.tolist() == labels[perm[8:]].tolist() and x.shape == (2, 1, 28, 28)
-    monkeypatch.setenv("FASTWNLL_MNIST10K_DIR", str(tmp_path))
+    monkeypatch.setenv("FASTWNLL_DATA_DIR", str(tmp_path))
     x, y = load_dataset("mnist10k", split="train")
     assert y.tolist() == labels[perm[:8]].tolist()
+
+
+def test_mnist10k_is_looked_for_only_where_the_user_says(tmp_path, monkeypatch):
+    """Without data_dir and $FASTWNLL_DATA_DIR the package looks in ./data and nowhere else (not
+    beside its own source tree, where a checkout may keep test data)."""
+    monkeypatch.delenv("FASTWNLL_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as info:
+        load_dataset("mnist10k", split="test")
+    message = str(info.value)
+    searched = message[message.index(" in ") + 4:message.index(". Pass")].split(", ")
+    assert searched == [str(tmp_path / "data" / "MNIST" / "raw"), str(tmp_path / "data" / "raw"),
+                        str(tmp_path / "data")]
 
 
 def test_mnist10k_missing_says_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         load_dataset("mnist10k", data_dir=tmp_path)
     message = str(info.value)
-    for part in (str(tmp_path), "t10k-images-idx3-ubyte", "FASTWNLL_MNIST10K_DIR", "--data-dir", "https://"):
+    for part in (str(tmp_path), "t10k-images-idx3-ubyte", "FASTWNLL_DATA_DIR", "--data-dir", "https://"):
         assert part in message
 
 
@@ -415,3 +425,30 @@ def test_load_dataset_argument_errors(kwargs, error, message):
 
 def test_dataset_names():
     assert DATASETS == ("digits", "mnist", "mnist10k", "cifar10", "npz")
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_registry_entries_describe_themselves(name, tmp_path):
+    from fastwnll.train import TrainConfig
+
+    spec = DATASET_SPECS[name]
+    assert dataset_spec(name) is spec and spec.name == name and spec.description
+    assert set(spec.defaults) <= set(TrainConfig.__dataclass_fields__)
+    if spec.budget is not None:
+        assert 0 < spec.budget.alpha <= spec.budget.eps and spec.budget.steps >= 1
+    if spec.bundled_with:  # no files: loads as it is, refuses a data_dir
+        assert not spec.downloadable and not spec.single_file
+        x, y = load_dataset(name, split="test")
+        assert x.dim() == 4 and x.dtype == torch.float32 and y.dtype == torch.int64 and x.shape[0] == y.shape[0]
+    else:  # files: a missing one is a clear error naming where it looked
+        missing = tmp_path / ("missing.npz" if spec.single_file else "missing")
+        with pytest.raises((FileNotFoundError, ValueError), match=str(missing.name)):
+            load_dataset(name, data_dir=missing, split="test")
+    if not spec.downloadable:
+        with pytest.raises(ValueError, match="download=True applies to"):
+            load_dataset(name, download=True)
+
+
+def test_unknown_dataset_names_the_registry():
+    with pytest.raises(ValueError, match=re.escape(f"choose one of {DATASETS}")):
+        dataset_spec("imagenet")

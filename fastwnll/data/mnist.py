@@ -10,7 +10,7 @@ import torch
 
 from .arrays import as_images, as_labels
 from .idx import read_idx
-from .paths import MNIST10K_DIR_ENV, data_root, mnist10k_dirs
+from .paths import DATA_DIR_ENV, data_root
 from .splits import fixed_split
 
 FILES = {
@@ -94,20 +94,21 @@ def load_mnist10k(data_dir: str | os.PathLike | None, split: str) -> tuple[torch
     rows, its last 2,000 the test rows), the same for every run and training seed.
 
     Args:
-        data_dir: folder holding ``t10k-images-idx3-ubyte[.gz]`` and ``t10k-labels-idx1-ubyte[.gz]``
-            (default: ``$FASTWNLL_MNIST10K_DIR``, then ``<repo>/../shared/data/mnist``).
+        data_dir: folder holding ``t10k-images-idx3-ubyte[.gz]`` and ``t10k-labels-idx1-ubyte[.gz]``,
+            or a torchvision root holding them in ``MNIST/raw`` (default: ``$FASTWNLL_DATA_DIR``, else
+            ``./data``; searched as by :func:`load_mnist`).
         split: "train" or "test".
     Returns:
         ``(x [8000 or 2000, 1, 28, 28] float32 in [0, 1], y int64)`` on the CPU.
     """
     images_stem, labels_stem = FILES["test"]
-    dirs = mnist10k_dirs(data_dir)
+    dirs = mnist_dirs(data_root(data_dir))
     directory = _search(dirs, images_stem)
     if directory is None:
         searched = ", ".join(str(d.resolve()) for d in dirs)
         raise FileNotFoundError(
             f"mnist10k (the 10k MNIST test set) not found: no {images_stem}[.gz] in {searched}. Pass "
-            f"data_dir=<folder> (CLI: --data-dir) or set ${MNIST10K_DIR_ENV} to a folder holding "
+            f"data_dir=<folder> (CLI: --data-dir) or set ${DATA_DIR_ENV} to a folder holding "
             f"{images_stem}.gz and {labels_stem}.gz, from {MNIST_URL}"
         )
     images, labels = read_pair(directory, images_stem, labels_stem)
