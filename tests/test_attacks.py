@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastwnll.attacks import (
-    BPDA, EOT, cross_entropy, cw_l2, cw_margin, fgsm, get_attack, gradient_mode, ifgsm, logit_margin, loss_grad, pgd,
-    robust_accuracy, transfer_attack,
+    ATTACKS, BPDA, EOT, NORMS, PROTOCOLS, attack_spec, correct_mask, cross_entropy, cw_l2, cw_margin, fgsm, get_attack,
+    gradient_mode, ifgsm, logit_margin, loss_grad, pgd, robust_accuracy, transfer_attack,
 )
+from fastwnll.data import DATASET_SPECS
 
 torchattacks = pytest.importorskip("torchattacks")
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
@@ -65,17 +66,62 @@ def _no_grads(model):
     return all(p.grad is None for p in model.parameters())
 
 
+# One case per attack of the registry (checked below), with budgets small enough for these tests.
 ATTACK_CASES = {
     "fgsm": lambda m, x, y: fgsm(m, x, y, EPS),
     "ifgsm": lambda m, x, y: ifgsm(m, x, y, EPS, ALPHA, STEPS),
     "pgd": lambda m, x, y: pgd(m, x, y, EPS, ALPHA, STEPS, restarts=2, generator=torch.Generator().manual_seed(0)),
     "cw_l2": lambda m, x, y: cw_l2(m, x, y, c=1.0, steps=30, lr=0.05, binary_search_steps=3),
 }
+BOUNDED_LINF = [name for name, spec in ATTACKS.items() if spec.norm == "linf" and not spec.minimum_norm]
+GRADIENT_ATTACKS = [name for name, spec in ATTACKS.items() if spec.gradient]
+
+
+# ---------------------------------------------------------------- the registry
+
+def test_every_registered_attack_has_a_test_case():
+    assert set(ATTACK_CASES) == set(ATTACKS)
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_registry_entries_describe_themselves_consistently(name):
+    import inspect
+
+    spec = ATTACKS[name]
+    assert spec.name == name and attack_spec(name) is spec
+    assert spec.label and [s.label for s in ATTACKS.values()].count(spec.label) == 1
+    assert spec.norm in NORMS and spec.protocols and set(spec.protocols) <= set(PROTOCOLS)
+    parameters = inspect.signature(spec.function).parameters
+    assert set(spec.settings) <= set(parameters)
+    assert ("gradient" in parameters) == spec.gradient
+    assert spec.takes_generator == ("generator" in parameters)
+    if spec.iterative:
+        assert {"steps", "alpha"} <= set(parameters)
+    # its budget binds to the function for every dataset with a paper budget, and describes itself
+    eps = None if spec.minimum_norm else 0.1
+    for dataset, data in DATASET_SPECS.items():
+        if data.budget is None and spec.iterative:
+            with pytest.raises(ValueError, match="no default attack budget"):
+                spec.kwargs(eps, dataset=dataset)
+            continue
+        kwargs = spec.kwargs(eps, dataset=dataset)
+        get_attack(name, **kwargs)
+        assert spec.describe(eps, kwargs).startswith(spec.label)
+    if not spec.minimum_norm:
+        with pytest.raises(ValueError, match=f"needs an {NORMS[spec.norm]} radius"):
+            spec.kwargs(None, dataset="digits")
+    with pytest.raises(ValueError, match=f"unknown {spec.label} settings"):
+        spec.kwargs(eps, dataset="digits", settings={"no_such_setting": 1})
+
+
+def test_unknown_attack_names_the_choices():
+    with pytest.raises(ValueError, match="unknown attack 'deepfool'; choose one of fgsm, ifgsm, pgd, cw_l2"):
+        get_attack("deepfool")
 
 
 # ---------------------------------------------------------------- budgets and effect
 
-@pytest.mark.parametrize("name", ["fgsm", "ifgsm", "pgd"])
+@pytest.mark.parametrize("name", BOUNDED_LINF)
 def test_linf_attacks_stay_in_the_eps_ball_and_the_box(cnn, batch, name):
     x, y = batch
     adv = ATTACK_CASES[name](cnn, x.clone().requires_grad_(True), y)
@@ -85,7 +131,7 @@ def test_linf_attacks_stay_in_the_eps_ball_and_the_box(cnn, batch, name):
     assert (adv - x).abs().max() > EPS / 2  # it did move
 
 
-@pytest.mark.parametrize("name", list(ATTACK_CASES))
+@pytest.mark.parametrize("name", list(ATTACKS))
 def test_attacks_reduce_accuracy_of_a_trained_model(cnn, batch, name):
     x, y = batch
     clean = robust_accuracy(cnn, x, y)
@@ -185,7 +231,7 @@ class _Recorder(nn.Module):
         return x
 
 
-@pytest.mark.parametrize("name", list(ATTACK_CASES))
+@pytest.mark.parametrize("name", list(ATTACKS))
 def test_attacks_run_in_eval_mode_restore_modes_and_leave_no_parameter_grads(batch, name):
     x, y = batch[0][:16], batch[1][:16]
     torch.manual_seed(0)
@@ -214,6 +260,15 @@ def test_robust_accuracy_restores_modes_and_splits_batches(cnn, batch):
     assert _no_grads(model)
 
 
+def test_correct_mask_moves_batches_to_the_device_and_checks_the_output(cnn, batch):
+    x, y = batch
+    mask = correct_mask(cnn, x, y, 7, device="cpu")
+    assert mask.dtype == torch.bool and mask.shape == (100,)
+    assert torch.equal(mask, cnn(x).argmax(1) == y)
+    with pytest.raises(ValueError, match="out of range"):
+        correct_mask(cnn, x, torch.full_like(y, 10), 50)
+
+
 # ---------------------------------------------------------------- gradient mode
 
 def test_gradient_mode_switches_every_head_and_restores():
@@ -239,13 +294,12 @@ def test_gradient_mode_rejects_unknown_modes_and_models_without_heads():
             pass
 
 
-@pytest.mark.parametrize("name", list(ATTACK_CASES))
+@pytest.mark.parametrize("name", GRADIENT_ATTACKS)
 def test_attacks_use_the_requested_gradient_mode(cnn, batch, name):
     x, y = batch[0][:8], batch[1][:8]
     recorder = _Recorder()
     model = nn.Sequential(recorder, copy.deepcopy(cnn))
-    attack = get_attack(name, **{"fgsm": dict(eps=EPS), "ifgsm": dict(eps=EPS, alpha=ALPHA, steps=2),
-                                 "pgd": dict(eps=EPS, alpha=ALPHA, steps=2), "cw_l2": dict(steps=2)}[name])
+    attack = get_attack(name, **ATTACKS[name].kwargs(EPS, dataset="digits", steps=2, alpha=ALPHA))
     attack(model, x, y, gradient="exact")
     assert recorder.gradient_seen and set(recorder.gradient_seen) == {"exact"}
     assert recorder.gradient == "surrogate"

@@ -1,5 +1,6 @@
 """Robustness evaluation: the attack and report commands, defended models (TVM with BPDA and EOT),
 protocols, transfer attacks, the report files, and the errors. Tiny digits models trained here."""
+import dataclasses
 import json
 import re
 from types import SimpleNamespace
@@ -7,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fastwnll.attacks import BPDA, EOT, cross_entropy, gradient_mode, ifgsm, loss_grad
+from fastwnll.attacks import ATTACKS, BPDA, EOT, cross_entropy, gradient_mode, ifgsm, loss_grad
 from fastwnll.cli import main
 from fastwnll.evaluation import (
     Evaluator, GridConfig, TVMDefense, attack_target, defended, eval_data, load_target, resolve, run_grid,
@@ -15,6 +16,7 @@ from fastwnll.evaluation import (
 )
 from fastwnll.evaluation.budgets import attack_kwargs
 from fastwnll.evaluation.grid import cells
+from fastwnll.evaluation.report import column_label
 from fastwnll.evaluation.targets import check_same_data
 from fastwnll.train import TrainConfig, train
 
@@ -383,6 +385,32 @@ def test_grid_exclude_skips_matching_cells():
 def test_report_needs_models(tmp_path, capsys):
     assert main(["report", "--out", str(tmp_path)]) == 1
     assert "--config FILE or the models" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_report_columns_and_grid_radii_come_from_the_registry(name):
+    spec = ATTACKS[name]
+    assert column_label(name, None) == f"{spec.label} unbounded"
+    assert column_label(name, 1.5) == (f"{spec.label} L2<=1.5" if spec.norm == "l2" else f"{spec.label} 1.5")
+    config = GridConfig.from_dict({"models": [{"name": "a", "checkpoint": "x"}], "attacks": [name],
+                                   "eps": [0.1, 0.3], "cw_eps": [2.0], "protocols": list(spec.protocols)})
+    radii = [eps for *_, eps in cells(config, [SimpleNamespace(name="a")])]
+    assert set(radii) == ({2.0} if spec.norm == "l2" else {0.1, 0.3})
+
+
+def test_a_new_attack_is_one_registry_entry(monkeypatch):
+    """An entry added to the registry alone is known to the grid, the budgets and the report, and is
+    refused under a protocol it does not declare."""
+    from fastwnll.attacks import registry
+
+    smooth = dataclasses.replace(registry.ATTACKS["ifgsm"], name="smooth", label="SMOOTH", protocols=("adaptive",))
+    monkeypatch.setattr(registry, "ATTACKS", {**registry.ATTACKS, "smooth": smooth})
+    entry = {"models": [{"name": "a", "checkpoint": "x"}], "attacks": ["smooth"], "eps": [0.3]}
+    with pytest.raises(ValueError, match="'smooth' does not run under the paper protocol"):
+        GridConfig.from_dict(entry)
+    GridConfig.from_dict({**entry, "protocols": ["adaptive"]})
+    assert attack_kwargs("smooth", 0.3, dataset="mnist") == attack_kwargs("ifgsm", 0.3, dataset="mnist")
+    assert column_label("smooth", 0.3) == "SMOOTH 0.3"
 
 
 def test_budget_defaults_follow_the_paper():

@@ -5,8 +5,11 @@ import pytest
 import torch
 
 from fastwnll.cli import main
+from fastwnll.data import DATASET_SPECS, DATASETS
+from fastwnll.evaluation import attack_kwargs
 from fastwnll.train import TrainConfig, evaluate_checkpoint, load_checkpoint, load_model, train
-from fastwnll.train.build import load_split, wnll_heads
+from fastwnll.nn.head import wnll_heads
+from fastwnll.runtime import load_split
 from fastwnll.train.steps import Stage, adversarial_batch, batch_order, tvm_augment
 
 
@@ -169,6 +172,24 @@ def test_config_defaults_per_dataset():
     assert TrainConfig(head="wnll").resolve().stage2_epochs == 2
     decayed = TrainConfig(lr=0.1, epochs=10, milestones=[5, 8, 12], head="wnll").resolve()
     assert decayed.stage2_lr == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_training_and_attack_defaults_come_from_the_dataset_registry(name):
+    """Every dataset's training defaults and its paper budget are one registry entry: PGD training and
+    the evaluation's IFGSM/PGD take the same numbers from it."""
+    spec = DATASET_SPECS[name]
+    if "model" not in spec.defaults:
+        with pytest.raises(ValueError, match=f"dataset {name!r} has no default model"):
+            TrainConfig(dataset=name, adv="pgd").resolve()
+        return
+    config = TrainConfig(dataset=name, adv="pgd").resolve()
+    assert {key: getattr(config, key) for key in spec.defaults} == dict(spec.defaults)
+    budget = spec.budget
+    assert (config.eps, config.alpha, config.steps) == (budget.eps, budget.alpha, budget.steps)
+    for attack in ("ifgsm", "pgd"):
+        kwargs = attack_kwargs(attack, budget.eps, dataset=name)
+        assert kwargs["steps"] == budget.steps and kwargs["alpha"] == pytest.approx(budget.alpha)
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -70,6 +70,17 @@ def positive_float(name: str, value, *, allow_zero: bool = False) -> float:
     return value
 
 
+def check_eps(eps, name: str = "eps") -> float | None:
+    """An attack radius ``eps`` as a float >= 0 (None passes through: an unbounded attack); ValueError otherwise."""
+    if eps is None:
+        return None
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not math.isfinite(eps):
+        raise ValueError(f"{name} must be a finite number >= 0, got {eps!r}")
+    if eps < 0:
+        raise ValueError(f"{name} must be >= 0, got {eps}")
+    return float(eps)
+
+
 def positive_int(name: str, value) -> int:
     """``value`` as an int >= 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

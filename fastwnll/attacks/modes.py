@@ -6,7 +6,8 @@ from typing import Iterator
 
 from torch import nn
 
-GRADIENT_MODES = ("surrogate", "exact")
+from fastwnll.nn.head import GRADIENTS
+from fastwnll.nn.modes import eval_mode
 
 
 @contextmanager
@@ -18,9 +19,9 @@ def gradient_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
     The previous values are restored on exit, also after an exception. Raises ValueError for an
     unknown mode or when no submodule has the attribute (a mode would then silently do nothing).
     """
-    if mode not in GRADIENT_MODES:
-        raise ValueError(f"gradient mode must be one of {GRADIENT_MODES}, got {mode!r}")
-    saved = [(m, m.gradient) for m in model.modules() if getattr(m, "gradient", None) in GRADIENT_MODES]
+    if mode not in GRADIENTS:
+        raise ValueError(f"gradient mode must be one of {GRADIENTS}, got {mode!r}")
+    saved = [(m, m.gradient) for m in model.modules() if getattr(m, "gradient", None) in GRADIENTS]
     if not saved:
         raise ValueError(
             f"gradient={mode!r} was requested but no submodule of {type(model).__name__} has a 'gradient' "
@@ -37,19 +38,11 @@ def gradient_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
 
 @contextmanager
 def attack_mode(model: nn.Module, gradient: str | None = None) -> Iterator[nn.Module]:
-    """Eval mode (and ``gradient_mode`` unless ``gradient`` is None) for the duration of an attack.
-
-    The train/eval flag of every submodule is restored on exit exactly as it was, so a model with a
-    mix of training and frozen parts comes back unchanged.
-    """
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    """Eval mode (:func:`fastwnll.nn.eval_mode`: every train/eval flag restored on exit exactly as it
+    was) and, unless ``gradient`` is None, :func:`gradient_mode` for the duration of an attack."""
+    with eval_mode(model):
         if gradient is None:
             yield model
         else:
             with gradient_mode(model, gradient):
                 yield model
-    finally:
-        for m, training in flags:
-            m.training = training

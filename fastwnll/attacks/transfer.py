@@ -1,4 +1,4 @@
-"""Black-box evaluation: transfer attacks crafted on a source model, and robust accuracy."""
+"""Black-box evaluation: transfer attacks crafted on a source model."""
 from __future__ import annotations
 
 import functools
@@ -6,8 +6,7 @@ import functools
 import torch
 from torch import nn
 
-from .checks import check_inputs, check_output, positive_int
-from .modes import attack_mode
+from .checks import check_inputs
 from .registry import Attack, get_attack
 
 
@@ -32,21 +31,3 @@ def transfer_attack(
         raise ValueError(f"the attack must return a tensor of x's shape {tuple(x.shape)}")
     return x_adv.detach()
 
-
-def robust_accuracy(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> float:
-    """Fraction in [0, 1] of ``x_adv`` [B, C, H, W] (in [0, 1]) that ``model`` classifies as ``y`` [B].
-
-    The model runs in eval mode without gradients (its train/eval flags are restored afterwards);
-    ``batch_size`` splits the forward passes (None: one pass). For a model whose outputs couple the
-    batch (a WNLL head), the batch split changes the graph, so keep it as in the attack.
-    """
-    check_inputs(model, x_adv, y)
-    batch_size = x_adv.shape[0] if batch_size is None else positive_int("batch_size", batch_size)
-    correct = 0
-    with attack_mode(model), torch.no_grad():
-        for start in range(0, x_adv.shape[0], batch_size):
-            out = model(x_adv[start:start + batch_size])
-            labels = y[start:start + batch_size]
-            check_output(out, labels)
-            correct += int((out.argmax(1) == labels).sum())
-    return correct / x_adv.shape[0]

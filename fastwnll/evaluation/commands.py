@@ -5,8 +5,20 @@ import argparse
 import json
 from pathlib import Path
 
-HEAD_CHOICES = ("auto", "linear", "wnll")
+from fastwnll.attacks.registry import ATTACKS, NORMS, PROTOCOLS
+
+from .targets import HEADS
+
 DEFAULT_N = 500
+# The registry's attacks by how --eps applies to them (for the help texts).
+BOUNDED = [name for name, spec in ATTACKS.items() if not spec.minimum_norm]
+MINIMUM_NORM = [name for name, spec in ATTACKS.items() if spec.minimum_norm]
+
+
+def _radius_help() -> str:
+    bounded = ", ".join(f"{name} ({NORMS[ATTACKS[name].norm]})" for name in BOUNDED)
+    unbounded = ", ".join(f"{name} ({NORMS[ATTACKS[name].norm]})" for name in MINIMUM_NORM)
+    return f"radius of {bounded}; for {unbounded} an optional radius applied to the smallest perturbation found"
 
 
 def _none_or_float(text: str):
@@ -26,7 +38,7 @@ def _model_spec(text: str) -> dict:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH or NAME=PATH:HEAD, got {text!r}")
     head = "auto"
     base, colon, suffix = path.rpartition(":")
-    if colon and suffix in HEAD_CHOICES:
+    if colon and suffix in HEADS:
         path, head = base, suffix
     return {"name": name, "checkpoint": path, "head": head}
 
@@ -48,9 +60,8 @@ def register(subparsers) -> None:
                     "worst-case (default) runs both and counts an image as robust only if it survives both "
                     "(the exact WNLL gradient can be the weaker attack: it masks itself).")
     attack.add_argument("--checkpoint", required=True, help="training checkpoint (file or run directory)")
-    attack.add_argument("--attack", required=True, help="fgsm, ifgsm, pgd or cw_l2")
-    attack.add_argument("--eps", type=_none_or_float, default=None,
-                        help="L_inf radius (fgsm, ifgsm, pgd); for cw_l2 an optional L2 radius")
+    attack.add_argument("--attack", required=True, help=", ".join(ATTACKS))
+    attack.add_argument("--eps", type=_none_or_float, default=None, help=_radius_help())
     attack.add_argument("--steps", type=int, default=None, help="iterations (default: the paper's for the dataset)")
     attack.add_argument("--alpha", type=float, default=None, help="IFGSM/PGD step (default: paper's ratio x eps)")
     attack.add_argument("--restarts", type=int, default=1, help="PGD random restarts")
@@ -58,7 +69,7 @@ def register(subparsers) -> None:
     attack.add_argument("--lr", type=float, default=None, help="CW-L2 Adam learning rate (default 0.01)")
     attack.add_argument("--binary-search-steps", type=int, default=None, help="CW-L2 rounds (default 1)")
     attack.add_argument("--defense", default="none", help="none or tvm")
-    attack.add_argument("--protocol", default="worst-case", help="worst-case (default), adaptive or paper")
+    attack.add_argument("--protocol", default="worst-case", help=f"worst-case (default), {' or '.join(PROTOCOLS)}")
     attack.add_argument("--gradient", default=None, help="WNLL gradient: surrogate or exact (default: protocol's)")
     attack.add_argument("--eot", type=int, default=None, help="EOT samples through TVM (adaptive, default 8)")
     attack.add_argument("--head", default="auto", help="read the checkpoint through its auto/linear/wnll head")
@@ -82,11 +93,11 @@ def register(subparsers) -> None:
                         help="a checkpoint to evaluate (repeatable); HEAD auto, linear or wnll")
     report.add_argument("--out", required=True, help="output directory")
     report.add_argument("--defenses", nargs="+", default=None, help="none and/or tvm")
-    report.add_argument("--attacks", nargs="+", default=None, help="fgsm ifgsm pgd cw_l2")
+    report.add_argument("--attacks", nargs="+", default=None, help=" ".join(ATTACKS))
     report.add_argument("--eps", nargs="+", type=float, default=None, help="L_inf radii")
     report.add_argument("--cw-eps", nargs="+", type=_none_or_float, default=None,
                         help="CW-L2 L2 radii ('unbounded' for none)")
-    report.add_argument("--protocols", nargs="+", default=None, help="paper and/or adaptive")
+    report.add_argument("--protocols", nargs="+", default=None, help=" and/or ".join(PROTOCOLS))
     report.add_argument("--n", type=int, default=None, help="test images (default 500)")
     report.add_argument("--cw-n", type=int, default=None, help="test images for CW-L2 (default n)")
     report.add_argument("--steps", type=int, default=None, help="IFGSM/PGD iterations")
@@ -100,16 +111,17 @@ def register(subparsers) -> None:
 
 
 def attack_command(args: argparse.Namespace) -> int:
-    from fastwnll.train.build import resolve_device
+    from fastwnll.attacks import attack_spec
+    from fastwnll.attacks.checks import check_eps
+    from fastwnll.runtime import resolve_device
 
-    from .budgets import check_attack, check_eps, norm_of
     from .defense import check_defense
     from .robustness import Evaluator
     from .targets import check_same_data, eval_data, load_target
 
-    check_attack(args.attack)
-    if check_eps(args.eps) is None and norm_of(args.attack) == "linf":
-        raise ValueError(f"attack {args.attack!r} needs an L_inf radius: pass --eps")
+    spec = attack_spec(args.attack)
+    if check_eps(args.eps) is None and not spec.minimum_norm:
+        raise ValueError(f"attack {args.attack!r} needs an {NORMS[spec.norm]} radius: pass --eps")
     check_defense(args.defense)
     device = resolve_device(args.device or "auto")
     target = load_target(args.checkpoint, name=args.checkpoint, head=args.head, device=device)
@@ -154,7 +166,7 @@ def attack_command(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace, crafter, defense: str) -> list:
     """The attack settings that ``--protocol`` asks for: one, or paper + adaptive for worst-case."""
-    from .protocol import PROTOCOLS, resolve
+    from .protocol import resolve
 
     if args.protocol not in (*PROTOCOLS, "worst-case"):
         raise ValueError(f"unknown protocol {args.protocol!r}; choose one of worst-case, {', '.join(PROTOCOLS)}")

@@ -19,7 +19,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .budgets import check_attack, check_eps, norm_of
+from fastwnll.attacks import attack_spec
+from fastwnll.attacks.checks import check_eps
+from fastwnll.runtime import resolve_device
+
 from .defense import check_defense
 from .protocol import DEFAULT_EOT, PROTOCOLS, resolve
 from .robustness import Evaluator
@@ -31,9 +34,10 @@ CELL_KEYS = ("model", "defense", "protocol", "attack", "eps")
 @dataclass
 class GridConfig:
     """Everything a report runs. ``models``: list of ``{"name", "checkpoint", "head"?}`` (head as in
-    :func:`load_target`); ``eps``: L_inf radii of fgsm/ifgsm/pgd; ``cw_eps``: L2 radii for cw_l2
-    (``None`` = unbounded); ``n``: test images (a fixed seeded subset), ``cw_n`` of them (the first)
-    for cw_l2; ``steps``/``alpha``: IFGSM/PGD overrides (default: the paper's for the dataset);
+    :func:`load_target`); ``attacks``: names of the registry ``fastwnll.attacks.ATTACKS``; ``eps``:
+    radii of its L_inf attacks (fgsm/ifgsm/pgd); ``cw_eps``: radii of its L2 attacks (cw_l2; ``None``
+    = unbounded); ``n``: test images (a fixed seeded subset), ``cw_n`` of them (the first) for the L2
+    attacks; ``steps``/``alpha``: IFGSM/PGD overrides (default: the paper's for the dataset);
     ``cw``: CW-L2 overrides; ``eot``: EOT samples of the adaptive attack on TVM; ``tvm``: TVM
     settings; ``transfer``: list of ``{"source": name of a model above or {"name", "checkpoint",
     "head"?}, "attacks": [...], "eps": [...]}`` crafted on the source (paper protocol, no defence)
@@ -98,7 +102,7 @@ class GridConfig:
         for d in self.defenses:
             check_defense(d)
         for a in self.attacks:
-            check_attack(a)
+            attack_spec(a)
         for p in self.protocols:
             if p not in PROTOCOLS:
                 raise ValueError(f"unknown protocol {p!r}; choose one of {', '.join(PROTOCOLS)}")
@@ -106,10 +110,14 @@ class GridConfig:
             check_eps(e)
         for e in self.cw_eps:
             check_eps(e, "cw_eps")
-        if any(norm_of(a) == "linf" for a in self.attacks) and not self.eps:
+        if any(_norm(a) == "linf" for a in self.attacks) and not self.eps:
             raise ValueError("the grid has L_inf attacks but no eps values")
-        if "cw_l2" in self.attacks and not self.cw_eps:
+        if any(_norm(a) == "l2" for a in self.attacks) and not self.cw_eps:
             raise ValueError("cw_eps must hold at least one L2 radius (or null for unbounded)")
+        for p in self.protocols:
+            for a in self.attacks:
+                if p not in attack_spec(a).protocols:
+                    raise ValueError(f"attack {a!r} does not run under the {p} protocol; exclude it")
         for name in ("n", "batch_size", "eot"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -130,10 +138,15 @@ class GridConfig:
             if unknown:
                 raise ValueError(f"unknown transfer fields {unknown}; allowed: source, attacks, eps")
             for a in spec.get("attacks", ["ifgsm"]):
-                check_attack(a)
+                attack_spec(a)
             for e in spec.get("eps", self.eps[-1:]):
                 check_eps(e)
         return self
+
+
+def _norm(attack: str) -> str:
+    """The norm of ``attack``'s radius: the L_inf ones take ``eps``, the L2 ones ``cw_eps`` (and ``cw_n``)."""
+    return attack_spec(attack).norm
 
 
 def _model_entry(entry) -> dict:
@@ -168,7 +181,7 @@ def cells(config: GridConfig, targets: list[Target]) -> list[tuple]:
         for defense in config.defenses:
             for protocol in config.protocols:
                 for attack in config.attacks:
-                    for eps in (config.cw_eps if norm_of(attack) == "l2" else config.eps):
+                    for eps in (config.cw_eps if _norm(attack) == "l2" else config.eps):
                         cell = {"model": target.name, "defense": defense, "protocol": protocol, "attack": attack,
                                 "eps": eps}
                         if not _excluded(cell, config.exclude):
@@ -181,8 +194,6 @@ def run_grid(config: GridConfig, *, progress: bool = True) -> dict:
     :func:`fastwnll.evaluation.report.write_report` writes: ``rows`` (one dict per cell, see
     :meth:`Evaluator.evaluate`), ``models``, ``settings`` (the config), ``dataset``, ``n``, ``cw_n``,
     ``device``, ``time_s``. All models must share the test data."""
-    from fastwnll.train.build import resolve_device
-
     config.validate()
     started = time.perf_counter()
     device = resolve_device(config.device)
@@ -220,8 +231,8 @@ def run_grid(config: GridConfig, *, progress: bool = True) -> dict:
         eot = config.eot if protocol == "adaptive" and defense == "tvm" else None
         setting = resolve(protocol, target.model, defense, eot=eot)
         row, mask = evaluator.evaluate_with_mask(target, attack, eps, defense, setting,
-                                                 n=cw_n if attack == "cw_l2" else None,
-                                                 steps=config.steps if norm_of(attack) == "linf" else None,
+                                                 n=cw_n if _norm(attack) == "l2" else None,
+                                                 steps=config.steps if _norm(attack) == "linf" else None,
                                                  alpha=config.alpha, cw=config.cw)
         rows.append(row)
         survived[(target.name, defense, protocol, attack, eps)] = (row, mask)
@@ -232,8 +243,8 @@ def run_grid(config: GridConfig, *, progress: bool = True) -> dict:
         bar.set_postfix_str(f"{source.name} -> {target.name} {defense} {attack} {eps}")
         setting = resolve("paper", source.model, "none")
         rows.append(evaluator.evaluate(target, attack, eps, defense, setting, source=source,
-                                       n=cw_n if attack == "cw_l2" else None,
-                                       steps=config.steps if norm_of(attack) == "linf" else None,
+                                       n=cw_n if _norm(attack) == "l2" else None,
+                                       steps=config.steps if _norm(attack) == "linf" else None,
                                        alpha=config.alpha, cw=config.cw))
         bar.update()
     bar.close()

@@ -1,8 +1,8 @@
 """Evaluation protocols: how the attacker treats WNLL heads and TVM.
 
-``paper`` reproduces the published evaluation (DESIGN 4.3, 4.6): the gradient of a WNLL head is the
-linear-layer surrogate (a straight-through estimator) and TVM is ignored by the attacker (adversarial
-images are crafted on the undefended network; the defender applies TVM to them).
+``paper`` reproduces the published evaluation (docs/design.md, sections 4.3, 4.6 and 5): the gradient
+of a WNLL head is the linear-layer surrogate (a straight-through estimator) and TVM is ignored by the
+attacker (adversarial images are crafted on the undefended network; the defender applies TVM to them).
 
 ``adaptive`` is what the defence is worth against an attacker who knows it: the exact gradient
 through the WNLL interpolation (solver and graph weights) and BPDA through TVM with EOT over its
@@ -17,18 +17,13 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from fastwnll.nn.head import WNLLHead
+from fastwnll.attacks.registry import PROTOCOLS
+from fastwnll.nn.head import GRADIENTS, uses_wnll
 
-PROTOCOLS = ("paper", "adaptive")
-GRADIENTS = ("surrogate", "exact")
+__all__ = ["DEFAULT_EOT", "PROTOCOLS", "AttackSetting", "resolve", "uses_wnll"]
+
 # EOT samples per gradient in the adaptive protocol when not given.
 DEFAULT_EOT = 8
-
-
-def uses_wnll(model: nn.Module) -> bool:
-    """True when ``model`` has WNLL heads and all of them are in wnll mode (its output is the interpolation)."""
-    heads = [m for m in model.modules() if isinstance(m, WNLLHead)]
-    return bool(heads) and all(h.mode == "wnll" for h in heads)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-ATTACK_LABELS = {"fgsm": "FGSM", "ifgsm": "IFGSM", "pgd": "PGD", "cw_l2": "CW-L2"}
+from fastwnll.attacks.registry import NORMS, AttackSpec, attack_spec
+
 MARKDOWN_NAME, JSON_NAME, PLOT_NAME = "results.md", "results.json", "robustness.png"
 
 
@@ -21,12 +22,32 @@ def _unique(values):
     return seen
 
 
+def _spec(attack: str) -> AttackSpec | None:
+    """The registry entry of ``attack``; None for one the registry does not know (a row of a report
+    written by another version)."""
+    try:
+        return attack_spec(attack)
+    except ValueError:
+        return None
+
+
+def attack_label(attack: str) -> str:
+    """The registry's label of ``attack`` ("IFGSM"), or the name itself for an unknown one."""
+    spec = _spec(attack)
+    return attack if spec is None else spec.label
+
+
+def _is_l2(attack: str) -> bool:
+    spec = _spec(attack)
+    return spec is not None and spec.norm == "l2"
+
+
 def column_label(attack: str, eps: float | None) -> str:
     """Header of one (attack, eps) column, e.g. ``IFGSM 0.3`` or ``CW-L2 L2<=1.5`` or ``CW-L2 unbounded``."""
-    name = ATTACK_LABELS.get(attack, attack)
-    if attack == "cw_l2":
-        return f"{name} unbounded" if eps is None else f"{name} L2<={eps:g}"
-    return f"{name} {eps:g}"
+    name = attack_label(attack)
+    if eps is None:
+        return f"{name} unbounded"
+    return f"{name} L2<={eps:g}" if _is_l2(attack) else f"{name} {eps:g}"
 
 
 def _percent(value) -> str:
@@ -156,9 +177,9 @@ def plot(rows: list[dict], path: str | Path, title: str | None = None) -> None:
             ticks = [0.0] + numeric + ([unbounded_x] if any(r["eps"] is None for r in cells) else [])
             ax.set_xticks(ticks, [f"{t:g}" for t in [0.0] + numeric] + ["unb."] * (len(ticks) - len(numeric) - 1))
             ax.set_ylim(-2, 102)
-            ax.set_xlabel(("L2 radius" if attack == "cw_l2" else "L_inf eps"))
+            ax.set_xlabel(f"{NORMS['l2']} radius" if _is_l2(attack) else f"{NORMS['linf']} eps")
             ax.set_ylabel("robust accuracy (%)")
-            ax.set_title(f"{ATTACK_LABELS.get(attack, attack)}, {protocol} protocol")
+            ax.set_title(f"{attack_label(attack)}, {protocol} protocol")
             ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(4, max(1, len(labels))), fontsize="small")

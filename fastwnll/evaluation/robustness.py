@@ -7,29 +7,13 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from fastwnll.attacks import attack_mode, get_attack
-from fastwnll.attacks.checks import check_inputs, check_output
+from fastwnll.attacks import attack_spec, correct_mask, get_attack
+from fastwnll.attacks.checks import check_eps, check_inputs
 
-from .budgets import attack_kwargs, check_eps, describe, norm_of
+from .budgets import attack_kwargs
 from .defense import attack_target, check_defense, defended, make_tvm
 from .protocol import AttackSetting
 from .targets import Target
-
-
-def correct_mask(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Which rows of ``x`` [N, C, H, W] (in [0, 1]) ``model`` classifies as ``y`` [N]: a bool tensor [N].
-
-    Runs in eval mode without gradients, ``batch_size`` rows per forward pass (for WNLL heads the
-    rows of a pass are interpolated together); the model's train/eval flags are restored."""
-    check_inputs(model, x, y)
-    masks = []
-    with attack_mode(model), torch.no_grad():
-        for start in range(0, x.shape[0], batch_size):
-            out = model(x[start:start + batch_size])
-            labels = y[start:start + batch_size]
-            check_output(out, labels)
-            masks.append(out.argmax(1) == labels)
-    return torch.cat(masks)
 
 
 class Evaluator:
@@ -75,7 +59,9 @@ class Evaluator:
     def correct(self, target: Target, x_eval: torch.Tensor, defense: str) -> torch.Tensor:
         """Bool [n]: which rows of ``x_eval`` (matching the first n of ``self.y``) ``target`` behind
         ``defense`` classifies correctly (batches of ``batch_size``; fresh defender TVM masks)."""
-        return correct_mask(self._defended(target, defense), x_eval, self.y[:x_eval.shape[0]], self.batch_size)
+        model, y = self._defended(target, defense), self.y[:x_eval.shape[0]]
+        check_inputs(model, x_eval, y)
+        return correct_mask(model, x_eval, y, self.batch_size)
 
     def accuracy(self, target: Target, x_eval: torch.Tensor, defense: str) -> float:
         """Accuracy in [0, 1] of ``target`` behind ``defense`` on ``x_eval`` (rows matching ``self.y``)."""
@@ -100,26 +86,32 @@ class Evaluator:
         unbounded (``eps`` is applied by :meth:`restrict`); an L_inf radius of 0 returns the images.
         """
         eps = check_eps(eps)
+        spec = attack_spec(attack)
+        if setting.protocol not in spec.protocols:
+            raise ValueError(f"attack {attack!r} does not run under the {setting.protocol} protocol "
+                             f"(only {', '.join(spec.protocols)})")
         kwargs = attack_kwargs(attack, eps, dataset=self.dataset, steps=steps, alpha=alpha, restarts=restarts, cw=cw)
         x, y = self._subset(n)
-        budget = describe(attack, eps, kwargs)
+        budget = spec.describe(eps, kwargs)
         # An attack that ignores TVM crafts on the bare model: the same examples as without the defence.
         tvm_attack = None if setting.tvm_attack == "ignored" else setting.tvm_attack
-        key = (source.name, attack, None if norm_of(attack) == "l2" else eps, x.shape[0], setting.gradient,
+        key = (source.name, attack, None if spec.minimum_norm else eps, x.shape[0], setting.gradient,
                tvm_attack, setting.eot, tuple(sorted(kwargs.items())))
         if key in self._adversarial:
             x_adv, seconds = self._adversarial[key]
             return x_adv, {"budget": budget, "craft_time_s": seconds, "reused": True}
         started = time.perf_counter()
-        if norm_of(attack) == "linf" and eps == 0:
+        if not spec.minimum_norm and eps == 0:
             x_adv = x.clone()
         else:
             defense = "none" if tvm_attack is None else "tvm"
             model = attack_target(source.model, defense, tvm_attack, setting.eot,
                                   tvm=make_tvm(self.tvm_settings, seed=self.seed + 1) if defense == "tvm" else None)
-            if attack == "pgd":  # reproducible random starts
+            if spec.takes_generator:  # reproducible random starts
                 kwargs["generator"] = torch.Generator(device=x.device).manual_seed(self.seed)
-            run = get_attack(attack, **kwargs, gradient=setting.gradient)
+            if spec.gradient:
+                kwargs["gradient"] = setting.gradient
+            run = get_attack(attack, **kwargs)
             batches = range(0, x.shape[0], self.batch_size)
             bar = tqdm(batches, desc=f"{source.name} {attack} {eps if eps is not None else ''}".strip(),
                        disable=not self.progress, leave=False, dynamic_ncols=True)
@@ -129,13 +121,16 @@ class Evaluator:
         return x_adv, {"budget": budget, "craft_time_s": seconds, "reused": False}
 
     def restrict(self, x_adv: torch.Tensor, attack: str, eps: float | None) -> torch.Tensor:
-        """For ``cw_l2`` with an L2 radius ``eps``: keep each adversarial image whose L2 distance to its
-        original is at most ``eps`` and put the original back otherwise. Identity for the L_inf
-        attacks (their budget is enforced while crafting) and for ``eps=None``."""
-        if norm_of(attack) == "linf" or eps is None:
+        """For a minimum-norm attack (``cw_l2``) with a radius ``eps``: keep each adversarial image whose
+        distance to its original (in the attack's norm) is at most ``eps`` and put the original back
+        otherwise. Identity for the bounded attacks (their budget is enforced while crafting) and for
+        ``eps=None``."""
+        spec = attack_spec(attack)
+        if not spec.minimum_norm or eps is None:
             return x_adv
         x = self.x[:x_adv.shape[0]]
-        within = (x_adv - x).flatten(1).norm(dim=1) <= eps
+        order = float("inf") if spec.norm == "linf" else 2
+        within = (x_adv - x).flatten(1).norm(p=order, dim=1) <= eps
         return torch.where(within.view(-1, *[1] * (x.dim() - 1)), x_adv, x)
 
     def l2_stats(self, x_adv: torch.Tensor) -> dict:
@@ -170,12 +165,12 @@ class Evaluator:
         row = {
             "model": target.name, "head": target.head, "defense": defense,
             "protocol": setting.protocol if source is None else "transfer", "attack": attack,
-            "norm": norm_of(attack), "eps": eps, "gradient": setting.gradient, "tvm_attack": setting.tvm_attack,
+            "norm": attack_spec(attack).norm, "eps": eps, "gradient": setting.gradient, "tvm_attack": setting.tvm_attack,
             "eot": setting.eot, "source": None if source is None else source.name, "n": int(x_adv.shape[0]),
             "clean_accuracy": self.clean_accuracy(target, defense, x_adv.shape[0]),
         }
         survived = self.correct(target, x_eval, defense)
         row.update({"robust_accuracy": float(survived.float().mean()), **info})
-        if norm_of(attack) == "l2":
+        if attack_spec(attack).norm == "l2":
             row.update(self.l2_stats(x_eval))
         return row, survived

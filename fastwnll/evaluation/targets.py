@@ -7,9 +7,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fastwnll.nn.head import WNLLHead
+from fastwnll.models.heads import HEADS as MODEL_HEADS
+from fastwnll.nn.head import set_head_mode, wnll_heads
+from fastwnll.runtime import TrainConfig, fixed_subset, load_model, load_split
 
-HEADS = ("auto", "linear", "wnll")
+# The head a checkpoint is read through: "auto" is the one it was trained with.
+HEADS = ("auto", *MODEL_HEADS)
 
 
 @dataclass
@@ -19,7 +22,7 @@ class Target:
 
     name: str
     model: nn.Module
-    config: object
+    config: TrainConfig
     head: str
     num_classes: int
     path: str
@@ -46,15 +49,12 @@ def load_target(checkpoint: str | os.PathLike, *, name: str | None = None, head:
     is the training config's head. Raises FileNotFoundError for a missing checkpoint and ValueError
     for a head the checkpoint cannot provide.
     """
-    from fastwnll.train import load_model
-    from fastwnll.train.build import set_head_mode
-
     if head not in HEADS:
         raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
     if not os.path.exists(checkpoint):
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     model, config, payload = load_model(checkpoint, device)
-    heads = [m for m in model.modules() if isinstance(m, WNLLHead)]
+    heads = wnll_heads(model)
     if head == "auto":
         head = "wnll" if config.head == "wnll" else "linear"
     if head == "wnll":
@@ -77,8 +77,6 @@ def eval_data(target: Target, n: int | None = None, seed: int = 0) -> tuple[torc
     """A fixed subset of ``n`` images of the target's test split (all when None), on the CPU:
     ``(x [n, C, H, W] float32 in [0, 1], y [n] int64)``, the first ``n`` of a permutation seeded
     with ``seed`` (so a smaller ``n`` gives a prefix of a larger one)."""
-    from fastwnll.train.build import load_split
-
     x, y = load_split(target.config, "test")
     if n is None:
         return x, y
@@ -86,15 +84,13 @@ def eval_data(target: Target, n: int | None = None, seed: int = 0) -> tuple[torc
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     if n > x.shape[0]:
         raise ValueError(f"n={n} exceeds the {x.shape[0]} images of the {target.dataset} test split")
-    rows = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    rows = fixed_subset(x.shape[0], n, seed)
     return x[rows], y[rows]
 
 
 def check_same_data(source: Target, target: Target) -> None:
     """Raise ValueError unless ``source`` and ``target`` were trained on the same dataset with the same
     classes and test images (a transfer attack crafts on one and evaluates on the other)."""
-    from fastwnll.train.build import load_split
-
     if source.dataset != target.dataset:
         raise ValueError(f"mismatched datasets: the transfer source {source.name} was trained on {source.dataset!r} "
                          f"but the target {target.name} on {target.dataset!r}")

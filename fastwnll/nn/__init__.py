@@ -1,4 +1,5 @@
-"""Neural-network modules: the drop-in ``WNLLHead`` and the ``TVM`` input-cleaning layer."""
+"""Neural-network modules: the drop-in ``WNLLHead`` and the ``TVM`` input-cleaning layer, and the
+context managers that switch a model's train/eval flags and head modes and restore them."""
 from __future__ import annotations
 
 import importlib
@@ -7,6 +8,10 @@ _EXPORTS = {
     "WNLLHead": "fastwnll.nn.head",
     "wnll_batch": "fastwnll.nn.head",
     "collect_templates": "fastwnll.nn.head",
+    "wnll_heads": "fastwnll.nn.head",
+    "set_head_mode": "fastwnll.nn.head",
+    "head_mode": "fastwnll.nn.head",
+    "eval_mode": "fastwnll.nn.modes",
     "TVM": "fastwnll.nn.tvm",
 }
 

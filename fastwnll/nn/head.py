@@ -27,7 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .modes import eval_mode
+
 MODES = ("wnll", "linear")
+# The backward of a WNLL head: the paper's linear-layer surrogate, or exact through the interpolation.
+# The one definition of the gradient modes; training, attacks and evaluation take it from here.
 GRADIENTS = ("surrogate", "exact")
 SPLITS = ("random", "first")
 # WNLL probabilities are floored here (and renormalized) before the log, so losses stay finite.
@@ -149,7 +153,7 @@ def wnll_batch(model: nn.Module, labels: torch.Tensor, *, generator: torch.Gener
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     batch = WNLLBatch(labels, generator, split)
-    heads = [m for m in model.modules() if isinstance(m, WNLLHead)]
+    heads = wnll_heads(model)
     previous = [(h, h._batch) for h in heads]
     for h in heads:
         h._batch = batch
@@ -383,7 +387,7 @@ def collect_templates(model: nn.Module, data, *, max_templates: int | None = Non
     Returns:
         The number of templates now in each head's bank.
     """
-    heads = [m for m in model.modules() if isinstance(m, WNLLHead)]
+    heads = wnll_heads(model)
     if not heads:
         raise ValueError(f"{type(model).__name__} contains no WNLLHead to collect templates for")
     if max_templates is not None:
@@ -400,14 +404,9 @@ def collect_templates(model: nn.Module, data, *, max_templates: int | None = Non
         return hook
 
     hooks = [h.register_forward_pre_hook(hook_for(store)) for h, store in zip(heads, captured)]
-    flags = [(m, m.training) for m in model.modules()]
-    modes = [(h, h.mode) for h in heads]
     count = 0
     try:
-        model.eval()
-        for h in heads:
-            h.mode = "linear"
-        with torch.no_grad():
+        with eval_mode(model), head_mode(model, "linear"), torch.no_grad():
             for x, y in _batches(data, batch_size):
                 if max_templates is not None:
                     x, y = x[:max_templates - count], y[:max_templates - count]
@@ -419,10 +418,6 @@ def collect_templates(model: nn.Module, data, *, max_templates: int | None = Non
     finally:
         for hook in hooks:
             hook.remove()
-        for m, training in flags:
-            m.training = training
-        for h, mode in modes:
-            h.mode = mode
     if count == 0:
         raise ValueError("collect_templates got no data")
     all_labels = torch.cat(labels)
@@ -435,3 +430,36 @@ def collect_templates(model: nn.Module, data, *, max_templates: int | None = Non
             )
         h.set_templates(features, all_labels)
     return count
+
+
+def wnll_heads(model: nn.Module) -> list[WNLLHead]:
+    """The :class:`WNLLHead` modules inside ``model`` (``model`` itself included), in module order;
+    empty for a network without one."""
+    return [m for m in model.modules() if isinstance(m, WNLLHead)]
+
+
+def uses_wnll(model: nn.Module) -> bool:
+    """True when ``model`` has WNLL heads and all of them are in wnll mode (its output is the interpolation)."""
+    heads = wnll_heads(model)
+    return bool(heads) and all(h.mode == "wnll" for h in heads)
+
+
+def set_head_mode(model: nn.Module, mode: str) -> None:
+    """Put every WNLL head of ``model`` in ``mode`` (one of :data:`MODES`: "wnll" or "linear")."""
+    if mode not in MODES:
+        raise ValueError(f"WNLLHead.mode must be one of {MODES}, got {mode!r}")
+    for head in wnll_heads(model):
+        head.mode = mode
+
+
+@contextmanager
+def head_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+    """Every WNLL head of ``model`` in ``mode`` inside the block; each head's previous mode is put
+    back on exit (also after an exception). A model without WNLL heads is left as it is."""
+    previous = [(h, h.mode) for h in wnll_heads(model)]
+    set_head_mode(model, mode)
+    try:
+        yield model
+    finally:
+        for h, old in previous:
+            h.mode = old

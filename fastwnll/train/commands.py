@@ -6,7 +6,11 @@ import dataclasses
 import json
 import sys
 
-from .config import ADVERSARIES, AMP, DATASETS, DEVICES, GRADIENTS, HEADS, TrainConfig
+from fastwnll.data import DATASETS
+from fastwnll.models.heads import HEADS
+from fastwnll.nn.head import GRADIENTS
+from fastwnll.runtime.config import ADVERSARIES, TrainConfig
+from fastwnll.runtime.device import AMP, DEVICES
 
 # (TrainConfig field, argparse keywords, help). Every flag defaults to "not given" so that
 # `--resume` can tell the flags the user repeated from the ones taken from the checkpoint.
@@ -78,7 +82,8 @@ def _add_train(subparsers) -> None:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from fastwnll.runtime import CHECKPOINT_NAME, load_checkpoint
+
     from .trainer import train
 
     given = {name: getattr(args, name) for name, _, _ in _TRAIN_FLAGS if hasattr(args, name)}

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .config import TrainConfig
+from fastwnll.runtime import TrainConfig
 
 DEMO_DEFAULTS = {"epochs": 8, "stage2_epochs": 2, "eps": 0.1, "steps": 3, "attack_steps": 10}
 # Digits are small (1,438 training images of 8x8): small batches train faster per epoch; stage 2
@@ -32,9 +32,8 @@ def _step_size(eps: float, steps: int) -> float:
 def _evaluate(checkpoint: Path, head: str, eps: float, attack_steps: int, exact: bool, device: str) -> dict:
     """Natural and IFGSM accuracy of the network in ``checkpoint`` read through ``head``."""
     from fastwnll.attacks import ifgsm, robust_accuracy
-
-    from .build import load_split, resolve_device, set_head_mode
-    from .evaluate import load_model
+    from fastwnll.nn.head import set_head_mode
+    from fastwnll.runtime import load_model, load_split, resolve_device
 
     dev = resolve_device(device)
     model, config, _ = load_model(checkpoint, dev)

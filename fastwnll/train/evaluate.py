@@ -7,17 +7,17 @@ import dataclasses
 import torch
 from torch import nn
 
-from fastwnll.nn.head import collect_templates
+from fastwnll.attacks import correct_mask
+from fastwnll.nn.head import collect_templates, head_mode, set_head_mode, uses_wnll, wnll_heads
+from fastwnll.runtime import (
+    TrainConfig, amp_dtype, autocast, check_fits, fixed_subset, load_model, load_split, resolve_device,
+)
 
-from .build import amp_dtype, autocast, build_model, check_fits, load_split, resolve_device, set_head_mode, wnll_heads
-from .checkpoint import load_checkpoint
-from .config import TrainConfig
 
-
-@torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 500,
              device: torch.device | None = None, precision: torch.dtype | None = None) -> float:
-    """Fraction of ``x`` (CPU or device tensors, any count) classified as ``y``, in eval mode, batch by batch.
+    """Fraction of ``x`` (CPU or device tensors, any count) classified as ``y``, in eval mode, batch by
+    batch on ``device`` (default: the model's), under autocast with ``precision`` (None: off).
 
     WNLL heads interpolate each batch against their template bank; the batch size matters a little
     for them (the queries of a batch share one graph). The model's train/eval flags are restored.
@@ -25,46 +25,18 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(f"accuracy needs as many labels as inputs (and at least one), got {x.shape[0]} and {y.shape[0]}")
     device = device or next(model.parameters()).device
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    correct = 0
-    try:
-        for start in range(0, x.shape[0], batch_size):
-            xb = x[start:start + batch_size].to(device)
-            yb = y[start:start + batch_size].to(device)
-            with autocast(device, precision):
-                correct += int((model(xb).argmax(1) == yb).sum())
-    finally:
-        for m, training in flags:
-            m.training = training
-    return correct / x.shape[0]
+    with autocast(device, precision):
+        return int(correct_mask(model, x, y, batch_size, device=device).sum()) / x.shape[0]
 
 
 def head_accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> dict:
     """``{"accuracy": ...}`` for the model as it is; for a model with WNLL heads (in wnll mode, bank
     filled) also ``"accuracy_linear"``, the same network read through the heads' linear layers."""
     result = {"accuracy": accuracy(model, x, y, **kwargs)}
-    heads = wnll_heads(model)
-    if heads and all(h.mode == "wnll" for h in heads):
-        set_head_mode(model, "linear")
-        try:
+    if uses_wnll(model):
+        with head_mode(model, "linear"):
             result["accuracy_linear"] = accuracy(model, x, y, **kwargs)
-        finally:
-            set_head_mode(model, "wnll")
     return result
-
-
-def load_model(checkpoint, device: torch.device | str = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
-    """Rebuild the network saved in a training checkpoint (a path, a run directory, or a loaded
-    payload) on ``device``: ``(model in eval mode, its TrainConfig, the checkpoint payload)``.
-    WNLL heads are in wnll mode with the saved template bank (empty in a checkpoint saved before
-    the last epoch of a run with no stage-2 evaluation)."""
-    payload = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    config = TrainConfig.from_dict(payload["config"])
-    model = build_model(config, payload["num_classes"], payload["in_channels"])
-    model.load_state_dict(payload["model"])
-    set_head_mode(model, "wnll")
-    return model.to(device).eval(), config, payload
 
 
 EVAL_HEADS = ("linear", "wnll", "both")
@@ -134,7 +106,7 @@ def evaluate_checkpoint(checkpoint, *, dataset: str | None = None, data_dir: str
         set_head_mode(wnll_model, "wnll")
         if templates is not None:
             x_bank, y_bank = load_split(data_config, "train")
-            rows = torch.randperm(x_bank.shape[0], generator=torch.Generator().manual_seed(config.seed))[:templates]
+            rows = fixed_subset(x_bank.shape[0], templates, config.seed)
             collect_templates(wnll_model, (x_bank[rows], y_bank[rows]), batch_size=batch_size, device=dev)
         elif not all(h.num_templates for h in wnll_heads(wnll_model)):
             what = "this checkpoint has no WNLL template bank" if config.head == "wnll" else \

@@ -7,10 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from fastwnll.nn.head import wnll_batch
-
-from .build import autocast, set_head_mode, wnll_heads
-from .config import TrainConfig
+from fastwnll.nn.head import set_head_mode, wnll_batch, wnll_heads
+from fastwnll.nn.modes import eval_mode
+from fastwnll.runtime import TrainConfig, autocast, fixed_subset
 
 
 class Stage:
@@ -60,12 +59,6 @@ class Stage:
         self.scaler.load_state_dict(state["scaler"])
 
 
-def fixed_subset(n: int, size: int, seed: int) -> torch.Tensor:
-    """A fixed random subset (``[min(n, size)]`` int64 indices) of ``range(n)``, drawn from its own
-    generator so that the run's random streams are untouched."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size]
-
-
 class AttackBank:
     """Templates for crafting PGD examples against the WNLL head in stage 2.
 
@@ -79,17 +72,11 @@ class AttackBank:
         if not isinstance(getattr(model, "trunk", None), nn.Module):
             raise ValueError("adversarial stage-2 training needs a model with .trunk and .buffer (fastwnll.models)")
         rows = fixed_subset(x.shape[0], config.adv_templates, config.seed + 1)
-        flags = [(m, m.training) for m in model.modules()]
-        model.eval()
-        try:
-            with torch.no_grad(), autocast(device, precision):
-                self.trunk_features = torch.cat([
-                    model.trunk(x[rows[i:i + config.eval_batch_size]].to(device)).float()
-                    for i in range(0, rows.shape[0], config.eval_batch_size)
-                ])
-        finally:
-            for m, training in flags:
-                m.training = training
+        with eval_mode(model), torch.no_grad(), autocast(device, precision):
+            self.trunk_features = torch.cat([
+                model.trunk(x[rows[i:i + config.eval_batch_size]].to(device)).float()
+                for i in range(0, rows.shape[0], config.eval_batch_size)
+            ])
         self.labels = y[rows].to(device)
 
     def refresh(self, model: nn.Module) -> None:

@@ -17,13 +17,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fastwnll.nn.head import collect_templates
+from fastwnll.nn.head import collect_templates, set_head_mode, uses_wnll, wnll_heads
+from fastwnll.runtime import (
+    CHECKPOINT_NAME, TrainConfig, amp_dtype, build_model, check_fits, fixed_subset, load_checkpoint, load_split,
+    resolve_device, rng_state, save_checkpoint, set_rng_state,
+)
 
-from .build import amp_dtype, build_model, check_fits, load_split, resolve_device, set_head_mode, wnll_heads
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig
 from .evaluate import head_accuracies
-from .steps import AttackBank, Stage, fixed_subset, train_epoch
+from .steps import AttackBank, Stage, train_epoch
 
 LOG_NAME = "log.jsonl"
 SUMMARY_NAME = "summary.json"
@@ -39,8 +40,7 @@ def fill_bank(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainC
 def _test(model, x_train, y_train, x_test, y_test, config: TrainConfig, device, precision) -> dict:
     """Test accuracy of the model in its current head mode (WNLL heads: bank refilled from the
     training set, plus the linear read-out), as ``{"test_acc": ..., ["test_acc_linear": ...]}``."""
-    heads = wnll_heads(model)
-    if heads and all(h.mode == "wnll" for h in heads):
+    if uses_wnll(model):
         fill_bank(model, x_train, y_train, config, device)
     accuracies = head_accuracies(model, x_test, y_test, batch_size=config.eval_batch_size, device=device,
                                  precision=precision)

@@ -1,33 +1,35 @@
-"""Training configuration: one dataclass, per-dataset defaults (DESIGN 4.5) and validation."""
+"""The configuration of a training run: one dataclass, per-dataset defaults and validation. It is
+saved in every checkpoint, so reading a run back (``fastwnll.evaluation``) needs it as much as
+training does."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 
-from fastwnll.data import DATASETS
+from fastwnll.data import DATASETS, dataset_spec
+from fastwnll.models.heads import HEADS
+from fastwnll.nn.head import GRADIENTS
 
-HEADS = ("linear", "wnll")
+from .device import AMP, DEVICES
+
 ADVERSARIES = ("none", "pgd")
-GRADIENTS = ("surrogate", "exact")  # of the WNLL head: the paper's linear surrogate, or through the solve
-DEVICES = ("auto", "cpu", "cuda")
-AMP = ("auto", "on", "off")
 
-# Defaults of the fields left None. Per dataset: the model, the PGD budget of the paper (DESIGN 4.5;
-# MNIST: eps 0.3, 40 steps of 0.01; CIFAR: eps 0.031, 10 steps of 0.007; digits take MNIST's), a
-# learning rate that trains the model from scratch. Stage 2 builds one WNLL graph per batch: the
-# paper used ~6,000 points; 1,024 (256 for the 1,438 digits) keeps several steps per epoch.
+# Defaults of the fields left None that do not depend on the dataset. The per-dataset ones (network,
+# learning rate, stage-2 batch size, the paper's PGD budget) are in the dataset registry
+# (``fastwnll.data.DATASET_SPECS``).
 GENERIC_DEFAULTS = {"lr": 0.05, "stage2_batch_size": 1024}
-DATASET_DEFAULTS = {
-    "digits": {"model": "digits_cnn", "eps": 0.3, "alpha": 0.01, "steps": 40, "stage2_batch_size": 256},
-    "mnist": {"model": "mnist_cnn", "eps": 0.3, "alpha": 0.01, "steps": 40},
-    "mnist10k": {"model": "mnist_cnn", "eps": 0.3, "alpha": 0.01, "steps": 40},
-    "cifar10": {"model": "resnet20", "eps": 0.031, "alpha": 0.007, "steps": 10, "lr": 0.1},
-    "npz": {},
-}
 # Stage-2 (WNLL) epochs per cycle when not given: the paper trains the buffer block "a few epochs".
 DEFAULT_STAGE2_EPOCHS = 2
 # Fields that may differ between a run and its resumption.
 RESUMABLE_CHANGES = ("device", "out", "download")
+
+
+def dataset_defaults(dataset: str) -> dict:
+    """The defaults of the ``None`` fields for ``dataset``: the generic ones, the dataset's own
+    training defaults and its paper budget as ``eps``, ``alpha``, ``steps``."""
+    spec = dataset_spec(dataset)
+    budget = dataclasses.asdict(spec.budget) if spec.budget else {}
+    return {**GENERIC_DEFAULTS, **spec.defaults, **budget}
 
 
 @dataclass
@@ -35,16 +37,16 @@ class TrainConfig:
     """Everything that determines a training run. ``None`` fields take per-dataset defaults in
     :meth:`resolve`.
 
-    Schedule (DESIGN 4.2): ``cycles`` times (stage 1: ``epochs`` epochs of the whole network with
-    the linear head; then, for ``head="wnll"``, stage 2: ``stage2_epochs`` epochs of the buffer block
-    alone with the WNLL head, whose backward is ``wnll_gradient``). Each stage starts a fresh SGD
+    Schedule (docs/design.md, section 4.2): ``cycles`` times (stage 1: ``epochs`` epochs of the whole
+    network with the linear head; then, for ``head="wnll"``, stage 2: ``stage2_epochs`` epochs of the
+    buffer block alone with the WNLL head, whose backward is ``wnll_gradient``). Each stage starts a fresh SGD
     optimizer (``momentum``, ``weight_decay``): stage 1 at ``lr``, multiplied by ``gamma`` at each
     of ``milestones`` (epochs counted from the start of the stage); stage 2 at a constant
     ``stage2_lr`` (default: stage 1's final learning rate).
 
     Adversarial training (``adv="pgd"``): every training batch is replaced by PGD examples (``eps``,
-    ``steps`` steps of ``alpha``, uniform random start; defaults per dataset from DESIGN 4.5)
-    crafted against the model in eval mode: through the linear head in stage 1, through the WNLL
+    ``steps`` steps of ``alpha``, uniform random start; defaults: the dataset's paper budget,
+    docs/design.md, section 4.5) crafted against the model in eval mode: through the linear head in stage 1, through the WNLL
     head with a bank of ``adv_templates`` training templates and ``adv_gradient`` in stage 2.
     ``tvm_augment``: that fraction of each (adversarial) batch is replaced by its TV minimization
     (``fastwnll.tvm`` with Guo et al.'s defaults), the transformation the defence applies at test time.
@@ -120,7 +122,7 @@ class TrainConfig:
             given = [name for name in ("eps", "alpha", "steps") if getattr(c, name) is not None]
             if given:
                 raise ValueError(f"{', '.join(given)} given without adversarial training: set adv='pgd' (--adv pgd)")
-        defaults = {**GENERIC_DEFAULTS, **DATASET_DEFAULTS[c.dataset]}
+        defaults = dataset_defaults(c.dataset)
         for name in ("model", "lr", "stage2_batch_size") + (("eps", "alpha", "steps") if c.adv == "pgd" else ()):
             if getattr(c, name) is None:
                 if name not in defaults:
