@@ -14,21 +14,22 @@ Rows, all timed in the same run (median of --repeats):
              (exp(-4 d^2 / d_k^2), symmetrised) on the same points.
 Accuracy on the queries is reported for each, so speed is compared at equal accuracy.
 
-Usage:  python benchmarks/bench_wnll.py [--sizes 2000 6000 10000 50000] [--device cpu|cuda]
-Writes benchmarks/results/wnll_<device>[_<threads>threads].csv and prints a Markdown table.
-On a shared CPU, OMP_NUM_THREADS=1 gives the most stable numbers (all methods then use one core).
+Usage:  python benchmarks/bench_wnll.py [--sizes 2000 6000 10000 50000] [--device cpu|cuda] [--out DIR]
+Writes OUT/wnll_<device>[_<threads>threads].csv (times in seconds; OUT defaults to benchmarks/out/,
+which git ignores: pass --out benchmarks/results to replace the committed tables) and prints a
+Markdown table (times in milliseconds). On a shared CPU, OMP_NUM_THREADS=1 gives the most stable
+numbers (all methods then use one core).
 """
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
 
 import fastwnll
 from fastwnll.graph import gaussian_weights
-from common import device_name, markdown_table, mnist_pca, timeit, write_csv
+from common import add_io_options, device_name, markdown_table, mnist_pca, timeit, write_csv
 
 K, K_SIGMA, CLASSES, DIM = 15, 8, 10, 64
 # graphlearning's exact (k-d tree) kNN in 64 dimensions takes minutes above this size.
@@ -79,8 +80,9 @@ def graphlearning_wnll(x: np.ndarray, y_templates: np.ndarray, m: int) -> np.nda
     return u[m:]
 
 
-def bench_size(n: int, device: str, repeats: int) -> list[dict]:
-    x_np, y_np = mnist_pca(DIM, n)
+def bench_size(n: int, device: str, repeats: int, data_dir) -> list[dict]:
+    """The rows of one size ``n`` (see the module docstring); times in seconds."""
+    x_np, y_np = mnist_pca(DIM, n, data_dir=data_dir)
     m = n // 3
     y_q = y_np[m:]
     x = torch.from_numpy(x_np).to(device)
@@ -127,29 +129,42 @@ def bench_size(n: int, device: str, repeats: int) -> list[dict]:
     return rows
 
 
+def display_rows(rows: list[dict]) -> list[dict]:
+    """``rows`` for the printed table: every ``*_s`` time (seconds) as ``*_ms`` in milliseconds, the
+    accuracy to 4 digits, and the forward speedup over the seed algorithm at the same ``n``."""
+    out = []
+    for r in rows:
+        row = {}
+        for key, value in r.items():
+            if key.endswith("_s"):
+                row[key[:-2] + "_ms"] = "" if value == "" else f"{value * 1e3:.1f}"
+            else:
+                row[key] = f"{value:.4f}" if key == "accuracy" else value
+        seed = next((s for s in rows if s["n"] == r["n"] and s["method"].startswith("seed")), None)
+        row["speedup_vs_seed"] = f"{seed['forward_s'] / r['forward_s']:.1f}x" if seed else ""
+        out.append(row)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 6000, 10000, 50000])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5)
+    add_io_options(parser)
     args = parser.parse_args()
     rows = []
     for n in args.sizes:
-        rows += bench_size(n, args.device, args.repeats if n <= 10000 else max(1, args.repeats // 2))
+        rows += bench_size(n, args.device, args.repeats if n <= 10000 else max(1, args.repeats // 2), args.data_dir)
         print(f"n={n} done", flush=True)
-    fmt = [{k: (f"{v * 1e3:.1f}" if k.endswith("_s") and v != "" else (f"{v:.4f}" if k == "accuracy" else v))
-            for k, v in r.items()} for r in rows]
-    for r, f in zip(rows, fmt):
-        seed = next((s for s in rows if s["n"] == r["n"] and s["method"].startswith("seed")), None)
-        f["speedup_vs_seed"] = f"{seed['forward_s'] / r['forward_s']:.1f}x" if seed else ""
     device = args.device.split(":")[0]
     suffix = f"_{torch.get_num_threads()}threads" if device == "cpu" else ""
-    out = Path(__file__).parent / "results" / f"wnll_{device}{suffix}.csv"
+    out = args.out / f"wnll_{device}{suffix}.csv"
     write_csv(out, rows)
     print(f"device: {rows[0]['device']}")
-    print(markdown_table(fmt, ["n", "method", "knn_s", "weights_s", "solve_s", "forward_s", "fwd_bwd_s",
-                               "accuracy", "speedup_vs_seed"]))
-    print("(times in ms, medians)")
+    print(markdown_table(display_rows(rows), ["n", "method", "knn_ms", "weights_ms", "solve_ms", "forward_ms",
+                                              "fwd_bwd_ms", "accuracy", "speedup_vs_seed"]))
+    print(f"(medians; seconds in {out})")
 
 
 if __name__ == "__main__":
