@@ -72,7 +72,8 @@ def mnist_images(data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray,
     return images, labels.astype(np.int64)
 
 
-def mnist_pca(dim: int, n: int, seed: int = 0, data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+def mnist_pca(dim: int, n: int, seed: int = 0,
+              data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` float32 PCA-``dim`` features of real MNIST digits (from ``data_dir``, see :func:`mnist_images`)
     and their labels.
 

@@ -1,17 +1,19 @@
-"""Regenerate the MNIST robustness table (issue 5): linear- and WNLL-head mnist_cnn, naturally and
-PGD-trained, with and without TVM, under FGSM, IFGSM and CW-L2, paper protocol and adaptive attacks,
-plus a transfer attack from a separately trained linear-head model.
+"""Regenerate the MNIST robustness table: linear- and WNLL-head mnist_cnn, naturally and PGD-trained,
+with and without TVM, under FGSM, IFGSM and CW-L2, paper protocol and adaptive attacks, plus a
+transfer attack from a separately trained linear-head model.
 
-    python experiments/mnist_robustness/run.py            # 23 minutes measured on a shared 2-core CPU
+    python experiments/mnist_robustness/run.py    # 23 minutes on a 2-core x86-64 VM without GPU (shared)
 
-Writes results.md, results.json, robustness.png and training.json next to this file (checkpoints go
-to runs/, which git ignores). Budgets are reduced from the paper's to fit a CPU; see PLAN below and
-README.md, which lists every reduction.
+The data are the real MNIST test files (t10k-*-ubyte.gz) in --data-dir (default: $FASTWNLL_DATA_DIR,
+else ../shared/data/mnist beside the repository). Writes results.md, results.json, robustness.png and
+training.json next to this file (checkpoints go to runs/, which git ignores). Budgets are reduced
+from the paper's to fit a CPU; see PLAN below and README.md, which lists every reduction.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -23,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
+from fastwnll.data.paths import DATA_DIR_ENV  # noqa: E402
 from fastwnll.evaluation import GridConfig, run_grid, write_report  # noqa: E402
 from fastwnll.evaluation.report import markdown  # noqa: E402
 from fastwnll.train import TrainConfig, train  # noqa: E402
@@ -80,6 +83,9 @@ def train_pair(name: str, config: TrainConfig, runs: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir",
+                        default=os.environ.get(DATA_DIR_ENV) or str(REPO.parent / "shared" / "data" / "mnist"),
+                        help=f"folder of the MNIST test files (default: ${DATA_DIR_ENV}, else ../shared/data/mnist)")
     parser.add_argument("--runs", default=str(HERE / "runs"), help="where the checkpoints go (git-ignored)")
     parser.add_argument("--out", default=str(HERE), help="where results.md/json/png and training.json go")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared machine)")
@@ -91,15 +97,15 @@ def main() -> int:
     runs.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     plan = PLAN
-    common = {"dataset": plan["dataset"], "head": "wnll", "stage2_epochs": plan["stage2_epochs"],
-              "templates": plan["templates"], "device": "cpu", "seed": 0}
+    common = {"dataset": plan["dataset"], "data_dir": args.data_dir, "head": "wnll",
+              "stage2_epochs": plan["stage2_epochs"], "templates": plan["templates"], "device": "cpu", "seed": 0}
     configs = {
         "natural": TrainConfig(**common, epochs=plan["natural_epochs"]),
         "pgd": TrainConfig(**common, epochs=plan["pgd_epochs"], adv="pgd", eps=plan["pgd_eps"],
                            alpha=plan["pgd_alpha"], steps=plan["pgd_steps"]),
     }
-    oracle_config = TrainConfig(dataset=plan["dataset"], head="linear", epochs=plan["natural_epochs"], device="cpu",
-                                seed=1, out=str(runs / "oracle"))
+    oracle_config = TrainConfig(dataset=plan["dataset"], data_dir=args.data_dir, head="linear",
+                                epochs=plan["natural_epochs"], device="cpu", seed=1, out=str(runs / "oracle"))
     training_path = out / "training.json"
     if args.skip_training:
         training = json.loads(training_path.read_text())

@@ -1,4 +1,4 @@
-"""Attacks by name, each registry entry self-describing: ``get_attack("pgd", eps=0.3, alpha=0.01, steps=40)(model, x, y)``.
+"""Attacks by name, each entry self-describing: ``get_attack("pgd", eps=0.3, alpha=0.01, steps=40)(model, x, y)``.
 
 An entry (:class:`AttackSpec`) says everything the evaluation, the command line, the reports and the
 tests need to know about an attack: its function, its label, the norm of its budget, whether it is

@@ -46,8 +46,9 @@ class TrainConfig:
 
     Adversarial training (``adv="pgd"``): every training batch is replaced by PGD examples (``eps``,
     ``steps`` steps of ``alpha``, uniform random start; defaults: the dataset's paper budget,
-    docs/design.md, section 4.5) crafted against the model in eval mode: through the linear head in stage 1, through the WNLL
-    head with a bank of ``adv_templates`` training templates and ``adv_gradient`` in stage 2.
+    docs/design.md, section 4.5) crafted against the model in eval mode: through the linear head in
+    stage 1, through the WNLL head with a bank of ``adv_templates`` training templates and
+    ``adv_gradient`` in stage 2.
     ``tvm_augment``: that fraction of each (adversarial) batch is replaced by its TV minimization
     (``fastwnll.tvm`` with Guo et al.'s defaults), the transformation the defence applies at test time.
 
