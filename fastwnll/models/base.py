@@ -65,5 +65,5 @@ class Classifier(nn.Module):
 
 
 def buffer_block(width: int) -> nn.Sequential:
-    """The buffer block ``Linear(width, width) + ReLU`` (DESIGN 4.1)."""
+    """The buffer block ``Linear(width, width) + ReLU`` (docs/design.md, section 4.1)."""
     return nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True))

@@ -1,4 +1,4 @@
-"""The paper's MNIST CNN (DESIGN 4.1) and a smaller CNN of the same style for 8x8 digits."""
+"""The paper's MNIST CNN (docs/design.md, section 4.1) and a smaller CNN of the same style for 8x8 digits."""
 from __future__ import annotations
 
 from torch import nn

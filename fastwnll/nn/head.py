@@ -1,5 +1,6 @@
 """``WNLLHead``: a drop-in replacement for a classifier's final ``nn.Linear`` whose output is the WNLL
-graph interpolation of DESIGN section 2, plus the helpers that feed it labels and templates.
+graph interpolation of docs/design.md, section 2, plus the functions that feed it labels and templates
+and find and switch the WNLL heads of a model.
 
 Usage (any model whose last layer was an ``nn.Linear``, e.g. a torchvision ResNet's ``fc``)::
 
