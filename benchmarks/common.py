@@ -1,4 +1,4 @@
-"""Shared benchmark helpers: timing (median of repeats), real-MNIST features, where the data are read
+"""What the benchmarks share: timing (median of repeats), real-MNIST features, where the data are read
 and the results written (``--data-dir``, ``--out``), CSV/Markdown output."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from fastwnll.data.paths import DATA_DIR_ENV
 
 HERE = Path(__file__).resolve().parent
 # The benchmarks' data: the real MNIST test files (t10k-*-ubyte[.gz]) in --data-dir, else
-# $FASTWNLL_DATA_DIR, else ../shared/data/mnist beside the repository (where the project's machines
+# $FASTWNLL_DATA_DIR, else ../shared/data/mnist beside the repository (where the development machines
 # keep them). The package itself never looks there; the benchmarks pass the folder explicitly.
 DEFAULT_DATA_DIR = Path(os.environ.get(DATA_DIR_ENV) or HERE.parents[1] / "shared" / "data" / "mnist")
 # Results go to benchmarks/out/ (git-ignored) unless --out says otherwise; the committed tables in

@@ -52,6 +52,13 @@ PLAN = {
 }
 
 
+def repo_relative(path: str) -> Path:
+    """``path`` relative to the repository when it lies inside it, else absolute: the results name
+    checkpoints and files the same way on every machine."""
+    path = Path(path).resolve()
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -93,7 +100,9 @@ def main() -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    runs, out = Path(args.runs), Path(args.out)
+    args.data_dir = str(Path(args.data_dir).resolve())
+    runs, out = repo_relative(args.runs), repo_relative(args.out)
+    os.chdir(REPO)  # the paths above are relative to the repository
     runs.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     plan = PLAN
