@@ -114,6 +114,11 @@ def test_registry_entries_describe_themselves_consistently(name):
         spec.kwargs(eps, dataset="digits", settings={"no_such_setting": 1})
 
 
+def test_a_registry_entry_calls_its_attack(cnn, batch):
+    x, y = batch
+    assert torch.equal(ATTACKS["fgsm"](cnn, x, y, eps=EPS), fgsm(cnn, x, y, EPS))
+
+
 def test_unknown_attack_names_the_choices():
     with pytest.raises(ValueError, match="unknown attack 'deepfool'; choose one of fgsm, ifgsm, pgd, cw_l2"):
         get_attack("deepfool")
