@@ -11,8 +11,8 @@ import torch
 from fastwnll.attacks import ATTACKS, BPDA, EOT, cross_entropy, gradient_mode, ifgsm, loss_grad
 from fastwnll.cli import main
 from fastwnll.evaluation import (
-    Evaluator, GridConfig, TVMDefense, attack_target, defended, eval_data, load_target, resolve, run_grid,
-    write_report,
+    DEFENSES, PROTOCOLS, Evaluator, GridConfig, TVMDefense, attack_target, defended, eval_data, load_target, resolve,
+    run_grid, write_report,
 )
 from fastwnll.evaluation.budgets import attack_kwargs
 from fastwnll.evaluation.grid import cells
@@ -189,6 +189,17 @@ def test_paper_protocol_with_tvm_reuses_the_undefended_attack(linear):
     assert not first["reused"] and second["reused"] and torch.equal(plain, ignored)
     bpda, third = evaluator.craft(linear, "fgsm", 0.1, resolve("adaptive", linear.model, "tvm", eot=2))
     assert not third["reused"] and not torch.equal(plain, bpda)
+
+
+@pytest.mark.parametrize("defense", DEFENSES)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_every_defence_and_protocol_runs_an_attack(linear, defense, protocol):
+    x, y = eval_data(linear, 20)
+    evaluator = Evaluator(x, y, dataset="digits", tvm=FAST_TVM, batch_size=20)
+    setting = resolve(protocol, linear.model, defense, eot=2 if (defense, protocol) == ("tvm", "adaptive") else None)
+    row = evaluator.evaluate(linear, "fgsm", 0.1, defense, setting)
+    assert (row["defense"], row["protocol"], row["n"]) == (defense, protocol, 20)
+    assert 0 <= row["robust_accuracy"] <= row["clean_accuracy"] + 0.25
 
 
 # ------------------------------------------------------------------------------------------- TVM, BPDA, EOT

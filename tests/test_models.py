@@ -7,7 +7,7 @@ from torch import nn
 from fastwnll.models import MODELS, Classifier, attach_head, build
 from fastwnll.models.resnet import BasicBlock
 from fastwnll.nn import WNLLHead, wnll_batch
-from fastwnll.nn.head import collect_templates
+from fastwnll.nn.head import GRADIENTS, collect_templates
 
 torch.set_num_threads(1)
 
@@ -116,7 +116,7 @@ def digit_batch(n, seed=0):
     return x[rows], y[rows]
 
 
-@pytest.mark.parametrize("gradient", ["surrogate", "exact"])
+@pytest.mark.parametrize("gradient", GRADIENTS)
 def test_wnll_head_training_step(gradient):
     torch.manual_seed(0)
     model = build("digits_cnn", head="wnll", gradient=gradient, template_fraction=0.4, **WNLL_OPTIONS)
