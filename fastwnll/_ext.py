@@ -31,6 +31,16 @@ def available() -> bool:
     return True
 
 
+def build_config() -> dict | None:
+    """How the extension was built, as setup.py recorded it (keys ``torch``, ``cuda``, ``reason``,
+    ``cuda_home``, ``arch_list``), or None for an install without the record."""
+    try:
+        from fastwnll._build_config import BUILD
+    except ImportError:
+        return None
+    return dict(BUILD)
+
+
 def cuda_compiled() -> bool:
     """True when the extension was built with its CUDA kernels."""
     return available() and bool(load().cuda_compiled())

@@ -23,7 +23,9 @@ def info() -> dict:
 
     Keys: ``fastwnll``, ``python``, ``torch``, ``torch_cuda`` (CUDA version torch was built for),
     ``device`` (name of CUDA device 0, or "cpu"), ``extension`` (compiled ``fastwnll._C`` loads),
-    ``extension_error``, ``cpu_threads`` (threads the extension's CPU kernels use; equals
+    ``extension_error``, ``build`` (how the extension was built: whether its CUDA kernels were
+    compiled and why, from ``fastwnll/_build_config.py``, which setup.py writes; None when absent),
+    ``built_for_torch`` (the torch version the extension was compiled against), ``cpu_threads`` (threads the extension's CPU kernels use; equals
     ``torch.get_num_threads()`` unless it was built without OpenMP), ``cuda_kernels`` (compiled
     in), ``cuda_kernels_live`` (compiled and a GPU present), ``faiss``, ``faiss_gpus``,
     ``triton``, ``triton_live`` (kernels can run: a GPU, or ``TRITON_INTERPRET=1``), ``numpy``.
@@ -43,6 +45,7 @@ def info() -> dict:
     triton_version, _ = _module_version("triton")
     numpy_version, _ = _module_version("numpy")
     cuda_kernels = ext_error is None and _ext.cuda_compiled()
+    build = _ext.build_config()
     return {
         "fastwnll": __version__,
         "python": platform.python_version(),
@@ -51,6 +54,8 @@ def info() -> dict:
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "extension": ext_error is None,
         "extension_error": ext_error,
+        "build": None if build is None else "CUDA kernels " + build["reason"],
+        "built_for_torch": None if build is None else build["torch"],
         "cpu_threads": _ext.load().parallel_threads() if ext_error is None else None,
         "cuda_kernels": cuda_kernels,
         "cuda_kernels_live": cuda_kernels and cuda,

@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-"${PYTHON:-python3}" -m pytest -q -rs "$@"
+"${PYTHON:-python3}" -m pytest -q -rs "$@"   # -rs: say why each skipped test skipped
