@@ -14,7 +14,7 @@ from fastwnll.geometry import class_geometry, feature_geometry, geometry_metrics
 from fastwnll.geometry.adversarial import prefer_second
 from fastwnll.geometry.commands import model_argument
 from fastwnll.geometry.features import embed, template_bank
-from fastwnll.geometry.plot import DPI, arrow_rows, figure_size
+from fastwnll.geometry.plot import DPI, arrow_rows, figure_size, grid_shape
 from fastwnll.geometry.projection import pca_2d, project, tsne_2d
 from fastwnll.models.base import Classifier
 from fastwnll.train import TrainConfig, train
@@ -273,6 +273,15 @@ def test_command_writes_the_picture_and_the_numbers(runs, tmp_path, capsys):
     assert figure_size(2)[0] == 2 * figure_size(1)[0]
 
 
+
+def test_panel_grid():
+    assert grid_shape(4) == (1, 4) and grid_shape(5) == (2, 4)
+    assert grid_shape(4, 2) == (2, 2) and grid_shape(2, 3) == (1, 2)
+    assert figure_size(4, 2)[0] == figure_size(2)[0] and figure_size(4, 2)[1] > figure_size(2)[1]
+    with pytest.raises(ValueError, match="columns must be an integer >= 1"):
+        grid_shape(3, 0)
+
+
 def test_numbers_match_an_independent_computation(runs, tmp_path):
     """clean features recomputed here with the network's own embed(), the kNN share by brute force."""
     result = feature_geometry([{"name": "wnll", "checkpoint": runs["wnll"]}], attack="fgsm", eps=0.1, n=50,
@@ -315,7 +324,7 @@ def test_existing_output_is_not_overwritten(runs, tmp_path, capsys):
     assert main(argv) == 1
     assert "already holds geometry.md; pass --overwrite" in capsys.readouterr().err
     assert (out / "geometry.md").read_text() == "keep me"
-    assert main(argv + ["--overwrite", "--projection", "tsne", "--arrows", "5"]) == 0
+    assert main(argv + ["--overwrite", "--projection", "tsne", "--arrows", "5", "--columns", "1"]) == 0
     assert "keep me" not in (out / "geometry.md").read_text()
     assert json.loads((out / "geometry.json").read_text())["projection"] == "tsne"
 

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from .adversarial import PROTOCOL_CHOICES, adversarial_examples, outcomes
 from .features import embed, feature_width, template_bank, wnll_head
 from .metrics import geometry_metrics
-from .plot import arrow_rows, plot_panels
+from .plot import arrow_rows, grid_shape, plot_panels
 from .projection import PROJECTIONS, project
 from .report import check_output, output_paths, write_outputs
 from .upstream import Evaluator, check_same_data, eval_data, load_target, resolve_device
@@ -48,9 +48,9 @@ def _projection_description(projection: str, arrows: int) -> str:
 def feature_geometry(checkpoints, *, attack: str = "ifgsm", eps: float | None = None, n: int | None = None,
                      out: str | os.PathLike | None = None, overwrite: bool = False, protocol: str = "worst-case",
                      steps: int | None = None, alpha: float | None = None, restarts: int = 1,
-                     projection: str = "pca", arrows: int = 40, templates: int | None = None, k: int | None = None,
-                     seed: int = 0, batch_size: int = 500, device: str = "auto", progress: bool = True,
-                     title: str | None = None) -> dict:
+                     projection: str = "pca", arrows: int = 40, columns: int | None = None,
+                     templates: int | None = None, k: int | None = None, seed: int = 0, batch_size: int = 500,
+                     device: str = "auto", progress: bool = True, title: str | None = None) -> dict:
     """Feature-space geometry of each model in ``checkpoints`` on the same clean and adversarial test images.
 
     For every model: the penultimate features (the head's input) of ``n`` test images (a fixed
@@ -66,16 +66,17 @@ def feature_geometry(checkpoints, *, attack: str = "ifgsm", eps: float | None = 
         checkpoints: checkpoint paths (files or run directories) or dicts ``{"checkpoint", "name",
             "head"}`` (see :func:`model_spec`); all trained on the same dataset.
         out: when given, write ``geometry.png`` (one panel per model, ``projection`` "pca" or
-            "tsne", ``arrows`` displacement arrows), ``geometry.json`` and ``geometry.md`` there;
-            existing files are an error unless ``overwrite``.
+            "tsne", ``arrows`` displacement arrows, ``columns`` panels per row, default all up to
+            4), ``geometry.json`` and ``geometry.md`` there; existing files are an error unless
+            ``overwrite``.
         batch_size: rows per attack batch and forward (a WNLL head interpolates a batch's rows together).
         device: "auto", "cpu" or "cuda". progress: show progress bars.
     Returns:
         A JSON-serialisable dict: ``title``, ``attack``, ``eps``, ``attack_description``,
         ``protocol``, ``n``, ``seed``, ``dataset``, ``projection``, ``device``, ``models`` (one dict
-        per model: name, checkpoint, head, protocol, attacks, clean_accuracy, adversarial_accuracy,
-        feature_width, templates, template_source, k, ``metrics``, time_s), ``time_s`` and, when
-        written, ``files``.
+        per model: name, checkpoint, head, protocol, attacks, budget, clean_accuracy,
+        adversarial_accuracy, feature_width, templates, template_source, k, ``metrics``, time_s),
+        ``time_s`` and, when written, ``files``.
     """
     started = time.perf_counter()
     if protocol not in PROTOCOL_CHOICES:
@@ -84,10 +85,12 @@ def feature_geometry(checkpoints, *, attack: str = "ifgsm", eps: float | None = 
         raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    for option, value in (("k", k), ("templates", templates)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{option} must be an integer >= 1, got {value!r}")
     if out is not None:
         check_output(out, overwrite)
+    grid_shape(1, columns)  # validates columns before the work
     if isinstance(checkpoints, (str, os.PathLike, dict)):
         checkpoints = [checkpoints]
     specs = [model_spec(entry) for entry in checkpoints]
@@ -110,38 +113,11 @@ def feature_geometry(checkpoints, *, attack: str = "ifgsm", eps: float | None = 
     bar = tqdm(targets, desc="feature geometry", disable=not progress, dynamic_ncols=True)
     for target in bar:
         bar.set_postfix_str(target.name)
-        t0 = time.perf_counter()
-        width = feature_width(target.model, target.name)
-        clean_correct, _ = outcomes(target.model, evaluator.x, evaluator.y, batch_size)
-        x_adv, info = adversarial_examples(evaluator, target, attack, eps, protocol, steps=steps, alpha=alpha,
-                                           restarts=restarts)
-        adv_correct, _ = outcomes(target.model, x_adv, evaluator.y, batch_size)
-        clean = embed(target.model, evaluator.x, batch_size=batch_size, name=target.name)
-        adversarial = embed(target.model, x_adv, batch_size=batch_size, name=target.name)
-        bank, bank_labels, source = template_bank(target, templates=templates or target.config.templates,
-                                                  batch_size=batch_size)
-        head = wnll_head(target.model)
-        neighbours = k or (head.k if head is not None else target.config.k)
-        metrics = geometry_metrics(clean, adversarial, y, bank, bank_labels, neighbours)
-        shown = project(clean, adversarial, projection, seed)
-        facts = target.describe()
-        models.append({
-            "name": target.name, "checkpoint": target.path, "head": target.head, "model": facts["model"],
-            "adv_training": facts["adv_training"], "adv_eps": facts["adv_eps"], "protocol": info["protocol"],
-            "attacks": info["attacks"], **({"chosen": info["chosen"]} if "chosen" in info else {}),
-            "clean_accuracy": float(clean_correct.double().mean()),
-            "adversarial_accuracy": float(adv_correct.double().mean()), "feature_width": width,
-            "templates": int(bank.shape[0]), "template_source": source, "k": neighbours, "metrics": metrics,
-            "craft_time_s": info["craft_time_s"], "time_s": time.perf_counter() - t0,
-        })
-        budget = info["budget"]
-        panels.append({
-            "title": (f"{target.name} ({target.head} head, {info['protocol']})\n"
-                      f"s/D {metrics['spread_ratio']:.2f}, displacement/D {metrics['relative_displacement']:.2f}, "
-                      f"kNN-true adv. {100 * metrics['knn_true_adversarial']:.0f}%"),
-            "clean": shown["clean"], "adversarial": shown["adversarial"], "labels": y, "arrows": arrow_index,
-            "axes": shown["axes"],
-        })
+        row, panel = _model_geometry(target, evaluator, attack, eps, protocol, steps=steps, alpha=alpha,
+                                     restarts=restarts, templates=templates, k=k, projection=projection, seed=seed)
+        models.append(row)
+        panels.append({**panel, "arrows": arrow_index})
+    budget = models[0]["budget"]
     result = {
         "title": title or f"Feature-space geometry under {budget}", "attack": attack, "eps": eps,
         "attack_description": budget, "protocol": protocol, "n": int(n), "seed": seed,
@@ -153,5 +129,43 @@ def feature_geometry(checkpoints, *, attack: str = "ifgsm", eps: float | None = 
         result["files"] = {key: str(path) for key, path in output_paths(out).items()}
         write_outputs(result, out)
         plot_panels(panels, result["files"]["plot"], title=result["title"], caption=result["projection_description"],
-                    num_classes=targets[0].num_classes)
+                    num_classes=targets[0].num_classes, columns=columns)
     return result
+
+
+def _model_geometry(target, evaluator, attack, eps, protocol, *, steps, alpha, restarts, templates, k, projection,
+                    seed) -> tuple[dict, dict]:
+    """One model's row of the result and its picture panel (without the arrows)."""
+    started = time.perf_counter()
+    model, name, batch_size = target.model, target.name, evaluator.batch_size
+    width = feature_width(model, name)
+    clean_correct, _ = outcomes(model, evaluator.x, evaluator.y, batch_size)
+    x_adv, info = adversarial_examples(evaluator, target, attack, eps, protocol, steps=steps, alpha=alpha,
+                                       restarts=restarts)
+    adv_correct, _ = outcomes(model, x_adv, evaluator.y, batch_size)
+    clean = embed(model, evaluator.x, batch_size=batch_size, name=name)
+    adversarial = embed(model, x_adv, batch_size=batch_size, name=name)
+    bank, bank_labels, source = template_bank(target, templates=templates or target.config.templates,
+                                              batch_size=batch_size)
+    head = wnll_head(model)
+    neighbours = k or (head.k if head is not None else target.config.k)
+    labels = evaluator.y.cpu()
+    metrics = geometry_metrics(clean, adversarial, labels, bank, bank_labels, neighbours)
+    shown = project(clean, adversarial, projection, seed)
+    facts = target.describe()
+    row = {
+        "name": name, "checkpoint": target.path, "head": target.head, "model": facts["model"],
+        "adv_training": facts["adv_training"], "adv_eps": facts["adv_eps"], "protocol": info["protocol"],
+        "attacks": info["attacks"], **({"chosen": info["chosen"]} if "chosen" in info else {}),
+        "clean_accuracy": float(clean_correct.double().mean()),
+        "adversarial_accuracy": float(adv_correct.double().mean()), "feature_width": width,
+        "templates": int(bank.shape[0]), "template_source": source, "k": neighbours, "metrics": metrics,
+        "craft_time_s": info["craft_time_s"], "time_s": time.perf_counter() - started, "budget": info["budget"],
+    }
+    panel = {
+        "title": (f"{name} ({target.head} head, {info['protocol']})\n"
+                  f"s/D {metrics['spread_ratio']:.2f}, displacement/D {metrics['relative_displacement']:.2f}, "
+                  f"kNN-true adv. {100 * metrics['knn_true_adversarial']:.0f}%"),
+        "clean": shown["clean"], "adversarial": shown["adversarial"], "labels": labels, "axes": shown["axes"],
+    }
+    return row, panel

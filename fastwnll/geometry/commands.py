@@ -63,6 +63,7 @@ def register(subparsers) -> None:
     p.add_argument("--projection", choices=PROJECTIONS, default="pca",
                    help="2-D projection of every panel: pca (default; fitted on the model's clean features) or tsne")
     p.add_argument("--arrows", type=int, default=40, help="displacement arrows per panel (default 40)")
+    p.add_argument("--columns", type=int, default=None, help="panels per row (default: all, up to 4)")
     p.add_argument("--templates", type=int, default=None,
                    help="training features for the kNN share of a checkpoint without a WNLL template bank "
                         "(default: the training config's bank size)")
@@ -83,9 +84,9 @@ def geometry_command(args: argparse.Namespace) -> int:
     result = feature_geometry(
         [args.checkpoint, *args.compare], attack=args.attack, eps=args.eps, n=args.n, out=args.out,
         overwrite=args.overwrite, protocol=args.protocol, steps=args.steps, alpha=args.alpha,
-        restarts=args.restarts, projection=args.projection, arrows=args.arrows, templates=args.templates, k=args.k,
-        seed=args.seed, batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
-        title=args.title)
+        restarts=args.restarts, projection=args.projection, arrows=args.arrows, columns=args.columns,
+        templates=args.templates, k=args.k, seed=args.seed, batch_size=args.batch_size, device=args.device,
+        progress=not args.no_progress, title=args.title)
     print(markdown(result))
     print(f"wrote {', '.join(result['files'].values())} ({result['time_s']:.0f} s)")
     return 0

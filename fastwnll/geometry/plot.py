@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 # Inches per panel (width, height), the legend strip below the panels, the title strip above, and
-# the resolution: a PNG is exactly (columns * PANEL_SIZE[0]) * DPI pixels wide.
+# the resolution: a PNG is exactly (columns * PANEL_SIZE[0]) * DPI pixels wide. Panels per row
+# when not given: all of them, up to MAX_COLUMNS.
 PANEL_SIZE = (4.6, 4.4)
 LEGEND_HEIGHT = 0.9
 TITLE_HEIGHT = 0.7
@@ -19,10 +20,19 @@ MAX_COLUMNS = 4
 CAPTION_CHARS_PER_INCH = 13
 
 
-def figure_size(panels: int) -> tuple[float, float]:
-    """Figure size in inches for ``panels`` panels (at most :data:`MAX_COLUMNS` per row)."""
-    columns = min(panels, MAX_COLUMNS)
-    rows = math.ceil(panels / MAX_COLUMNS)
+def grid_shape(panels: int, columns: int | None = None) -> tuple[int, int]:
+    """``(rows, columns)`` of the panel grid: ``columns`` per row (default ``min(panels, MAX_COLUMNS)``)."""
+    if columns is None:
+        columns = min(panels, MAX_COLUMNS)
+    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
+        raise ValueError(f"columns must be an integer >= 1, got {columns!r}")
+    columns = min(columns, panels)
+    return math.ceil(panels / columns), columns
+
+
+def figure_size(panels: int, columns: int | None = None) -> tuple[float, float]:
+    """Figure size in inches for ``panels`` panels, ``columns`` per row (see :func:`grid_shape`)."""
+    rows, columns = grid_shape(panels, columns)
     return columns * PANEL_SIZE[0], rows * PANEL_SIZE[1] + LEGEND_HEIGHT + TITLE_HEIGHT
 
 
@@ -37,8 +47,10 @@ def class_colors(num_classes: int) -> list:
     return [colormaps["hsv"](i / num_classes) for i in range(num_classes)]
 
 
-def plot_panels(panels: list[dict], path: str | Path | None, *, title: str, caption: str, num_classes: int):
-    """Draw the panels and save the PNG at ``path`` (not saved when None); returns the matplotlib Figure.
+def plot_panels(panels: list[dict], path: str | Path | None, *, title: str, caption: str, num_classes: int,
+                columns: int | None = None):
+    """Draw the panels, ``columns`` per row (see :func:`grid_shape`), and save the PNG at ``path`` (not
+    saved when None); returns the matplotlib Figure.
 
     Each panel is a dict with ``title`` (str), ``clean`` and ``adversarial`` (``[N, 2]`` projected
     features, row ``i`` of both = image ``i``), ``labels`` (``[N]`` int64 true classes), ``arrows``
@@ -50,9 +62,9 @@ def plot_panels(panels: list[dict], path: str | Path | None, *, title: str, capt
     if not panels:
         raise ValueError("nothing to draw: no panels")
     colors = class_colors(num_classes)
-    fig = Figure(figsize=figure_size(len(panels)), layout="constrained")
-    columns = min(len(panels), MAX_COLUMNS)
-    grid = fig.subplots(math.ceil(len(panels) / MAX_COLUMNS), columns, squeeze=False)
+    rows, columns = grid_shape(len(panels), columns)
+    fig = Figure(figsize=figure_size(len(panels), columns), layout="constrained")
+    grid = fig.subplots(rows, columns, squeeze=False)
     for ax in grid.flat[len(panels):]:
         ax.remove()
     for ax, panel in zip(grid.flat, panels):
