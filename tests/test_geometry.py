@@ -92,6 +92,12 @@ def test_displacement_by_a_known_vector_and_by_known_lengths():
     bank, bank_y = clusters([20, 20], [[0.0, 0.0, 0.0], [4.0, 0.0, 0.0]], [0.1, 0.1], seed=4)
     g = geometry_metrics(x, x + 2.5 * v, y, bank, bank_y, 5)
     assert g["relative_displacement"] == pytest.approx(2.5 / 4.0, rel=1e-12)
+    assert g["relative_displacement_se"] == pytest.approx(0.0, abs=1e-12)
+    # lengths 1 and 3 alternating: mean 2, sample standard deviation sqrt(60/59)
+    alternating = torch.tensor([1.0, 3.0] * 30, dtype=torch.float64)
+    g = geometry_metrics(x, x + alternating[:, None] * directions, y, bank, bank_y, 5)
+    assert g["relative_displacement"] == pytest.approx(2.0 / 4.0, rel=1e-12)
+    assert g["relative_displacement_se"] == pytest.approx(math.sqrt(60 / 59) / math.sqrt(60) / 4.0, rel=1e-12)
 
 
 def test_knn_true_share_of_points_moved_past_the_midpoint():

@@ -11,7 +11,9 @@ computed in float64):
   ``||mu_c - mu_c'||``; ``D_min`` the smallest such distance;
 - **spread ratio** = ``s / D`` (smaller: tighter, better separated clusters);
 - **displacement** = mean over the images of ``||g_i - f_i||``; **relative displacement** =
-  displacement / ``D`` (the attack's movement in units of the typical distance between classes);
+  displacement / ``D`` (the attack's movement in units of the typical distance between classes),
+  with its standard error over the images, ``std_i ||g_i - f_i|| / sqrt(N) / D`` (sample standard
+  deviation; ``D`` taken as exact);
 - **kNN-true share** of a feature set = fraction of its features whose ``k`` nearest templates
   (a labelled bank of training features) are mostly of the true class: strictly more than ``k/2``
   of the ``k`` labels equal ``y_i``. With WNLL weights that decay with distance this is the
@@ -74,13 +76,19 @@ def class_geometry(features: torch.Tensor, labels: torch.Tensor) -> dict:
             "spread_ratio": float(spread / mean), "classes": int(classes.numel())}
 
 
-def mean_displacement(clean: torch.Tensor, adversarial: torch.Tensor) -> float:
-    """Mean Euclidean distance between matching rows of ``clean`` and ``adversarial`` (both ``[N, d]``)."""
+def displacements(clean: torch.Tensor, adversarial: torch.Tensor) -> torch.Tensor:
+    """Float64 ``[N]``: the Euclidean distance between matching rows of ``clean`` and ``adversarial``
+    (both ``[N, d]``), on ``clean``'s device."""
     f = _check_features("clean features", clean)
     g = _check_features("adversarial features", adversarial, f.shape[0])
     if g.shape != f.shape:
         raise ValueError(f"clean and adversarial features differ in shape: {tuple(f.shape)} vs {tuple(g.shape)}")
-    return float((g.to(f.device) - f).norm(dim=1).mean())
+    return (g.to(f.device) - f).norm(dim=1)
+
+
+def mean_displacement(clean: torch.Tensor, adversarial: torch.Tensor) -> float:
+    """Mean Euclidean distance between matching rows of ``clean`` and ``adversarial`` (both ``[N, d]``)."""
+    return float(displacements(clean, adversarial).mean())
 
 
 def knn_true_share(features: torch.Tensor, labels: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor,
@@ -116,11 +124,15 @@ def geometry_metrics(clean: torch.Tensor, adversarial: torch.Tensor, labels: tor
         k: neighbours for the kNN-true shares.
     Returns:
         :func:`class_geometry`'s dict plus ``displacement``, ``relative_displacement`` (displacement
-        / ``D``), ``knn_true_clean`` and ``knn_true_adversarial``.
+        / ``D``), ``relative_displacement_se`` (its standard error; 0 for a single image),
+        ``knn_true_clean`` and ``knn_true_adversarial``.
     """
     result = class_geometry(clean, labels)
-    result["displacement"] = mean_displacement(clean, adversarial)
+    moved = displacements(clean, adversarial)
+    spread_of_moves = float(moved.std()) if moved.numel() > 1 else 0.0
+    result["displacement"] = float(moved.mean())
     result["relative_displacement"] = result["displacement"] / result["inter_class_mean"]
+    result["relative_displacement_se"] = spread_of_moves / moved.numel() ** 0.5 / result["inter_class_mean"]
     result["knn_true_clean"] = knn_true_share(clean, labels, bank, bank_labels, k)
     result["knn_true_adversarial"] = knn_true_share(adversarial, labels, bank, bank_labels, k)
     return result

@@ -14,7 +14,7 @@ DEFINITIONS = {
     "inter_class_min": "smallest distance between two class centroids",
     "spread_ratio": "s / D (smaller: tighter, better separated clusters)",
     "displacement": "mean distance between an image's clean and adversarial features",
-    "relative_displacement": "displacement / D",
+    "relative_displacement": "displacement / D (± its standard error over the images)",
     "knn_true_clean": "share of clean features whose k nearest templates hold the true class more than k/2 times",
     "knn_true_adversarial": "the same share for the adversarial features",
 }
@@ -56,7 +56,8 @@ def markdown(result: dict) -> str:
         lines.append("| " + " | ".join([
             m["name"], m["head"], m["protocol"], _percent(m["clean_accuracy"]), _percent(m["adversarial_accuracy"]),
             f"{g['spread']:.3g}", f"{g['inter_class_mean']:.3g} ({g['inter_class_min']:.3g})",
-            f"{g['spread_ratio']:.3f}", f"{g['displacement']:.3g}", f"{g['relative_displacement']:.3f}",
+            f"{g['spread_ratio']:.3f}", f"{g['displacement']:.3g}",
+            f"{g['relative_displacement']:.3f} ± {g['relative_displacement_se']:.3f}",
             _percent(g["knn_true_clean"]), _percent(g["knn_true_adversarial"])]) + " |")
     lines += ["", "Definitions (features = the head's input; D and s from the clean features; distances "
               "Euclidean):", ""]
