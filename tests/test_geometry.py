@@ -364,3 +364,22 @@ def test_a_template_bank_of_another_width_is_an_error(runs, tmp_path, capsys):
     torch.save(payload, bad / "checkpoint.pt")
     assert main(["geometry", "--checkpoint", str(bad), *FAST, "--out", str(tmp_path / "o")]) == 1
     assert "size mismatch for head.template_features" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_geometry_on_cuda_matches_cpu(runs, tmp_path):
+    models = [{"name": "wnll", "checkpoint": runs["wnll"]},
+              {"name": "lin", "checkpoint": runs["stage1"], "head": "linear"}]
+    options = {"attack": "fgsm", "eps": 0.1, "n": 60, "progress": False}
+    cuda = feature_geometry(models, device="cuda", out=tmp_path / "cuda", **options)
+    cpu = feature_geometry(models, device="cpu", **options)
+    assert cuda["device"].startswith("cuda") and (tmp_path / "cuda" / "geometry.png").is_file()
+    for on_cuda, on_cpu in zip(cuda["models"], cpu["models"]):
+        a, b = on_cuda["metrics"], on_cpu["metrics"]
+        for name in ("spread", "inter_class_mean", "spread_ratio"):  # clean features: round-off (TF32) only
+            assert a[name] == pytest.approx(b[name], rel=1e-2), name
+        assert a["knn_true_clean"] == pytest.approx(b["knn_true_clean"], abs=0.04)
+        # FGSM takes the sign of the gradient: a few pixels may flip where it is near zero
+        assert a["relative_displacement"] == pytest.approx(b["relative_displacement"], rel=0.1)
+        assert a["knn_true_adversarial"] == pytest.approx(b["knn_true_adversarial"], abs=0.1)
