@@ -85,7 +85,7 @@ def main() -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    runs, out = Path(args.runs), Path(args.out)
+    runs, out = Path(args.runs), Path(os.path.relpath(args.out))  # results name relative paths
     if args.train:
         started = time.perf_counter()
         train_missing(runs, out)
@@ -97,7 +97,7 @@ def main() -> int:
             title=f"MNIST (mnist10k) mnist_cnn under IFGSM eps {eps:g}: linear vs WNLL head (columns), "
                   "natural vs PGD training (rows)")
         print(f"[{time.strftime('%H:%M:%S')}] eps {eps:g}: {result['time_s']:.0f} s; "
-              f"{', '.join(os.path.relpath(path) for path in result['files'].values())}", flush=True)
+              f"{', '.join(result['files'].values())}", flush=True)
         for m in result["models"]:
             print(f"  {m['name']}: {json.dumps(m['metrics'])}", flush=True)
     return 0
