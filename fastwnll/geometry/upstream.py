@@ -5,7 +5,7 @@ from fastwnll.evaluation import (
     PROTOCOLS, Evaluator, Target, check_same_data, eval_data, load_target, resolve, uses_wnll,
 )
 from fastwnll.nn.head import WNLLHead
-from fastwnll.train.build import load_split, resolve_device
+from fastwnll.runtime import load_split, resolve_device
 
 __all__ = ["PROTOCOLS", "Evaluator", "Target", "WNLLHead", "attack_mode", "check_same_data", "eval_data", "load_split",
            "load_target", "resolve", "resolve_device", "uses_wnll"]
