@@ -80,12 +80,13 @@ def _add_train(subparsers) -> None:
             keywords = {"type": FIELD_RANGES[name].parse, **keywords}
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
                             help=text + _default_text(name), **keywords)
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its checkpoint (its configuration is reused; "
-                             "only --device may change)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start afresh in an --out that holds an earlier run (its checkpoint, log and summary "
-                             "are replaced); without it such a directory is refused")
+    fresh_or_resumed = parser.add_mutually_exclusive_group()
+    fresh_or_resumed.add_argument("--resume", action="store_true",
+                                  help="continue the run in --out from its checkpoint (its configuration is "
+                                       "reused; only --device may change)")
+    fresh_or_resumed.add_argument("--overwrite", action="store_true",
+                                  help="start afresh in an --out that holds an earlier run (its checkpoint, log "
+                                       "and summary are replaced); without it such a directory is refused")
     parser.add_argument("--stop-after", type=COUNT.parse, metavar="EPOCHS",
                         help="stop after this many epochs of this call (continue later with --resume)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
