@@ -8,6 +8,8 @@ import json
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,15 @@ def test_example_grid_is_valid_and_reads_the_readme_runs():
             if (args := fastwnll_argv(argv)) and args[0] == "train"}
     checkpoints = {m["checkpoint"] for m in config.models} | {t["source"]["checkpoint"] for t in config.transfer}
     assert checkpoints <= outs and "examples/grid.json" in README
+
+
+def test_subpackages_are_reachable_after_a_bare_import():
+    """In a fresh interpreter, ``import fastwnll`` alone gives ``fastwnll.nn.TVM`` (the README's TV block)
+    and every other subpackage, imported on first use."""
+    code = ("import sys, fastwnll\n"
+            "assert 'fastwnll.nn' not in sys.modules\n"
+            "assert fastwnll.nn.TVM.__name__ == 'TVM' and 'digits' in fastwnll.data.DATASET_SPECS\n"
+            "assert all(getattr(fastwnll, name).__name__ == 'fastwnll.' + name for name in fastwnll.SUBPACKAGES)\n"
+            "assert set(fastwnll.SUBPACKAGES) <= set(dir(fastwnll))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
