@@ -14,8 +14,8 @@ from fastwnll.nn.head import GRADIENTS
 from fastwnll.runtime.config import (
     ADVERSARIES, DEFAULT_ADV_TEMPLATES, DEFAULT_TEMPLATES, FIELD_RANGES, TrainConfig,
 )
-from fastwnll.runtime.ranges import COUNT, NON_NEGATIVE_INT, POSITIVE
 from fastwnll.runtime.device import AMP, DEVICES
+from fastwnll.runtime.ranges import COUNT, NON_NEGATIVE_INT, POSITIVE
 
 # (TrainConfig field, argparse keywords, help). Every flag defaults to "not given" so that
 # `--resume` can tell the flags the user repeated from the ones taken from the checkpoint. Numeric

@@ -119,7 +119,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             raise FileExistsError(f"{checkpoint_path} already exists: resume it (--resume), start afresh "
                                   "(overwrite=True, --overwrite) or choose another --out")
         for stale in check_outputs([checkpoint_path, out / LOG_NAME, out / SUMMARY_NAME], overwrite,
-                                   "a new run (or resume the old one with --resume)"):
+                                   "the new run"):
             stale.unlink()
     try:
         return _run(cfg, payload, stop_after_epochs, progress)
