@@ -1,7 +1,8 @@
 """fastwnll: fast, exact WNLL graph interpolation, TV minimization and adversarial training.
 
-The public names below are imported lazily (on first use), so ``import fastwnll`` stays cheap and
-the command-line interface starts quickly.
+The public names below, and the subpackages (``fastwnll.nn``, ``fastwnll.data``, ...), are
+imported lazily (on first use), so ``import fastwnll`` stays cheap and the command-line interface
+starts quickly, while ``import fastwnll; fastwnll.nn.TVM(...)`` works as for any package.
 """
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ _EXPORTS = {
     "info": "fastwnll.backends",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+# Subpackages reachable as attributes of ``fastwnll`` without importing them first.
+SUBPACKAGES = ("attacks", "data", "evaluation", "models", "nn", "runtime", "train")
+
+__all__ = sorted(_EXPORTS) + list(SUBPACKAGES) + ["__version__"]
 
 
 def __getattr__(name: str):
@@ -34,6 +38,8 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
+    if name in SUBPACKAGES:
+        return importlib.import_module(f"fastwnll.{name}")  # importing sets the attribute
     raise AttributeError(f"module 'fastwnll' has no attribute {name!r}")
 
 

@@ -6,16 +6,19 @@ that contains a ``commands.py`` module adds its own through that module's
 and sets ``handler=function(args) -> int`` with ``set_defaults``; handlers import heavy modules
 lazily. (``fastwnll/train/commands.py`` adds ``train``, ``evaluate`` and ``demo``.)
 
-Errors that come from the user's input (ValueError, TypeError, OSError, RuntimeError raised by the
-library with a message) are printed as ``fastwnll <command>: error: ...`` with exit status 1; set
-``FASTWNLL_TRACEBACK=1`` to see the traceback instead. Bad flags (argparse's usage errors) also
-exit with status 1; ``--help`` and ``--version`` with 0.
+Exit statuses: 0 on success; 2 for a usage error (an unknown flag, a missing argument, a value
+out of its range: argparse's message and convention); 1 for an error in the user's input found
+while running (ValueError, TypeError, OSError, RuntimeError raised by the library with a message),
+printed as ``fastwnll <command>: error: ...`` (set ``FASTWNLL_TRACEBACK=1`` to see the traceback
+instead); 130 when interrupted by Ctrl-C (one line, no traceback; ``train`` says how to resume).
+``--help`` and ``--version`` exit with 0.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -56,13 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
-        # argparse exits with 2 after printing a usage error; report bad flags as any other bad input.
-        return 1 if exit_.code == 2 else int(exit_.code or 0)
+        return int(exit_.code or 0)  # argparse: 2 after a usage error, 0 after --help / --version
     if args.command is None:
         parser.print_help()
         return 2
     try:
         return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print(f"fastwnll {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT  # the shell's status of a command stopped by Ctrl-C
     except (ValueError, TypeError, OSError, RuntimeError) as error:
         if os.environ.get("FASTWNLL_TRACEBACK") == "1":
             raise

@@ -319,7 +319,6 @@ def test_write_report_from_python(wnll, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--attack", "deepfool", "--eps", "0.1"], "unknown attack 'deepfool'"),
-    (["--attack", "fgsm", "--eps", "-0.1"], "eps must be >= 0"),
     (["--attack", "ifgsm"], "needs an L_inf radius"),
     (["--attack", "fgsm", "--eps", "0.1", "--defense", "jpeg"], "unknown defence 'jpeg'"),
     (["--attack", "fgsm", "--eps", "0.1", "--eot", "4"], "EOT (4 samples) needs a randomized defence"),

@@ -63,4 +63,22 @@ def as_labels(y: np.ndarray, n: int, what: str) -> torch.Tensor:
         raise ValueError(f"{what} has {y.shape[0]} labels but there are {n} images")
     if y.min() < 0:
         raise ValueError(f"{what} has negative labels (min {int(y.min())}); classes must be 0..C-1")
+    if int(y.max()) > np.iinfo(np.int64).max:  # uint64 labels that int64 would wrap to negative numbers
+        raise ValueError(f"{what} has labels up to {int(y.max())}, beyond int64; classes must be 0..C-1")
     return torch.from_numpy(y.astype(np.int64))
+
+
+def check_classes(labels: list[torch.Tensor], what: str) -> int:
+    """The number of classes ``C`` of int64 label tensors (as :func:`as_labels` returns them) that
+    together hold every class ``0..C-1``; ValueError naming ``what`` when a class below the largest
+    label never occurs: sparse labels such as {0, 100000} would make a 100,001-class model. The
+    message says how to renumber them."""
+    present = torch.unique(torch.cat([y.reshape(-1) for y in labels]))
+    classes = int(present[-1]) + 1
+    if present.shape[0] != classes:
+        raise ValueError(
+            f"{what} must be the classes 0..C-1, each present; they are {present.shape[0]} distinct values in "
+            f"[{int(present[0])}, {classes - 1}], so {classes - present.shape[0]} class(es) below the largest "
+            "never occur. Renumber them, e.g. classes, y = numpy.unique(y, return_inverse=True) (the same mapping "
+            "for y_test)")
+    return classes

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from fastwnll.attacks.registry import ATTACKS, NORMS, PROTOCOLS
+from fastwnll.runtime.ranges import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE
 
 from .targets import HEADS
 
@@ -22,13 +23,13 @@ def _radius_help() -> str:
 
 
 def _none_or_float(text: str):
-    """A float, or None for "none"/"unbounded" (an unbounded CW-L2 attack)."""
+    """A radius >= 0, or None for "none"/"unbounded" (an unbounded CW-L2 attack)."""
     if text.lower() in ("none", "null", "unbounded", "inf"):
         return None
     try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'unbounded', got {text!r}") from None
+        return NON_NEGATIVE.parse(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a radius >= 0 or 'unbounded', got {text!r}") from None
 
 
 def _model_spec(text: str) -> dict:
@@ -45,10 +46,11 @@ def _model_spec(text: str) -> dict:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="auto (CUDA if available), cpu or cuda (default auto)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the test subset and of the TVM masks (default 0)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--seed", type=NON_NEGATIVE_INT.parse, default=None, help="seed of the test subset and of the TVM masks (default 0)")
+    p.add_argument("--batch-size", type=COUNT.parse, default=None,
                    help="rows per attack batch; WNLL heads interpolate the rows of a batch together (default 500)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that exist (default: refuse)")
 
 
 def register(subparsers) -> None:
@@ -62,24 +64,25 @@ def register(subparsers) -> None:
     attack.add_argument("--checkpoint", required=True, help="training checkpoint (file or run directory)")
     attack.add_argument("--attack", required=True, help=", ".join(ATTACKS))
     attack.add_argument("--eps", type=_none_or_float, default=None, help=_radius_help())
-    attack.add_argument("--steps", type=int, default=None, help="iterations (default: the paper's for the dataset)")
-    attack.add_argument("--alpha", type=float, default=None, help="IFGSM/PGD step (default: paper's ratio x eps)")
-    attack.add_argument("--restarts", type=int, default=1, help="PGD random restarts")
-    attack.add_argument("--c", type=float, default=None, help="CW-L2 constant (default 10)")
-    attack.add_argument("--lr", type=float, default=None, help="CW-L2 Adam learning rate (default 0.01)")
-    attack.add_argument("--binary-search-steps", type=int, default=None, help="CW-L2 rounds (default 1)")
+    attack.add_argument("--steps", type=COUNT.parse, default=None, help="iterations (default: the paper's for the dataset)")
+    attack.add_argument("--alpha", type=POSITIVE.parse, default=None, help="IFGSM/PGD step (default: paper's ratio x eps)")
+    attack.add_argument("--restarts", type=COUNT.parse, default=1, help="PGD random restarts")
+    attack.add_argument("--c", type=POSITIVE.parse, default=None, help="CW-L2 constant (default 10)")
+    attack.add_argument("--lr", type=POSITIVE.parse, default=None, help="CW-L2 Adam learning rate (default 0.01)")
+    attack.add_argument("--binary-search-steps", type=COUNT.parse, default=None, help="CW-L2 rounds (default 1)")
     attack.add_argument("--defense", default="none", help="none or tvm")
     attack.add_argument("--protocol", default="worst-case", help=f"worst-case (default), {' or '.join(PROTOCOLS)}")
     attack.add_argument("--gradient", default=None, help="WNLL gradient: surrogate or exact (default: protocol's)")
-    attack.add_argument("--eot", type=int, default=None, help="EOT samples through TVM (adaptive, default 8)")
+    attack.add_argument("--eot", type=COUNT.parse, default=None, help="EOT samples through TVM (adaptive, default 8)")
     attack.add_argument("--head", default="auto", help="read the checkpoint through its auto/linear/wnll head")
     attack.add_argument("--transfer-from", default=None,
                         help="craft on this checkpoint (black box for the target), evaluate on --checkpoint")
     attack.add_argument("--transfer-head", default="auto", help="head of the transfer source (auto/linear/wnll)")
-    attack.add_argument("--n", type=int, default=None,
+    attack.add_argument("--n", type=COUNT.parse, default=None,
                         help=f"test images (a fixed seeded subset; default {DEFAULT_N} or the whole split if smaller)")
-    attack.add_argument("--tvm-iters", type=int, default=None, help="TVM iterations (default 100)")
-    attack.add_argument("--json", default=None, help="also write the result as JSON to this file")
+    attack.add_argument("--tvm-iters", type=COUNT.parse, default=None, help="TVM iterations (default 100)")
+    attack.add_argument("--json", default=None, help="also write the result as JSON to this file (an existing one "
+                                                     "is refused unless --overwrite)")
     _add_common(attack)
     attack.set_defaults(handler=attack_command)
 
@@ -91,18 +94,19 @@ def register(subparsers) -> None:
     report.add_argument("--config", default=None, help="grid configuration (JSON)")
     report.add_argument("--model", action="append", type=_model_spec, default=None, metavar="NAME=PATH[:HEAD]",
                         help="a checkpoint to evaluate (repeatable); HEAD auto, linear or wnll")
-    report.add_argument("--out", required=True, help="output directory")
+    report.add_argument("--out", required=True, help="output directory (a report already there is refused "
+                                                      "unless --overwrite)")
     report.add_argument("--defenses", nargs="+", default=None, help="none and/or tvm")
     report.add_argument("--attacks", nargs="+", default=None, help=" ".join(ATTACKS))
-    report.add_argument("--eps", nargs="+", type=float, default=None, help="L_inf radii")
+    report.add_argument("--eps", nargs="+", type=NON_NEGATIVE.parse, default=None, help="L_inf radii")
     report.add_argument("--cw-eps", nargs="+", type=_none_or_float, default=None,
                         help="CW-L2 L2 radii ('unbounded' for none)")
     report.add_argument("--protocols", nargs="+", default=None, help=" and/or ".join(PROTOCOLS))
-    report.add_argument("--n", type=int, default=None, help="test images (default 500)")
-    report.add_argument("--cw-n", type=int, default=None, help="test images for CW-L2 (default n)")
-    report.add_argument("--steps", type=int, default=None, help="IFGSM/PGD iterations")
-    report.add_argument("--alpha", type=float, default=None, help="IFGSM/PGD step")
-    report.add_argument("--eot", type=int, default=None, help="EOT samples of the adaptive attack on TVM")
+    report.add_argument("--n", type=COUNT.parse, default=None, help="test images (default 500)")
+    report.add_argument("--cw-n", type=COUNT.parse, default=None, help="test images for CW-L2 (default n)")
+    report.add_argument("--steps", type=COUNT.parse, default=None, help="IFGSM/PGD iterations")
+    report.add_argument("--alpha", type=POSITIVE.parse, default=None, help="IFGSM/PGD step")
+    report.add_argument("--eot", type=COUNT.parse, default=None, help="EOT samples of the adaptive attack on TVM")
     report.add_argument("--transfer-from", action="append", type=_model_spec, default=None, metavar="NAME=PATH[:HEAD]",
                         help="craft transfer attacks on this checkpoint (IFGSM at the largest eps)")
     report.add_argument("--title", default=None, help="report title")
@@ -114,11 +118,14 @@ def attack_command(args: argparse.Namespace) -> int:
     from fastwnll.attacks import attack_spec
     from fastwnll.attacks.checks import check_eps
     from fastwnll.runtime import resolve_device
+    from fastwnll.runtime.files import check_outputs
 
     from .defense import check_defense
     from .robustness import Evaluator
     from .targets import check_same_data, eval_data, load_target
 
+    if args.json:
+        check_outputs([args.json], args.overwrite, "the result")
     spec = attack_spec(args.attack)
     if check_eps(args.eps) is None and not spec.minimum_norm:
         raise ValueError(f"attack {args.attack!r} needs an {NORMS[spec.norm]} radius: pass --eps")
@@ -179,11 +186,14 @@ def _settings(args: argparse.Namespace, crafter, defense: str) -> list:
 
 
 def report_command(args: argparse.Namespace) -> int:
+    from fastwnll.runtime.files import check_outputs
+
     from .grid import GridConfig, run_grid
-    from .report import write_report
+    from .report import report_paths, write_report
 
     if args.config is None and not args.model:
         raise ValueError("give a grid with --config FILE or the models with --model NAME=PATH")
+    check_outputs(report_paths(args.out).values(), args.overwrite, "the report")
     values = GridConfig.from_file(args.config).to_dict() if args.config else {}
     overrides = {"models": args.model, "defenses": args.defenses, "attacks": args.attacks, "eps": args.eps,
                  "cw_eps": args.cw_eps, "protocols": args.protocols, "n": args.n, "cw_n": args.cw_n,
@@ -194,7 +204,7 @@ def report_command(args: argparse.Namespace) -> int:
         values["transfer"] = [{"source": spec} for spec in args.transfer_from]
     config = GridConfig.from_dict(values)
     result = run_grid(config, progress=not args.no_progress)
-    paths = write_report(result, args.out)
+    paths = write_report(result, args.out, overwrite=args.overwrite)
     print(Path(paths["markdown"]).read_text())
     print(f"wrote {paths['markdown']}, {paths['json']}, {paths['plot']} ({result['time_s']:.0f} s)")
     return 0

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from fastwnll.attacks.registry import NORMS, AttackSpec, attack_spec
+from fastwnll.runtime.files import check_outputs
 
 MARKDOWN_NAME, JSON_NAME, PLOT_NAME = "results.md", "results.json", "robustness.png"
 
@@ -188,11 +189,18 @@ def plot(rows: list[dict], path: str | Path, title: str | None = None) -> None:
     fig.savefig(path, dpi=110)
 
 
-def write_report(result: dict, out: str | Path) -> dict:
-    """Write ``results.md``, ``results.json`` and ``robustness.png`` of ``result`` into ``out``; returns their paths."""
+def report_paths(out: str | Path) -> dict[str, Path]:
+    """The files a report writes into the directory ``out``: ``{"markdown", "json", "plot"}``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"markdown": out / MARKDOWN_NAME, "json": out / JSON_NAME, "plot": out / PLOT_NAME}
+    return {"markdown": out / MARKDOWN_NAME, "json": out / JSON_NAME, "plot": out / PLOT_NAME}
+
+
+def write_report(result: dict, out: str | Path, *, overwrite: bool = False) -> dict:
+    """Write ``results.md``, ``results.json`` and ``robustness.png`` of ``result`` into ``out``; returns their
+    paths. A report already in ``out`` (any of the three files) is a FileExistsError unless ``overwrite``."""
+    paths = report_paths(out)
+    check_outputs(paths.values(), overwrite, "the report")
+    Path(out).mkdir(parents=True, exist_ok=True)
     paths["markdown"].write_text(markdown(result))
     paths["json"].write_text(json.dumps(result, indent=2) + "\n")
     plot(result["rows"], paths["plot"], title=result.get("title"))

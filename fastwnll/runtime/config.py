@@ -11,6 +11,7 @@ from fastwnll.models.heads import HEADS
 from fastwnll.nn.head import GRADIENTS
 
 from .device import AMP, DEVICES
+from .ranges import COUNT, FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Range
 
 ADVERSARIES = ("none", "pgd")
 
@@ -20,6 +21,22 @@ ADVERSARIES = ("none", "pgd")
 GENERIC_DEFAULTS = {"lr": 0.05, "stage2_batch_size": 1024}
 # Stage-2 (WNLL) epochs per cycle when not given: the paper trains the buffer block "a few epochs".
 DEFAULT_STAGE2_EPOCHS = 2
+# The allowed values of the numeric fields (checked by ``resolve``; the ``train`` command parses its
+# flags with the same ranges). ``milestones`` is a list: the range of each of its epochs.
+FIELD_RANGES: dict[str, Range] = {
+    **dict.fromkeys(("epochs", "stage2_epochs", "eval_every", "seed"), NON_NEGATIVE_INT),
+    **dict.fromkeys(("cycles", "batch_size", "stage2_batch_size", "k", "templates", "template_batches",
+                     "eval_batch_size", "adv_templates", "steps", "milestones"), COUNT),
+    "k_sigma": Range(2, integer=True),
+    **dict.fromkeys(("lr", "stage2_lr", "gamma", "alpha"), POSITIVE),
+    **dict.fromkeys(("momentum", "weight_decay", "eps"), NON_NEGATIVE),
+    "tvm_augment": FRACTION,
+    "template_fraction": Range(0, 1, low_open=True, high_open=True),
+}
+# Template banks when ``templates`` / ``adv_templates`` are not given: this many training images, or
+# all of them when the training split is smaller.
+DEFAULT_TEMPLATES = 5000
+DEFAULT_ADV_TEMPLATES = 1000
 # Fields that may differ between a run and its resumption.
 RESUMABLE_CHANGES = ("device", "out", "download")
 
@@ -47,13 +64,15 @@ class TrainConfig:
     Adversarial training (``adv="pgd"``): every training batch is replaced by PGD examples (``eps``,
     ``steps`` steps of ``alpha``, uniform random start; defaults: the dataset's paper budget,
     docs/design.md, section 4.5) crafted against the model in eval mode: through the linear head in
-    stage 1, through the WNLL head with a bank of ``adv_templates`` training templates and
-    ``adv_gradient`` in stage 2.
+    stage 1, through the WNLL head with a bank of ``adv_templates`` training templates (default
+    :data:`DEFAULT_ADV_TEMPLATES`, or the whole training split when smaller) and ``adv_gradient`` in stage 2.
     ``tvm_augment``: that fraction of each (adversarial) batch is replaced by its TV minimization
     (``fastwnll.tvm`` with Guo et al.'s defaults), the transformation the defence applies at test time.
 
     WNLL head: graph options ``k``, ``k_sigma``, ``template_fraction`` (of each stage-2 batch);
-    for evaluation a bank of ``templates`` training examples (a fixed random subset), split into
+    for evaluation a bank of ``templates`` training examples (a fixed random subset; default
+    :data:`DEFAULT_TEMPLATES`, or the whole training split when smaller; more than the split holds is
+    an error, and so is a bank that lacks a class), split into
     ``template_batches`` chunks whose scores are averaged, queries ``eval_batch_size`` at a time.
     ``eval_every``: test every so many epochs (0: only after the last one, which is always tested).
     ``device``: "auto" (CUDA when available), "cpu" or "cuda"; ``amp``: mixed precision on CUDA
@@ -74,7 +93,7 @@ class TrainConfig:
     steps: int | None = None
     adv_gradient: str = "surrogate"
     wnll_gradient: str = "surrogate"
-    adv_templates: int = 1000
+    adv_templates: int | None = None
     tvm_augment: float = 0.0
     batch_size: int = 128
     stage2_batch_size: int | None = None
@@ -87,7 +106,7 @@ class TrainConfig:
     k: int = 15
     k_sigma: int = 8
     template_fraction: float = 1 / 3
-    templates: int = 5000
+    templates: int | None = None
     template_batches: int = 1
     eval_batch_size: int = 500
     eval_every: int = 1
@@ -131,37 +150,20 @@ class TrainConfig:
                 setattr(c, name, defaults[name])
         if c.stage2_epochs is None:
             c.stage2_epochs = DEFAULT_STAGE2_EPOCHS if c.head == "wnll" else 0
-        for name in ("epochs", "stage2_epochs", "eval_every"):
-            _int(name, getattr(c, name), 0)
-        for name in ("cycles", "batch_size", "stage2_batch_size", "k", "templates", "template_batches",
-                     "eval_batch_size", "adv_templates"):
-            _int(name, getattr(c, name), 1)
-        _int("k_sigma", c.k_sigma, 2)
-        _int("seed", c.seed, 0)
-        for m in c.milestones:
-            _int("milestones", m, 1)
+        for name, allowed in FIELD_RANGES.items():
+            value = getattr(c, name)
+            for item in (value if name == "milestones" else [value]):
+                if item is not None:  # None: templates / stage2_lr / adversarial fields left to their defaults
+                    allowed.check(name, item)
         if c.milestones != sorted(set(c.milestones)):
             raise ValueError(f"milestones must be strictly increasing, got {c.milestones}")
         if c.head == "linear" and c.stage2_epochs:
             raise ValueError("stage2_epochs > 0 needs head='wnll' (stage 2 trains with the WNLL head)")
         if c.epochs + c.stage2_epochs == 0:
             raise ValueError("nothing to train: epochs and stage2_epochs are both 0")
-        for name in ("lr", "gamma"):
-            _number(name, getattr(c, name), positive=True)
         if c.stage2_lr is None:
-            c.stage2_lr = c.lr * c.gamma ** sum(m < c.epochs for m in c.milestones)
-        _number("stage2_lr", c.stage2_lr, positive=True)
-        for name in ("momentum", "weight_decay", "tvm_augment"):
-            _number(name, getattr(c, name))
-        if c.tvm_augment > 1:
-            raise ValueError(f"tvm_augment is a fraction of each batch in [0, 1], got {c.tvm_augment!r}")
-        _number("template_fraction", c.template_fraction, positive=True)
-        if c.template_fraction >= 1:
-            raise ValueError(f"template_fraction must be in (0, 1), got {c.template_fraction!r}")
-        if c.adv == "pgd":
-            _number("eps", c.eps)
-            _number("alpha", c.alpha, positive=True)
-            _int("steps", c.steps, 1)
+            c.stage2_lr = FIELD_RANGES["stage2_lr"].check("stage2_lr", c.lr * c.gamma ** sum(m < c.epochs
+                                                                                            for m in c.milestones))
         if not isinstance(c.download, bool):
             raise ValueError(f"download must be True or False, got {c.download!r}")
         for name in ("data_dir", "out"):
@@ -194,14 +196,3 @@ class TrainConfig:
 def _choice(name, value, allowed):
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-
-
-def _int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _number(name, value, positive=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 \
-            or (positive and value == 0) or value == float("inf"):
-        raise ValueError(f"{name} must be a finite {'positive' if positive else 'non-negative'} number, got {value!r}")

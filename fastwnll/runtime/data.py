@@ -23,3 +23,26 @@ def fixed_subset(n: int, size: int, seed: int) -> torch.Tensor:
     entries of a permutation drawn from its own generator seeded with ``seed``, so that the run's
     random streams are untouched and a smaller ``size`` gives a prefix of a larger one."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size]
+
+
+def template_rows(y: torch.Tensor, size: int | None, default: int, seed: int, num_classes: int,
+                  name: str = "templates") -> torch.Tensor:
+    """The rows of a WNLL template bank drawn from the ``[N]`` int64 training labels ``y``: the fixed
+    random subset (:func:`fixed_subset`) of ``size`` rows, or of ``min(default, N)`` when ``size`` is None.
+
+    Raises ValueError, naming the option ``name``, when ``size`` exceeds ``N`` or when the bank
+    lacks one of the classes ``0..num_classes-1`` (the WNLL head could never predict it).
+    """
+    n = y.shape[0]
+    if size is None:
+        size = min(default, n)
+    elif size > n:
+        raise ValueError(f"{name}={size} (--{name.replace('_', '-')}) exceeds the {n} training images: "
+                         f"pass at most {n}")
+    rows = fixed_subset(n, size, seed)
+    missing = sorted(set(range(num_classes)) - set(torch.unique(y[rows]).tolist()))
+    if missing:
+        raise ValueError(f"a bank of {size} templates ({name}) lacks the class(es) {missing[:10]}"
+                         f"{' ...' if len(missing) > 10 else ''}: the WNLL head could never predict them; "
+                         f"raise {name} (--{name.replace('_', '-')})")
+    return rows

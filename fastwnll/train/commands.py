@@ -4,49 +4,57 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
+import signal
 import sys
 
 from fastwnll.data import DATASETS
 from fastwnll.models.heads import HEADS
 from fastwnll.nn.head import GRADIENTS
-from fastwnll.runtime.config import ADVERSARIES, TrainConfig
+from fastwnll.runtime.config import (
+    ADVERSARIES, DEFAULT_ADV_TEMPLATES, DEFAULT_TEMPLATES, FIELD_RANGES, TrainConfig,
+)
 from fastwnll.runtime.device import AMP, DEVICES
+from fastwnll.runtime.ranges import COUNT, NON_NEGATIVE_INT, POSITIVE
 
 # (TrainConfig field, argparse keywords, help). Every flag defaults to "not given" so that
-# `--resume` can tell the flags the user repeated from the ones taken from the checkpoint.
+# `--resume` can tell the flags the user repeated from the ones taken from the checkpoint. Numeric
+# flags are parsed with the field's range (``FIELD_RANGES``): a value out of range is a usage error.
 _TRAIN_FLAGS = [
     ("dataset", {"choices": DATASETS}, "training data (digits: scikit-learn's, bundled)"),
     ("data_dir", {"metavar": "PATH"}, "where the dataset lies (npz: the .npz file)"),
     ("download", {"action": "store_true"}, "download mnist / cifar10 with torchvision when missing"),
     ("model", {}, "network: resnet20/32/44/56/110, mnist_cnn, digits_cnn (default per dataset)"),
     ("head", {"choices": HEADS}, "output layer; wnll adds the paper's stage 2"),
-    ("epochs", {"type": int}, "stage-1 epochs per cycle (whole network, linear head)"),
-    ("stage2_epochs", {"type": int}, "stage-2 epochs per cycle (buffer block, WNLL head; default 2 for wnll)"),
-    ("cycles", {"type": int}, "repetitions of stage 1 + stage 2"),
+    ("epochs", {}, "stage-1 epochs per cycle (whole network, linear head)"),
+    ("stage2_epochs", {}, "stage-2 epochs per cycle (buffer block, WNLL head; default 2 for wnll)"),
+    ("cycles", {}, "repetitions of stage 1 + stage 2"),
     ("adv", {"choices": ADVERSARIES}, "adversarial training"),
-    ("eps", {"type": float}, "PGD L_inf budget (default per dataset: 0.3 MNIST, 0.031 CIFAR)"),
-    ("alpha", {"type": float}, "PGD step size (default per dataset)"),
-    ("steps", {"type": int}, "PGD steps (default per dataset)"),
+    ("eps", {}, "PGD L_inf budget (default per dataset: 0.3 MNIST, 0.031 CIFAR)"),
+    ("alpha", {}, "PGD step size (default per dataset)"),
+    ("steps", {}, "PGD steps (default per dataset)"),
     ("adv_gradient", {"choices": GRADIENTS}, "WNLL gradient for crafting PGD examples in stage 2"),
     ("wnll_gradient", {"choices": GRADIENTS}, "WNLL gradient for training in stage 2"),
-    ("adv_templates", {"type": int}, "templates for crafting PGD examples in stage 2"),
-    ("tvm_augment", {"type": float, "metavar": "FRACTION"}, "fraction of each batch replaced by its TVM"),
-    ("batch_size", {"type": int}, "stage-1 batch size"),
-    ("stage2_batch_size", {"type": int}, "stage-2 batch size: templates + queries of one graph (default 1024; digits 256)"),
-    ("lr", {"type": float}, "stage-1 learning rate (default per dataset)"),
-    ("stage2_lr", {"type": float}, "stage-2 learning rate (default: stage 1's final one)"),
-    ("milestones", {"type": int, "nargs": "*", "metavar": "EPOCH"}, "stage-1 epochs where lr is multiplied by gamma"),
-    ("gamma", {"type": float}, "learning-rate decay factor"),
-    ("momentum", {"type": float}, "SGD momentum"),
-    ("weight_decay", {"type": float}, "SGD weight decay"),
-    ("k", {"type": int}, "WNLL graph neighbours"),
-    ("k_sigma", {"type": int}, "WNLL bandwidth neighbour (counting the point itself)"),
-    ("template_fraction", {"type": float}, "fraction of a stage-2 batch used as templates"),
-    ("templates", {"type": int}, "WNLL template bank size for evaluation"),
-    ("template_batches", {"type": int}, "template chunks whose scores are averaged at evaluation"),
-    ("eval_batch_size", {"type": int}, "queries per evaluation forward"),
-    ("eval_every", {"type": int}, "test every this many epochs (0: only at the end)"),
-    ("seed", {"type": int}, "random seed"),
+    ("adv_templates", {}, "templates for crafting PGD examples in stage 2 "
+                          f"(default: {DEFAULT_ADV_TEMPLATES}, or the whole training split if smaller)"),
+    ("tvm_augment", {"metavar": "FRACTION"}, "fraction of each batch replaced by its TVM"),
+    ("batch_size", {}, "stage-1 batch size"),
+    ("stage2_batch_size", {}, "stage-2 batch size: templates + queries of one graph (default 1024; digits 256)"),
+    ("lr", {}, "stage-1 learning rate (default per dataset)"),
+    ("stage2_lr", {}, "stage-2 learning rate (default: stage 1's final one)"),
+    ("milestones", {"nargs": "*", "metavar": "EPOCH"}, "stage-1 epochs where lr is multiplied by gamma"),
+    ("gamma", {}, "learning-rate decay factor"),
+    ("momentum", {}, "SGD momentum"),
+    ("weight_decay", {}, "SGD weight decay"),
+    ("k", {}, "WNLL graph neighbours"),
+    ("k_sigma", {}, "WNLL bandwidth neighbour (counting the point itself)"),
+    ("template_fraction", {}, "fraction of a stage-2 batch used as templates"),
+    ("templates", {}, "WNLL template bank size for evaluation "
+                      f"(default: {DEFAULT_TEMPLATES}, or the whole training split if smaller)"),
+    ("template_batches", {}, "template chunks whose scores are averaged at evaluation"),
+    ("eval_batch_size", {}, "queries per evaluation forward"),
+    ("eval_every", {}, "test every this many epochs (0: only at the end)"),
+    ("seed", {}, "random seed"),
     ("device", {"choices": DEVICES}, "auto: CUDA when available"),
     ("amp", {"choices": AMP}, "mixed precision on CUDA (the WNLL solve stays float32)"),
     ("out", {"metavar": "DIR"}, "run directory: checkpoint.pt, log.jsonl, summary.json"),
@@ -68,12 +76,18 @@ def _add_train(subparsers) -> None:
                     "on CPU or CUDA. Writes OUT/checkpoint.pt, OUT/log.jsonl and OUT/summary.json.",
     )
     for name, keywords, text in _TRAIN_FLAGS:
+        if name in FIELD_RANGES:
+            keywords = {"type": FIELD_RANGES[name].parse, **keywords}
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
                             help=text + _default_text(name), **keywords)
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its checkpoint (its configuration is reused; "
-                             "only --device may change)")
-    parser.add_argument("--stop-after", type=int, metavar="EPOCHS",
+    fresh_or_resumed = parser.add_mutually_exclusive_group()
+    fresh_or_resumed.add_argument("--resume", action="store_true",
+                                  help="continue the run in --out from its checkpoint (its configuration is "
+                                       "reused; only --device may change)")
+    fresh_or_resumed.add_argument("--overwrite", action="store_true",
+                                  help="start afresh in an --out that holds an earlier run (its checkpoint, log "
+                                       "and summary are replaced); without it such a directory is refused")
+    parser.add_argument("--stop-after", type=COUNT.parse, metavar="EPOCHS",
                         help="stop after this many epochs of this call (continue later with --resume)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
     parser.set_defaults(handler=_train)
@@ -84,7 +98,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from fastwnll.runtime import CHECKPOINT_NAME, load_checkpoint
 
-    from .trainer import train
+    from .trainer import TrainingInterrupted, train
 
     given = {name: getattr(args, name) for name, _, _ in _TRAIN_FLAGS if hasattr(args, name)}
     if args.resume:
@@ -93,10 +107,22 @@ def _train(args: argparse.Namespace) -> int:
         config = TrainConfig.from_dict({**saved, **given})
     else:
         config = TrainConfig(**given)
-    summary = train(config, resume=args.resume, stop_after_epochs=args.stop_after, progress=not args.quiet)
+    try:
+        summary = train(config, resume=args.resume, overwrite=args.overwrite, stop_after_epochs=args.stop_after,
+                        progress=not args.quiet)
+    except TrainingInterrupted as stop:
+        if stop.checkpoint is None:
+            print("fastwnll train: interrupted before the first epoch ended; nothing to resume: run the command "
+                  "again", file=sys.stderr)
+        elif stop.finished:
+            print(f"fastwnll train: interrupted after the last epoch; the finished run is in {stop.checkpoint}",
+                  file=sys.stderr)
+        else:
+            print(f"fastwnll train: interrupted; resume with: {_resume_command(config.out)}", file=sys.stderr)
+        return 128 + signal.SIGINT  # the shell's status of a command stopped by Ctrl-C
     if "stopped_after_epoch" in summary:
         print(f"stopped after epoch {summary['stopped_after_epoch']}/{summary['epochs']}; "
-              f"continue with: fastwnll train --resume --out {config.out}")
+              f"continue with: {_resume_command(config.out)}")
         return 0
     line = f"test accuracy {summary['test_accuracy']:.4f}"
     if "test_accuracy_linear" in summary:
@@ -105,6 +131,10 @@ def _train(args: argparse.Namespace) -> int:
     print(f"{line} ({summary['test_n']} images, {summary['train_time_s']:.1f} s training)")
     print(f"checkpoint: {summary['checkpoint']}")
     return 0
+
+
+def _resume_command(out: str) -> str:
+    return f"fastwnll train --resume --out {shlex.quote(out)}"
 
 
 def _add_evaluate(subparsers) -> None:
@@ -121,11 +151,11 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument("--split", choices=("test", "train"), default="test")
     parser.add_argument("--head", choices=EVAL_HEADS,
                         help="default: the checkpoint's own head (both for a WNLL model)")
-    parser.add_argument("--templates", type=int, metavar="N",
+    parser.add_argument("--templates", type=COUNT.parse, metavar="N",
                         help="rebuild the WNLL template bank from N training examples (needed for a linear-head "
                              "checkpoint read through WNLL; default: the saved bank)")
     parser.add_argument("--device", choices=DEVICES, default="auto")
-    parser.add_argument("--batch-size", type=int, help="queries per forward (default: the training config's)")
+    parser.add_argument("--batch-size", type=COUNT.parse, help="queries per forward (default: the training config's)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_evaluate)
 
@@ -157,16 +187,16 @@ def _add_demo(subparsers) -> None:
                     "accuracy under IFGSM (surrogate and exact WNLL gradients) in a table.",
     )
     d = DEMO_DEFAULTS
-    parser.add_argument("--epochs", type=int, default=d["epochs"], help=f"stage-1 epochs (default {d['epochs']})")
-    parser.add_argument("--stage2-epochs", type=int, default=d["stage2_epochs"],
+    parser.add_argument("--epochs", type=COUNT.parse, default=d["epochs"], help=f"stage-1 epochs (default {d['epochs']})")
+    parser.add_argument("--stage2-epochs", type=COUNT.parse, default=d["stage2_epochs"],
                         help=f"WNLL stage-2 epochs (default {d['stage2_epochs']})")
-    parser.add_argument("--eps", type=float, default=d["eps"], help=f"L_inf budget of training and attack "
+    parser.add_argument("--eps", type=POSITIVE.parse, default=d["eps"], help=f"L_inf budget of training and attack "
                                                                      f"(default {d['eps']})")
-    parser.add_argument("--steps", type=int, default=d["steps"], help=f"PGD training steps (default {d['steps']})")
-    parser.add_argument("--attack-steps", type=int, default=d["attack_steps"],
+    parser.add_argument("--steps", type=COUNT.parse, default=d["steps"], help=f"PGD training steps (default {d['steps']})")
+    parser.add_argument("--attack-steps", type=COUNT.parse, default=d["attack_steps"],
                         help=f"IFGSM steps (default {d['attack_steps']})")
     parser.add_argument("--no-exact", action="store_true", help="skip the exact-gradient attack on the WNLL model")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=NON_NEGATIVE_INT.parse, default=0)
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--out", metavar="DIR", help="keep the two runs here (default: a temporary directory)")
     parser.add_argument("--quiet", action="store_true", help="print only the table")

@@ -10,7 +10,7 @@ from torch import nn
 from fastwnll.attacks import correct_mask
 from fastwnll.nn.head import collect_templates, head_mode, set_head_mode, uses_wnll, wnll_heads
 from fastwnll.runtime import (
-    TrainConfig, amp_dtype, autocast, check_fits, fixed_subset, load_model, load_split, resolve_device,
+    TrainConfig, amp_dtype, autocast, check_fits, load_model, load_split, resolve_device, template_rows,
 )
 
 
@@ -106,7 +106,7 @@ def evaluate_checkpoint(checkpoint, *, dataset: str | None = None, data_dir: str
         set_head_mode(wnll_model, "wnll")
         if templates is not None:
             x_bank, y_bank = load_split(data_config, "train")
-            rows = fixed_subset(x_bank.shape[0], templates, config.seed)
+            rows = template_rows(y_bank, templates, templates, config.seed, num_classes)
             collect_templates(wnll_model, (x_bank[rows], y_bank[rows]), batch_size=batch_size, device=dev)
         elif not all(h.num_templates for h in wnll_heads(wnll_model)):
             what = "this checkpoint has no WNLL template bank" if config.head == "wnll" else \

@@ -9,7 +9,8 @@ from tqdm.auto import tqdm
 
 from fastwnll.nn.head import set_head_mode, wnll_batch, wnll_heads
 from fastwnll.nn.modes import eval_mode
-from fastwnll.runtime import TrainConfig, autocast, fixed_subset
+from fastwnll.runtime import TrainConfig, autocast, template_rows
+from fastwnll.runtime.config import DEFAULT_ADV_TEMPLATES, DEFAULT_TEMPLATES
 
 
 class Stage:
@@ -59,6 +60,17 @@ class Stage:
         self.scaler.load_state_dict(state["scaler"])
 
 
+def bank_rows(y: torch.Tensor, config: TrainConfig, adversarial: bool = False) -> torch.Tensor:
+    """Rows of the training labels ``y`` [N] in the evaluation bank (``config.templates``) or, with
+    ``adversarial``, in the bank that crafts stage-2 PGD examples (``config.adv_templates``);
+    ValueError when the option asks for more rows than ``y`` has or the bank lacks a class."""
+    num_classes = int(y.max()) + 1
+    if adversarial:
+        return template_rows(y, config.adv_templates, DEFAULT_ADV_TEMPLATES, config.seed + 1, num_classes,
+                             "adv_templates")
+    return template_rows(y, config.templates, DEFAULT_TEMPLATES, config.seed, num_classes)
+
+
 class AttackBank:
     """Templates for crafting PGD examples against the WNLL head in stage 2.
 
@@ -71,7 +83,7 @@ class AttackBank:
                  device: torch.device, precision: torch.dtype | None):
         if not isinstance(getattr(model, "trunk", None), nn.Module):
             raise ValueError("adversarial stage-2 training needs a model with .trunk and .buffer (fastwnll.models)")
-        rows = fixed_subset(x.shape[0], config.adv_templates, config.seed + 1)
+        rows = bank_rows(y, config, adversarial=True)
         with eval_mode(model), torch.no_grad(), autocast(device, precision):
             self.trunk_features = torch.cat([
                 model.trunk(x[rows[i:i + config.eval_batch_size]].to(device)).float()

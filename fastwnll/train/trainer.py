@@ -2,9 +2,9 @@
 schedule with repeatable cycles, TVM augmentation, per-epoch JSON logs, checkpoints that resume
 exactly, and a final summary.
 
-Files written to ``config.out``: ``checkpoint.pt`` (after every epoch; the last one holds the WNLL
-template bank used for the final evaluation), ``log.jsonl`` (one JSON object per epoch) and
-``summary.json`` (at the end).
+Files written to ``config.out``: ``checkpoint.pt`` (atomically, after every epoch; the last one holds
+the WNLL template bank used for the final evaluation), ``log.jsonl`` (one JSON object per epoch) and
+``summary.json`` (at the end). An earlier run's files are replaced only when asked (``overwrite``).
 """
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ from tqdm.auto import tqdm
 
 from fastwnll.nn.head import collect_templates, set_head_mode, uses_wnll, wnll_heads
 from fastwnll.runtime import (
-    CHECKPOINT_NAME, TrainConfig, amp_dtype, build_model, check_fits, fixed_subset, load_checkpoint, load_split,
+    CHECKPOINT_NAME, TrainConfig, amp_dtype, build_model, check_fits, load_checkpoint, load_split, load_weights,
     resolve_device, rng_state, save_checkpoint, set_rng_state,
 )
+from fastwnll.runtime.files import check_outputs
 
 from .evaluate import head_accuracies
-from .steps import AttackBank, Stage, train_epoch
+from .steps import AttackBank, Stage, bank_rows, train_epoch
 
 LOG_NAME = "log.jsonl"
 SUMMARY_NAME = "summary.json"
@@ -33,7 +34,7 @@ SUMMARY_NAME = "summary.json"
 def fill_bank(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, device) -> int:
     """Fill the WNLL heads' template bank with the features of a fixed random subset of
     ``config.templates`` training examples (``x`` [N, C, H, W], ``y`` [N], CPU); returns its size."""
-    rows = fixed_subset(x.shape[0], config.templates, config.seed)
+    rows = bank_rows(y, config)
     return collect_templates(model, (x[rows], y[rows]), batch_size=config.eval_batch_size, device=device)
 
 
@@ -53,8 +54,27 @@ def _check_stop(stop_after_epochs) -> None:
         raise ValueError(f"stop_after_epochs must be a positive integer, got {stop_after_epochs!r}")
 
 
-def train(config: TrainConfig, *, resume: bool = False, stop_after_epochs: int | None = None,
-          progress: bool = True) -> dict:
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (KeyboardInterrupt) during :func:`train`, raised once the run directory ``out`` is
+    known to be consistent: ``checkpoint`` is the last complete checkpoint (verified), after epoch
+    ``epoch`` of ``epochs``, or None when the run was interrupted before its first epoch ended (then
+    nothing was written and the same call starts it again). ``finished``: the interruption came
+    after the last epoch's checkpoint (only ``summary.json`` may be missing)."""
+
+    def __init__(self, out: Path, checkpoint: Path | None, epoch: int, epochs: int, finished: bool):
+        self.out, self.checkpoint, self.epoch, self.epochs, self.finished = out, checkpoint, epoch, epochs, finished
+        if checkpoint is None:
+            text = f"training interrupted before its first epoch ended; nothing to resume in {out}: start it again"
+        elif finished:
+            text = f"training interrupted after its last epoch; {checkpoint} holds the finished run"
+        else:
+            text = (f"training interrupted after epoch {epoch}/{epochs}; {checkpoint} is complete: continue with "
+                    f"train(config, resume=True)")
+        super().__init__(text)
+
+
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
+          stop_after_epochs: int | None = None, progress: bool = True) -> dict:
     """Train as ``config`` says; returns the run's summary (also written to ``summary.json``).
 
     Args:
@@ -62,7 +82,10 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_epochs: int |
         resume: continue from ``config.out/checkpoint.pt``; the configuration must match the saved one
             except for ``device`` and ``out``. The continuation is exactly the run that was
             interrupted (bitwise on the same CPU): model, optimizer, schedule, scaler and all RNG
-            states are restored. Without ``resume`` an existing checkpoint is an error.
+            states are restored.
+        overwrite: start afresh in a directory that holds an earlier run's checkpoint, log or
+            summary (they are removed first). Without it (and without ``resume``) any of them is a
+            FileExistsError.
         stop_after_epochs: return after this many epochs of this call (resume later).
         progress: show a progress bar (on a terminal) and print one line per epoch.
 
@@ -71,12 +94,19 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_epochs: int |
         ``head="wnll"``), ``test_accuracy_linear`` for WNLL models (the same network read through the
         head's linear layer), ``templates``, ``train_time_s``, file paths; or, when stopped early,
         ``{"stopped_after_epoch": e, "epochs", "checkpoint", "log"}``.
+
+    Raises:
+        TrainingInterrupted: on Ctrl-C (a KeyboardInterrupt); every checkpoint is written atomically
+            at the end of an epoch, so the last one is complete and the run resumes from it.
     """
     cfg = config.resolve()
     _check_stop(stop_after_epochs)
     out = Path(cfg.out)
     checkpoint_path = out / CHECKPOINT_NAME
     payload = None
+    if resume and overwrite:
+        raise ValueError("resume continues the run in out and overwrite replaces it: pass one of them "
+                         "(--resume or --overwrite)")
     if resume:
         payload = load_checkpoint(checkpoint_path)
         if payload["finished"]:
@@ -84,8 +114,25 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_epochs: int |
         changed = cfg.differences(TrainConfig.from_dict(payload["config"]))
         if changed:
             raise ValueError(f"cannot resume {checkpoint_path}: the configuration differs in {changed}")
-    elif checkpoint_path.exists():
-        raise FileExistsError(f"{checkpoint_path} already exists: resume it (--resume) or choose another --out")
+    else:
+        if checkpoint_path.exists() and not overwrite:
+            raise FileExistsError(f"{checkpoint_path} already exists: resume it (--resume), start afresh "
+                                  "(overwrite=True, --overwrite) or choose another --out")
+        for stale in check_outputs([checkpoint_path, out / LOG_NAME, out / SUMMARY_NAME], overwrite,
+                                   "the new run"):
+            stale.unlink()
+    try:
+        return _run(cfg, payload, stop_after_epochs, progress)
+    except KeyboardInterrupt:
+        saved = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
+        raise TrainingInterrupted(out, checkpoint_path if saved else None, saved["epoch"] if saved else 0,
+                                  len(cfg.stage_plan()), bool(saved and saved["finished"])) from None
+
+
+def _run(cfg: TrainConfig, payload: dict | None, stop_after_epochs: int | None, progress: bool) -> dict:
+    """The body of :func:`train` once its files are checked: ``payload`` the checkpoint to resume, or None."""
+    out = Path(cfg.out)
+    checkpoint_path = out / CHECKPOINT_NAME
     device = resolve_device(cfg.device)
     precision = amp_dtype(device, cfg.amp)
     x_train, y_train = load_split(cfg, "train")
@@ -103,12 +150,17 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_epochs: int |
     history: list[dict] = []
     start, stage_state = 0, None
     if payload is not None:
-        model.load_state_dict(payload["model"])
+        load_weights(model, payload["model"], checkpoint_path)
         set_rng_state(payload["rng"], generator)
         start, history, stage_state = payload["epoch"], payload["history"], payload["stage"]
+    if cfg.head == "wnll":  # the banks' sizes are checked now, not after stage 1
+        bank_rows(y_train, cfg)
+        if cfg.adv == "pgd":
+            bank_rows(y_train, cfg, adversarial=True)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / LOG_NAME
-    log_path.write_text("".join(json.dumps(record) + "\n" for record in history))
+    if payload is not None:  # a resumed run's log holds exactly the epochs of its checkpoint
+        log_path.write_text("".join(json.dumps(record) + "\n" for record in history))
 
     stage = bank = None
     ran = 0
