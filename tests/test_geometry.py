@@ -348,7 +348,7 @@ def test_bad_input_is_a_clear_error(runs, tmp_path, capsys):
     for args, message in cases:
         assert main(["geometry", *args, "--out", str(tmp_path / "o"), "--device", "cpu", "--no-progress"]) == 1
         assert message in capsys.readouterr().err, args
-    assert main(["geometry", "--checkpoint", stage1, "--out", str(tmp_path / "o"), "--protocol", "bad"]) == 1
+    assert main(["geometry", "--checkpoint", stage1, "--out", str(tmp_path / "o"), "--protocol", "bad"]) == 2
 
 
 def test_a_template_bank_of_another_width_is_an_error(runs, tmp_path, capsys):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from fastwnll.runtime.ranges import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE
+
 from .report import OUTPUT_NAMES
 
 HEAD_CHOICES = ("auto", "linear", "wnll")
@@ -27,9 +29,9 @@ def _eps(text: str):
     if text.lower() in ("none", "unbounded"):
         return None
     try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'unbounded', got {text!r}") from None
+        return NON_NEGATIVE.parse(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a radius >= 0 or 'unbounded', got {text!r}") from None
 
 
 def register(subparsers) -> None:
@@ -51,25 +53,25 @@ def register(subparsers) -> None:
     p.add_argument("--attack", default="ifgsm", help="fgsm, ifgsm (default), pgd or cw_l2")
     p.add_argument("--eps", type=_eps, default=None,
                    help="L_inf radius (fgsm, ifgsm, pgd); optional L2 radius for cw_l2")
-    p.add_argument("--steps", type=int, default=None, help="iterations (default: the paper's for the dataset)")
-    p.add_argument("--alpha", type=float, default=None, help="IFGSM/PGD step (default: paper's ratio x eps)")
-    p.add_argument("--restarts", type=int, default=1, help="PGD random restarts")
+    p.add_argument("--steps", type=COUNT.parse, default=None, help="iterations (default: the paper's for the dataset)")
+    p.add_argument("--alpha", type=POSITIVE.parse, default=None, help="IFGSM/PGD step (default: paper's ratio x eps)")
+    p.add_argument("--restarts", type=COUNT.parse, default=1, help="PGD random restarts")
     p.add_argument("--protocol", choices=PROTOCOL_CHOICES, default="worst-case",
                    help="WNLL heads: paper (surrogate gradient), adaptive (exact gradient) or worst-case (default: "
                         "per image, the example that fools the model among both)")
-    p.add_argument("--n", type=int, default=None, help="test images (a fixed seeded subset; default 500 or all)")
+    p.add_argument("--n", type=COUNT.parse, default=None, help="test images (a fixed seeded subset; default 500 or all)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace the output files already in --out")
     p.add_argument("--projection", choices=PROJECTIONS, default="pca",
                    help="2-D projection of every panel: pca (default; fitted on the model's clean features) or tsne")
-    p.add_argument("--arrows", type=int, default=40, help="displacement arrows per panel (default 40)")
-    p.add_argument("--columns", type=int, default=None, help="panels per row (default: all, up to 4)")
-    p.add_argument("--templates", type=int, default=None,
+    p.add_argument("--arrows", type=COUNT.parse, default=40, help="displacement arrows per panel (default 40)")
+    p.add_argument("--columns", type=COUNT.parse, default=None, help="panels per row (default: all, up to 4)")
+    p.add_argument("--templates", type=COUNT.parse, default=None,
                    help="training features for the kNN share of a checkpoint without a WNLL template bank "
                         "(default: the training config's bank size)")
-    p.add_argument("--k", type=int, default=None, help="nearest templates (default: the WNLL head's k, 15)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the test subset, the arrows and the attacks")
-    p.add_argument("--batch-size", type=int, default=500,
+    p.add_argument("--k", type=COUNT.parse, default=None, help="nearest templates (default: the WNLL head's k, 15)")
+    p.add_argument("--seed", type=NON_NEGATIVE_INT.parse, default=0, help="seed of the test subset, the arrows and the attacks")
+    p.add_argument("--batch-size", type=COUNT.parse, default=500,
                    help="rows per attack batch; a WNLL head interpolates the rows of a batch together (default 500)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     p.add_argument("--title", default=None, help="title of the picture and the table")
