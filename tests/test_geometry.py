@@ -328,7 +328,7 @@ def test_existing_output_is_not_overwritten(runs, tmp_path, capsys):
     (out / "geometry.md").write_text("keep me")
     argv = ["geometry", "--checkpoint", f"{runs['stage1']}:linear", *FAST, "--out", str(out)]
     assert main(argv) == 1
-    assert "already holds geometry.md; pass --overwrite" in capsys.readouterr().err
+    assert "geometry.md already exists: replace it with overwrite=True (--overwrite)" in capsys.readouterr().err
     assert (out / "geometry.md").read_text() == "keep me"
     assert main(argv + ["--overwrite", "--projection", "tsne", "--arrows", "5", "--columns", "1"]) == 0
     assert "keep me" not in (out / "geometry.md").read_text()

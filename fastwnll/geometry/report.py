@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .upstream import check_outputs
+
 PLOT_NAME, JSON_NAME, MARKDOWN_NAME = "geometry.png", "geometry.json", "geometry.md"
 OUTPUT_NAMES = (PLOT_NAME, JSON_NAME, MARKDOWN_NAME)
 
@@ -32,10 +34,7 @@ def check_output(out: str | Path, overwrite: bool) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file, not a directory")
-    existing = [p.name for p in output_paths(out).values() if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{out} already holds {', '.join(existing)}; pass --overwrite (overwrite=True) to "
-                              "replace them, or choose another output directory")
+    check_outputs(output_paths(out).values(), overwrite, "the geometry report")
 
 
 def _percent(value: float) -> str:

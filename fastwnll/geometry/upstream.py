@@ -6,6 +6,7 @@ from fastwnll.evaluation import (
 )
 from fastwnll.nn.head import WNLLHead
 from fastwnll.runtime import load_split, resolve_device
+from fastwnll.runtime.files import check_outputs
 
-__all__ = ["PROTOCOLS", "Evaluator", "Target", "WNLLHead", "attack_mode", "check_same_data", "eval_data", "load_split",
+__all__ = ["PROTOCOLS", "Evaluator", "Target", "WNLLHead", "attack_mode", "check_outputs", "check_same_data", "eval_data", "load_split",
            "load_target", "resolve", "resolve_device", "uses_wnll"]
