@@ -105,34 +105,54 @@ def _project(q1: torch.Tensor, q2: torch.Tensor, isotropic: bool):
 @torch.no_grad()
 def duality_gap(z: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, x: torch.Tensor,
                 m: Optional[torch.Tensor], rng: torch.Tensor, lam: float, isotropic: bool) -> torch.Tensor:
-    """Objective and duality gap of every plane (see the module docstring).
+    """Objective and duality gap of every plane (see the module docstring), with four plane-sized
+    buffers and in-place ops (it runs every CHECK_EVERY iterations).
 
     Args:
-        z, p1, p2: primal and dual iterates [n, H, W], in shifted coordinates.
+        z, p1, p2: primal and dual iterates [n, H, W], in shifted coordinates (not modified).
         x: shifted data [n, H, W]; m: data weights [n, H, W] or None (weight 1).
         rng: plane ranges [n, 1, 1] (the box [0, R] of the dual).
 
     Returns:
         [n, 2] tensor of ``x``'s dtype: ``P(z)`` and ``G = P(z) - D(proj p) >= 0`` (up to rounding).
     """
-    q1, q2 = _project(p1, p2, isotropic)
-    g = lam * _div(q1, q2)
-    if m is None:
-        t = x + g
+    if isotropic:
+        scale = torch.mul(p1, p1).addcmul_(p2, p2).clamp_min_(1.0).rsqrt_()
+        q1, q2 = p1 * scale, p2 * scale
     else:
-        kept = m > 0
-        t = torch.where(kept, x + g / torch.where(kept, m, 1.0), torch.where(g > 0, rng, 0.0))
-    zd = torch.minimum(torch.clamp_min(t, 0.0), rng)
-    gx, gy = _grad(z)
-    tv = torch.sqrt(gx * gx + gy * gy) if isotropic else gx.abs() + gy.abs()
-    r, rd = z - x, zd - x
-    if m is None:
-        primal = 0.5 * (r * r) + lam * tv
-        dual = 0.5 * (rd * rd) - g * zd
+        scale = torch.empty_like(p1)
+        q1, q2 = p1.clamp(-1.0, 1.0), p2.clamp(-1.0, 1.0)
+    g = torch.add(q1, q2)                                     # g = lam * div q
+    g[..., :, 1:].sub_(q1[..., :, :-1])
+    g[..., 1:, :].sub_(q2[..., :-1, :])
+    g.mul_(lam)
+    # TV(z) into q1, with q2 as the second difference
+    torch.sub(z[..., :, 1:], z[..., :, :-1], out=q1[..., :, :-1])
+    q1[..., :, -1] = 0.0
+    torch.sub(z[..., 1:, :], z[..., :-1, :], out=q2[..., :-1, :])
+    q2[..., -1, :] = 0.0
+    if isotropic:
+        q1.mul_(q1).addcmul_(q2, q2).sqrt_()
     else:
-        primal = 0.5 * m * (r * r) + lam * tv
-        dual = 0.5 * m * (rd * rd) - g * zd
-    return torch.stack([primal.sum((-2, -1)), (primal - dual).sum((-2, -1))], 1)
+        q1.abs_().add_(q2.abs_())
+    primal = torch.sub(z, x)                                  # 1/2 m (z - x)^2 + lam * tv
+    primal.mul_(primal).mul_(0.5)
+    if m is not None:
+        primal.mul_(m)
+    primal.add_(q1, alpha=lam)
+    # the dual's minimiser zd = clip(x + g/m, 0, R), in q2; where m = 0, g/m = +-inf picks the end of
+    # the box that g favours, and 0/0 (any point is a minimiser) is replaced by 0
+    if m is None:
+        torch.add(x, g, out=q2)
+    else:
+        torch.div(g, m, out=q2).add_(x).nan_to_num_(nan=0.0)
+    torch.minimum(q2.clamp_min_(0.0), rng, out=q2)
+    dual = torch.sub(q2, x, out=scale)                        # 1/2 m (zd - x)^2 - g zd
+    dual.mul_(dual).mul_(0.5)
+    if m is not None:
+        dual.mul_(m)
+    dual.addcmul_(g, q2, value=-1.0)
+    return torch.stack([primal.sum((-2, -1)), primal.sub_(dual).sum((-2, -1))], 1)
 
 
 class _Planes:

@@ -35,11 +35,16 @@ import triton.language as tl
 
 from fastwnll.tv_primal_dual import CHECK_EVERY, LO, RANGE, RHO, STEP_COLUMNS, iterate, plane_steps
 
-# Largest padded plane (BLOCK_H * BLOCK_W) that the fused kernel keeps on chip, and the smallest
-# padded side: a tile narrower than MIN_SIDE (1 x 4096, 2 x 2048, ...) puts a whole row of the
-# gathers across warps and spills registers (checked by compiling for sm_80 and sm_90).
+# Largest padded plane (BLOCK_H * BLOCK_W) that the fused kernel keeps on chip, with 8 elements per
+# thread: 2048 (32x64, 8 warps) uses 213 registers per thread (sm_90); 64x64 needs 16 warps, which
+# caps a thread at 128 registers, and spilled 64-128 bytes per thread with the gap checks. And the
+# smallest padded side above one warp's worth of elements: a strip puts the gathers of a row across
+# warps; 1 x 2048 spilled 1.5 kB per thread, 2 x 1024 and 4 x 512 used 255 and 241 of the 255
+# registers, 8 x 256 the 213 of 32x64 (compiled for sm_90 with Triton 3.8; tests/test_tv.py
+# compiles the extreme tiles for sm_80 and sm_90 and checks that nothing spills).
 PLANE_MAX_ELEMENTS = 2048
 MIN_SIDE = 8
+ONE_WARP_ELEMENTS = 256
 # Tile edge of the one-iteration-per-launch path.
 TILE = 32
 PATHS = ("auto", "plane", "tiled")
@@ -270,10 +275,10 @@ def _tv_tile_gap_kernel(x_ptr, w_ptr, steps_ptr, z_ptr, p1_ptr, p2_ptr, out_ptr,
 
 def plane_fits(h: int, w: int) -> bool:
     """Whether an ``h`` x ``w`` plane runs in the fused kernel: its power-of-two padded tile has at most
-    ``PLANE_MAX_ELEMENTS`` elements and both padded sides are at least ``MIN_SIDE`` (or the whole
-    tile is at most one warp's worth of 32 x ``MIN_SIDE`` elements)."""
+    ``PLANE_MAX_ELEMENTS`` elements and both padded sides are at least ``MIN_SIDE``, or the whole
+    tile fits one warp (``ONE_WARP_ELEMENTS``). A pure function of the shape (no GPU needed)."""
     bh, bw = triton.next_power_of_2(h), triton.next_power_of_2(w)
-    return bh * bw <= PLANE_MAX_ELEMENTS and (min(bh, bw) >= MIN_SIDE or bh * bw <= 32 * MIN_SIDE)
+    return bh * bw <= PLANE_MAX_ELEMENTS and (min(bh, bw) >= MIN_SIDE or bh * bw <= ONE_WARP_ELEMENTS)
 
 
 def device_guard(t: torch.Tensor):
@@ -372,5 +377,5 @@ def tv_primal_dual(planes: torch.Tensor, weights: Optional[torch.Tensor], lam: f
         _tv_plane_kernel[(n,)](planes, weights if weights is not None else planes, steps, out, its, pg, h, w, iters,
                                every, lam, 0.0 if tol is None else tol, RHO,
                                HAS_MASK=weights is not None, ISOTROPIC=isotropic, NSTEPS=STEP_COLUMNS,
-                               BLOCK_H=block_h, BLOCK_W=block_w, num_warps=max(1, min(16, block_h * block_w // 256)))
+                               BLOCK_H=block_h, BLOCK_W=block_w, num_warps=max(1, block_h * block_w // ONE_WARP_ELEMENTS))
     return out, its, pg

@@ -343,7 +343,7 @@ def test_fused_kernel_chooser_by_padded_tile():
     fits = kernels.plane_fits
     # CIFAR, MNIST and other small planes run fused
     assert fits(32, 32) and fits(28, 28) and fits(20, 17) and fits(32, 64) and fits(64, 32) and fits(8, 256)
-    assert fits(1, 7) and fits(2, 60)                        # tiny strips: one warp
+    assert fits(1, 7) and fits(2, 60) and fits(1, 256)       # strips of at most one warp's elements
     # too many elements for the registers (64x64 and up), or a degenerate strip whose padded tile
     # has a side below MIN_SIDE (1 x 2048 spilled 1.5 kB per thread when compiled for sm_90)
     assert not fits(64, 64) and not fits(65, 32) and not fits(224, 224)
@@ -407,9 +407,11 @@ def test_kernels_compile_for_gpus_without_spills(arch):
     gap = {"x_ptr": "*fp16", "w_ptr": "*fp32", "steps_ptr": "*fp32", **state, "out_ptr": "*fp32", "H": "i32",
            "W": "i32", "tiles_h": "i32", "tiles_w": "i32", "lam": "fp32"}
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    # the largest fused tile (2048 elements, 8 warps) and a CIFAR/MNIST one, then the tiled kernels
+    # a CIFAR/MNIST tile, the largest fused tile (2048 elements, 8 warps) and the longest one-warp
+    # strip that plane_fits accepts, then the tiled kernels
     for fn, sig, (bh, bw), warps in ((kernels._tv_plane_kernel, plane, (32, 32), 4),
                                      (kernels._tv_plane_kernel, plane, (32, 64), 8),
+                                     (kernels._tv_plane_kernel, plane, (1, 256), 1),
                                      (kernels._tv_tile_step_kernel, step, (kernels.TILE, kernels.TILE), 4),
                                      (kernels._tv_tile_gap_kernel, gap, (kernels.TILE, kernels.TILE), 4)):
         assert fn is not kernels._tv_plane_kernel or kernels.plane_fits(bh, bw)
