@@ -67,6 +67,13 @@ def _relax(p, pt, rho):
 
 
 @triton.jit
+def _load_steps(sp):
+    """One plane's row of ``plane_steps``: ``lo, range, tau, a, b, inv, c`` (columns LO ... C)."""
+    return (tl.load(sp), tl.load(sp + 1), tl.load(sp + 2), tl.load(sp + 3), tl.load(sp + 4), tl.load(sp + 5),
+            tl.load(sp + 6))
+
+
+@triton.jit
 def _gap_terms(x, z, m, g, zr, zd_, rng, lam, HAS_MASK: tl.constexpr, ISOTROPIC: tl.constexpr):
     """Per-pixel primal and (primal - dual) terms of ``duality_gap``: ``g = lam * div proj(p)``,
     ``zr``/``zd_`` = the forward differences of ``z`` along W and H."""
@@ -103,14 +110,7 @@ def _tv_plane_kernel(x_ptr, w_ptr, steps_ptr, out_ptr, iters_ptr, pg_ptr, H, W, 
     x_ptr += plane * H * W
     w_ptr += plane * H * W
     out_ptr += plane * H * W
-    sp = steps_ptr + plane * NSTEPS
-    lo = tl.load(sp)
-    rng = tl.load(sp + 1)
-    tau = tl.load(sp + 2)
-    a = tl.load(sp + 3)
-    b = tl.load(sp + 4)
-    inv = tl.load(sp + 5)
-    c = tl.load(sp + 6)
+    lo, rng, tau, a, b, inv, c = _load_steps(steps_ptr + plane * NSTEPS)
     x = tl.where(inside, tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32) - lo, 0.0)
     if HAS_MASK:
         tm = tau * tl.load(w_ptr + offs, mask=inside, other=0).to(tl.float32)
@@ -193,24 +193,23 @@ def _primal_at(x_ptr, w_ptr, z_ptr, p1_ptr, p2_ptr, base, r, c, H, W, lo, tau, a
 
 
 @triton.jit
-def _tv_tile_step_kernel(x_ptr, w_ptr, steps_ptr, active_ptr, z_ptr, p1_ptr, p2_ptr, z_out, p1_out, p2_out,
-                         H, W, tiles_h, tiles_w, rho,
-                         HAS_MASK: tl.constexpr, ISOTROPIC: tl.constexpr, NSTEPS: tl.constexpr,
-                         BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
-    pid = tl.program_id(0)
+def _tile_coords(pid, H, W, tiles_h, tiles_w, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """Plane, row and column indices of program ``pid``'s tile, and the plane's offset in the batch."""
     per_plane = tiles_h * tiles_w
     plane = pid // per_plane
     tile = pid % per_plane
     r = (tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
     c = (tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
-    base = plane.to(tl.int64) * H * W
-    sp = steps_ptr + plane.to(tl.int64) * NSTEPS
-    lo = tl.load(sp)
-    tau = tl.load(sp + 2)
-    a = tl.load(sp + 3)
-    b = tl.load(sp + 4)
-    inv = tl.load(sp + 5)
-    cx = tl.load(sp + 6)
+    return plane, r, c, plane.to(tl.int64) * H * W
+
+
+@triton.jit
+def _tv_tile_step_kernel(x_ptr, w_ptr, steps_ptr, active_ptr, z_ptr, p1_ptr, p2_ptr, z_out, p1_out, p2_out,
+                         H, W, tiles_h, tiles_w, rho,
+                         HAS_MASK: tl.constexpr, ISOTROPIC: tl.constexpr, NSTEPS: tl.constexpr,
+                         BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    plane, r, c, base = _tile_coords(tl.program_id(0), H, W, tiles_h, tiles_w, BLOCK_H, BLOCK_W)
+    lo, _, tau, a, b, inv, cx = _load_steps(steps_ptr + plane.to(tl.int64) * NSTEPS)
     active = tl.load(active_ptr + plane) != 0
     zt, z, p1, p2 = _primal_at(x_ptr, w_ptr, z_ptr, p1_ptr, p2_ptr, base, r, c, H, W,
                                lo, tau, a, inv, cx, HAS_MASK)
@@ -242,16 +241,8 @@ def _projected_at(p1_ptr, p2_ptr, off, ok, ISOTROPIC: tl.constexpr):
 def _tv_tile_gap_kernel(x_ptr, w_ptr, steps_ptr, z_ptr, p1_ptr, p2_ptr, out_ptr, H, W, tiles_h, tiles_w, lam,
                         HAS_MASK: tl.constexpr, ISOTROPIC: tl.constexpr, NSTEPS: tl.constexpr,
                         BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
-    pid = tl.program_id(0)
-    per_plane = tiles_h * tiles_w
-    plane = pid // per_plane
-    tile = pid % per_plane
-    r = (tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
-    c = (tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
-    base = plane.to(tl.int64) * H * W
-    sp = steps_ptr + plane.to(tl.int64) * NSTEPS
-    lo = tl.load(sp)
-    rng = tl.load(sp + 1)
+    plane, r, c, base = _tile_coords(tl.program_id(0), H, W, tiles_h, tiles_w, BLOCK_H, BLOCK_W)
+    lo, rng, _, _, _, _, _ = _load_steps(steps_ptr + plane.to(tl.int64) * NSTEPS)
     inside = (r < H) & (c < W)
     off = base + r * W + c
     x = tl.load(x_ptr + off, mask=inside, other=0.0).to(tl.float32) - lo
@@ -269,8 +260,9 @@ def _tv_tile_gap_kernel(x_ptr, w_ptr, steps_ptr, z_ptr, p1_ptr, p2_ptr, out_ptr,
     zr = tl.where(c < W - 1, z_r - z, 0.0)
     zd_ = tl.where(r < H - 1, z_d - z, 0.0)
     primal, gap = _gap_terms(x, z, m, g, zr, zd_, rng, lam, HAS_MASK, ISOTROPIC)
-    tl.store(out_ptr + 2 * pid, tl.sum(tl.sum(tl.where(inside, primal, 0.0), 1), 0))
-    tl.store(out_ptr + 2 * pid + 1, tl.sum(tl.sum(tl.where(inside, gap, 0.0), 1), 0))
+    out_ptr += 2 * tl.program_id(0)
+    tl.store(out_ptr, tl.sum(tl.sum(tl.where(inside, primal, 0.0), 1), 0))
+    tl.store(out_ptr + 1, tl.sum(tl.sum(tl.where(inside, gap, 0.0), 1), 0))
 
 
 def plane_fits(h: int, w: int) -> bool:

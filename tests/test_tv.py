@@ -510,6 +510,25 @@ def test_tvm_module_matches_function_and_reprs(mnist):
     assert torch.equal(TVM(drop_rate=0.0, lam=0.05, iters=20, seed=1)(x), fastwnll.tv_denoise(x, 0.05, iters=20))
 
 
+def test_evaluation_defence_is_the_tvm_module(mnist):
+    from fastwnll.evaluation import TVMDefense, make_tvm
+
+    x = mnist[:4].float()
+    defence = TVMDefense(drop_rate=0.4, lam=0.05, iters=20, seed=3)
+    assert isinstance(defence, TVM)                  # one implementation: the defence is nn.TVM ...
+    expected = fastwnll.tvm(x, drop_rate=0.4, lam=0.05, iters=20, generator=torch.Generator().manual_seed(3))
+    first = defence(x.requires_grad_())
+    assert torch.equal(first, expected.clamp(0, 1)) and not first.requires_grad   # ... clamped, no gradient
+    assert not torch.equal(defence(x), first)        # the seeded mask sequence advances, as before
+    assert torch.equal(TVMDefense(drop_rate=0.4, lam=0.05, iters=20, seed=3)(x), first)
+    made = make_tvm({"iters": 20, "tol": None}, seed=3)
+    assert (made.iters, made.tol, made.seed, made.drop_rate) == (20, None, 3, 0.5)
+    with pytest.raises(ValueError, match="unknown TVM settings"):
+        make_tvm({"steps": 3})
+    with pytest.raises(ValueError, match="TVM drop_rate"):
+        TVMDefense(drop_rate=1.0)
+
+
 def test_tvm_module_in_a_model_passes_gradients():
     torch.manual_seed(0)
     model = nn.Sequential(TVM(iters=15, seed=0), nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
