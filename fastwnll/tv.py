@@ -34,9 +34,11 @@ check where ``G <= tol * P(z)``. ``G`` is a certified bound: ``(P(z) - min P) / 
 (the relative objective error of the result is at most the reported gap). With ``tol=None`` exactly
 ``iters`` iterations run. Either way the gap after the last iteration is evaluated, returned with
 ``return_info=True`` (:class:`TVInfo`), and a :class:`TVConvergenceWarning` is issued when some plane
-ends its budget with a relative gap above ``max(10 * tol, WARN_GAP)`` (``WARN_GAP`` = 1e-2). The
-gap costs about one iteration per evaluation (measured: benchmarks/README.md); in float32 it is
-accurate to about 1e-6 relative, so tolerances below about 1e-5 are not reached reliably.
+ends its budget with a relative gap above ``max(10 * tol, WARN_GAP)`` (``WARN_GAP`` = 1e-2; this
+check reads one flag on the host at the end of each call). A gap evaluation costs about one to two
+iterations on the CPU torch path (benchmarks/README.md); in the fused kernel it is four gathers and
+two plane reductions every 10 iterations (not yet timed on a GPU). In float32 the gap is accurate
+to about 1e-6 relative, so tolerances below about 1e-5 are not reached reliably.
 
 Iterations to the default tolerance (float32; benchmarks/README.md): on real MNIST digits with
 ``lam`` = 0.03 / 0.1 / 0.3 / 1 (images in [0, 1]) the planes stop after 40 / 50 / 60-90 / 200-280

@@ -109,25 +109,29 @@ def _project(q1: torch.Tensor, q2: torch.Tensor, isotropic: bool):
 
 @torch.no_grad()
 def duality_gap(z: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, x: torch.Tensor,
-                m: Optional[torch.Tensor], rng: torch.Tensor, lam: float, isotropic: bool) -> torch.Tensor:
-    """Objective and duality gap of every plane (see the module docstring), with four plane-sized
+                m: Optional[torch.Tensor], rng: torch.Tensor, lam: float, isotropic: bool,
+                work: Optional[list] = None) -> torch.Tensor:
+    """Objective and duality gap of every plane (see the module docstring), with five plane-sized
     buffers and in-place ops (it runs every CHECK_EVERY iterations).
 
     Args:
         z, p1, p2: primal and dual iterates [n, H, W], in shifted coordinates (not modified).
         x: shifted data [n, H, W]; m: data weights [n, H, W] or None (weight 1).
         rng: plane ranges [n, 1, 1] (the box [0, R] of the dual).
+        work: five tensors like ``z`` to use as the buffers, or None to allocate them.
 
     Returns:
         [n, 2] tensor of ``x``'s dtype: ``P(z)`` and ``G = P(z) - D(proj p) >= 0`` (up to rounding).
     """
+    scale, q1, q2, g, primal = work if work is not None else [torch.empty_like(z) for _ in range(5)]
     if isotropic:
-        scale = torch.mul(p1, p1).addcmul_(p2, p2).clamp_min_(1.0).rsqrt_()
-        q1, q2 = p1 * scale, p2 * scale
+        torch.mul(p1, p1, out=scale).addcmul_(p2, p2).clamp_min_(1.0).rsqrt_()
+        torch.mul(p1, scale, out=q1)
+        torch.mul(p2, scale, out=q2)
     else:
-        scale = torch.empty_like(p1)
-        q1, q2 = p1.clamp(-1.0, 1.0), p2.clamp(-1.0, 1.0)
-    g = torch.add(q1, q2)                                     # g = lam * div q
+        torch.clamp(p1, -1.0, 1.0, out=q1)
+        torch.clamp(p2, -1.0, 1.0, out=q2)
+    torch.add(q1, q2, out=g)                                  # g = lam * div q
     g[..., :, 1:].sub_(q1[..., :, :-1])
     g[..., 1:, :].sub_(q2[..., :-1, :])
     g.mul_(lam)
@@ -140,7 +144,7 @@ def duality_gap(z: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, x: torch.Te
         q1.mul_(q1).addcmul_(q2, q2).sqrt_()
     else:
         q1.abs_().add_(q2.abs_())
-    primal = torch.sub(z, x)                                  # 1/2 m (z - x)^2 + lam * tv
+    torch.sub(z, x, out=primal)                               # 1/2 m (z - x)^2 + lam * tv
     primal.mul_(primal).mul_(0.5)
     if m is not None:
         primal.mul_(m)
@@ -215,13 +219,27 @@ class InplacePlanes(_Planes):
     """The same iteration with preallocated buffers and in-place ops (about 20 elementwise passes
     per iteration, no allocation); not differentiable."""
 
+    buffers = None
+
+    def keep(self, rows: torch.Tensor) -> None:
+        super().keep(rows)
+        self.buffers = None
+
+    def gap(self) -> torch.Tensor:
+        if self.buffers is None:
+            self.run(0)
+        return duality_gap(self.z, self.p1, self.p2, self.x, self.m, _col(self.steps, RANGE), self.lam,
+                           self.isotropic, self.buffers[2:])
+
     @torch.no_grad()
     def run(self, iters: int) -> None:
         a, b = _col(self.steps, A), _col(self.steps, B)
         z, p1, p2, inv, data = self.z, self.p1, self.p2, self.inv, self.data
-        # q1 (q2) is never written in its last column (row): the duals stay 0 there, as _div assumes.
-        q1, q2 = torch.zeros_like(z), torch.zeros_like(z)
-        dv, d, zb, scale = (torch.empty_like(z) for _ in range(4))
+        if self.buffers is None:   # kept from call to call: fresh large buffers cost page faults
+            # q1 (q2) is never written in its last column (row): the duals stay 0 there, as _div assumes.
+            # the last five are also the gap's buffers (the iteration needs none of them between steps)
+            self.buffers = [torch.zeros_like(z), torch.zeros_like(z)] + [torch.empty_like(z) for _ in range(5)]
+        q1, q2, dv, d, zb, scale, _ = self.buffers
         p1_in, p2_in = p1[..., :, :-1], p2[..., :-1, :]
         q1_in, q2_in = q1[..., :, :-1], q2[..., :-1, :]
         for _ in range(iters):
