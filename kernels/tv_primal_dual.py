@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastwnll.tv_primal_dual import CHECK_EVERY, LO, RANGE, RHO, STEP_COLUMNS, iterate, plane_steps
+from fastwnll.tv_primal_dual import CHECK_EVERY, LO, RHO, STEP_COLUMNS, iterate, plane_steps
 
 # Largest padded plane (BLOCK_H * BLOCK_W) that the fused kernel keeps on chip, with 8 elements per
 # thread: 2048 (32x64, 8 warps) uses 213 registers per thread (sm_90); 64x64 needs 16 warps, which
@@ -369,5 +369,6 @@ def tv_primal_dual(planes: torch.Tensor, weights: Optional[torch.Tensor], lam: f
         _tv_plane_kernel[(n,)](planes, weights if weights is not None else planes, steps, out, its, pg, h, w, iters,
                                every, lam, 0.0 if tol is None else tol, RHO,
                                HAS_MASK=weights is not None, ISOTROPIC=isotropic, NSTEPS=STEP_COLUMNS,
-                               BLOCK_H=block_h, BLOCK_W=block_w, num_warps=max(1, block_h * block_w // ONE_WARP_ELEMENTS))
+                               BLOCK_H=block_h, BLOCK_W=block_w,
+                               num_warps=max(1, block_h * block_w // ONE_WARP_ELEMENTS))
     return out, its, pg

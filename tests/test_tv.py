@@ -32,7 +32,8 @@ two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two C
 
 
 # short iteration counts end far from convergence on purpose here (tests/test_tv_convergence.py tests the warning)
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore::fastwnll.tv.TVConvergenceWarning")]
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore::fastwnll.tv.TVConvergenceWarning")]
 
 
 @pytest.fixture(scope="module")
