@@ -2,7 +2,7 @@
 
 Usage: ``TRITON_INTERPRET=1 python tests/tv_triton_interpret.py OUT.pt``. The interpreter must be
 switched on before the kernels are decorated, i.e. before ``fastwnll.kernels`` is imported, so this
-runs in its own process. For every case in ``CASES`` it saves the inputs and the kernel output;
+runs in its own process. For every case in ``CASES`` it saves the kernel output, the iterations run and the gaps;
 the test recomputes the torch path on the same inputs and compares.
 """
 import os
@@ -10,20 +10,28 @@ import sys
 
 import torch
 
-# name: (shape, dtype, mask kind, isotropic, entry point, path, lam, iters)
+# name: (shape, dtype, mask kind, isotropic, entry point, path, lam, iters, tol)
 CASES = {
     # fused kernel, public API (auto picks "plane" for planes that fit)
-    "plane_denoise_iso": ((2, 3, 28, 28), torch.float32, None, True, "tv_denoise", "auto", 0.05, 12),
-    "plane_tvm_bool_iso": ((2, 3, 28, 28), torch.float32, "bool", True, "tvm", "auto", 0.03, 12),
-    "plane_tvm_float_aniso_3d": ((3, 20, 17), torch.float32, "float", False, "tvm", "auto", 0.1, 12),
-    "plane_64_half": ((1, 1, 64, 64), torch.float16, "bool", True, "tvm", "auto", 0.03, 8),
-    "plane_bf16_aniso": ((2, 1, 16, 16), torch.bfloat16, None, False, "tv_denoise", "auto", 0.05, 10),
-    # tiled kernel: 40x70 pads to 64x128 > 4096 elements, so auto picks it (2x3 tiles of 32x32)
-    "tiled_tvm_auto": ((1, 2, 40, 70), torch.float32, "bool", True, "tvm", "auto", 0.03, 10),
+    "plane_denoise_iso": ((2, 3, 28, 28), torch.float32, None, True, "tv_denoise", "auto", 0.05, 12, None),
+    "plane_tvm_bool_iso": ((2, 3, 28, 28), torch.float32, "bool", True, "tvm", "auto", 0.03, 12, None),
+    "plane_tvm_float_aniso_3d": ((3, 20, 17), torch.float32, "float", False, "tvm", "auto", 0.1, 12, None),
+    "plane_64x32_half": ((1, 1, 32, 64), torch.float16, "bool", True, "tvm", "auto", 0.03, 8, None),
+    "plane_bf16_aniso": ((2, 1, 16, 16), torch.bfloat16, None, False, "tv_denoise", "auto", 0.05, 10, None),
+    # stopping: the planes of a batch stop at different checks (a flat plane at the first)
+    "plane_tol_denoise": ((4, 1, 12, 12), torch.float32, None, True, "tv_denoise", "auto", 0.3, 60, 2e-3),
+    "plane_tol_tvm_aniso": ((3, 1, 12, 10), torch.float32, "bool", False, "tvm", "auto", 0.1, 60, 5e-3),
+    # [0, 255] images with a proportional lam: the same iterations as in [0, 1]
+    "plane_tol_255": ((2, 1, 12, 12), torch.float32, "x255", True, "tv_denoise", "auto", 0.3 * 255, 60, 2e-3),
+    # tiled kernel: 40x70 pads to 64x128 > PLANE_MAX_ELEMENTS, so auto picks it (2x3 tiles of 32x32)
+    "tiled_tvm_auto": ((1, 2, 40, 70), torch.float32, "bool", True, "tvm", "auto", 0.03, 10, None),
+    "tiled_tol_denoise": ((3, 1, 33, 40), torch.float32, None, True, "tv_denoise", "tiled", 0.3, 30, 1e-2),
+    # a degenerate plane (3 x 300 pads to 4 x 512, which spills in the fused kernel) goes to the tiled one
+    "tiled_auto_strip": ((1, 1, 3, 300), torch.float32, None, True, "tv_denoise", "auto", 0.05, 10, None),
     # kernels called directly with a forced path
-    "tiled_forced_denoise_aniso": ((2, 33, 45), torch.float32, None, False, "kernel", "tiled", 0.05, 10),
-    "tiled_forced_half_mask": ((2, 28, 28), torch.float16, "float", True, "kernel", "tiled", 0.03, 10),
-    "plane_forced_mask": ((2, 28, 28), torch.float32, "bool", True, "kernel", "plane", 0.03, 10),
+    "tiled_forced_denoise_aniso": ((2, 33, 45), torch.float32, None, False, "kernel", "tiled", 0.05, 10, None),
+    "tiled_forced_half_mask": ((2, 28, 28), torch.float16, "float", True, "kernel", "tiled", 0.03, 10, None),
+    "plane_forced_mask": ((2, 28, 28), torch.float32, "bool", True, "kernel", "plane", 0.03, 10, None),
 }
 
 
@@ -31,7 +39,12 @@ def make_inputs(name: str):
     """Deterministic inputs (x in [0, 1], mask or None) of a case."""
     shape, dtype, mask_kind, *_ = CASES[name]
     g = torch.Generator().manual_seed(sum(map(ord, name)))
-    x = torch.rand(shape, generator=g).to(dtype)
+    x = torch.rand(shape, generator=g)
+    if "tol" in name:
+        x[0] = 0.5                                # a constant plane converges at the first check
+    if mask_kind == "x255":
+        x = 255 * x
+    x = x.to(dtype)
     if mask_kind == "bool":
         mask = torch.rand(shape, generator=g) >= 0.5
     elif mask_kind == "float":
@@ -41,19 +54,30 @@ def make_inputs(name: str):
     return x, mask
 
 
-def run_case(name: str) -> torch.Tensor:
+def run_case(name: str):
+    """``(z, iterations, P and G)`` of a case (see ``fastwnll.kernels.tv_primal_dual.tv_primal_dual``)."""
+    import warnings
+
     import fastwnll
     from fastwnll.kernels.tv_primal_dual import tv_primal_dual
-    from fastwnll.tv import step_constants
+    from fastwnll.tv import TVConvergenceWarning
 
-    _, _, _, isotropic, entry, path, lam, iters = CASES[name]
+    _, _, _, isotropic, entry, path, lam, iters, tol = CASES[name]
     x, mask = make_inputs(name)
-    if entry == "tv_denoise":
-        return fastwnll.tv_denoise(x, lam, iters=iters, isotropic=isotropic, backend="triton")
-    if entry == "tvm":
-        return fastwnll.tvm(x, lam=lam, iters=iters, isotropic=isotropic, mask=mask, backend="triton")
-    consts = step_constants(lam, mask is not None)
-    return tv_primal_dual(x, mask, consts, iters, isotropic, path=path)
+    if entry == "kernel" or path != "auto":
+        z, its, pg = tv_primal_dual(x.reshape(-1, *x.shape[-2:]),
+                                    None if mask is None else mask.reshape(-1, *x.shape[-2:]), lam, iters, tol,
+                                    isotropic, path=path)
+        return z.reshape(x.shape), its, pg
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TVConvergenceWarning)
+        if entry == "tv_denoise":
+            z, info = fastwnll.tv_denoise(x, lam, iters=iters, tol=tol, isotropic=isotropic, backend="triton",
+                                          return_info=True)
+        else:
+            z, info = fastwnll.tvm(x, lam=lam, iters=iters, tol=tol, isotropic=isotropic, mask=mask, backend="triton",
+                                   return_info=True)
+    return z, info.iters.flatten(), info.gap.flatten()
 
 
 def main(out: str) -> None:

@@ -9,63 +9,46 @@ the masks the defender draws.
 """
 from __future__ import annotations
 
-import math
 import numbers
 
 import torch
 from torch import nn
 
 from fastwnll.attacks import BPDA, EOT
+from fastwnll.nn.tvm import TVM
+from fastwnll.tv import DEFAULT_ITERS, DEFAULT_TOL
 
 DEFENSES = ("none", "tvm")
-# Guo et al.'s TVM defaults (DESIGN section 3): drop rate 0.5, TV weight 0.03; 100 iterations.
-TVM_DEFAULTS = {"drop_rate": 0.5, "lam": 0.03, "iters": 100}
+# Guo et al.'s TVM settings (docs/design.md, section 3): drop rate 0.5, TV weight 0.03; the library's
+# iteration budget and stopping tolerance.
+TVM_DEFAULTS = {"drop_rate": 0.5, "lam": 0.03, "iters": DEFAULT_ITERS, "tol": DEFAULT_TOL}
 
 
-class TVMDefense(nn.Module):
-    """Random masked TV minimization of a batch, used as a preprocessing step.
+class TVMDefense(TVM):
+    """Random masked TV minimization of a batch, used as a preprocessing step: :class:`fastwnll.nn.TVM`
+    with a seeded generator, no gradient and the output clamped to [0, 1].
 
     ``forward(x)``: ``x`` [B, C, H, W] float in [0, 1] (CPU or CUDA) -> ``fastwnll.tvm(x)`` with a fresh
     keep-mask per call (each entry kept with probability ``1 - drop_rate``), clamped to [0, 1]; same
     shape, dtype and device, no gradient (wrap it in ``BPDA`` to attack through it). The masks come
-    from a private generator seeded with ``seed`` (per device type), so a run is reproducible and two
+    from the module's generator seeded with ``seed`` (one per device), so a run is reproducible and two
     instances with different seeds draw independent masks.
     """
 
     def __init__(self, drop_rate: float = TVM_DEFAULTS["drop_rate"], lam: float = TVM_DEFAULTS["lam"],
-                 iters: int = TVM_DEFAULTS["iters"], seed: int = 0):
-        super().__init__()
-        if isinstance(drop_rate, bool) or not isinstance(drop_rate, numbers.Real) or not 0 <= drop_rate < 1:
-            raise ValueError(f"TVM drop_rate must be a number in [0, 1), got {drop_rate!r}")
-        if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not (math.isfinite(lam) and lam > 0):
-            raise ValueError(f"TVM lam must be a finite number > 0, got {lam!r}")
-        if isinstance(iters, bool) or not isinstance(iters, numbers.Integral) or iters < 1:
-            raise ValueError(f"TVM iters must be an integer >= 1, got {iters!r}")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"TVM seed must be an integer >= 0, got {seed!r}")
-        self.drop_rate, self.lam, self.iters, self.seed = float(drop_rate), float(lam), int(iters), int(seed)
-        self._generators: dict[str, torch.Generator] = {}
-
-    def extra_repr(self) -> str:
-        return f"drop_rate={self.drop_rate}, lam={self.lam}, iters={self.iters}, seed={self.seed}"
-
-    def _generator(self, device: torch.device) -> torch.Generator:
-        if device.type not in self._generators:
-            self._generators[device.type] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[device.type]
+                 iters: int = TVM_DEFAULTS["iters"], seed: int = 0, tol: float | None = TVM_DEFAULTS["tol"]):
+        if seed is None:
+            raise ValueError("TVM seed must be an integer >= 0, got None")
+        super().__init__(drop_rate, lam, iters, tol=tol, seed=seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from fastwnll.tv import tvm
-
         with torch.no_grad():
-            x = x.detach()
-            generator = self._generator(x.device) if self.drop_rate > 0 else None
-            return tvm(x, drop_rate=self.drop_rate, lam=self.lam, iters=self.iters,
-                       generator=generator).clamp(0, 1)
+            return super().forward(x.detach()).clamp(0, 1)
 
 
 def make_tvm(settings: dict | None = None, *, seed: int = 0) -> TVMDefense:
-    """A :class:`TVMDefense` from a dict with any of ``drop_rate``, ``lam``, ``iters`` (others are an error)."""
+    """A :class:`TVMDefense` from a dict with any of ``drop_rate``, ``lam``, ``iters``, ``tol`` (others are
+    an error)."""
     settings = dict(settings or {})
     unknown = sorted(set(settings) - set(TVM_DEFAULTS))
     if unknown:

@@ -14,13 +14,14 @@ other's masks); its mask sequence is then reproducible, and :meth:`TVM.reset` re
 """
 from __future__ import annotations
 
+import numbers
 import os
 from typing import Optional
 
 import torch
 from torch import nn
 
-from fastwnll.tv import (DEFAULT_ITERS, _check_drop_rate, _check_lam, _check_options, tvm)
+from fastwnll.tv import DEFAULT_ITERS, DEFAULT_TOL, check_drop_rate, check_lam, check_options, tvm
 
 
 class TVM(nn.Module):
@@ -29,7 +30,9 @@ class TVM(nn.Module):
     Args:
         drop_rate: probability of dropping each pixel of each channel, in [0, 1).
         lam: TV weight, > 0 (Guo et al.'s 0.03 for images in [0, 1]).
-        iters: primal-dual iterations, >= 1.
+        iters: iteration budget, >= 1.
+        tol: relative duality gap at which a plane stops, or None for exactly ``iters`` iterations
+            (see :func:`fastwnll.tvm`).
         isotropic: isotropic (True) or anisotropic (False) TV.
         backward: ``"bpda"`` (default; identity gradient) or ``"unrolled"``.
         backend: ``"auto"`` (default), ``"torch"`` or ``"triton"``.
@@ -41,24 +44,24 @@ class TVM(nn.Module):
     """
 
     def __init__(self, drop_rate: float = 0.5, lam: float = 0.03, iters: int = DEFAULT_ITERS, *,
-                 isotropic: bool = True, backward: str = "bpda", backend: str = "auto",
-                 seed: Optional[int] = None):
+                 tol: Optional[float] = DEFAULT_TOL, isotropic: bool = True, backward: str = "bpda",
+                 backend: str = "auto", seed: Optional[int] = None):
         super().__init__()
-        self.drop_rate = _check_drop_rate(drop_rate)
-        self.lam = _check_lam(lam)
-        _check_options(iters, isotropic, backward, backend)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
+        self.drop_rate = check_drop_rate(drop_rate, "TVM drop_rate")
+        self.lam = check_lam(lam, "TVM lam")
+        self.tol = check_options(iters, tol, isotropic, backward, backend, prefix="TVM ")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+            raise ValueError(f"TVM seed must be None or an int >= 0, got {seed!r}")
+        self.seed = None if seed is None else int(seed)
         self.iters = int(iters)
         self.isotropic = isotropic
         self.backward = backward
         self.backend = backend
-        self.seed = seed
         self._generators: dict = {}
         self._pid = os.getpid()
 
     def extra_repr(self) -> str:
-        return (f"drop_rate={self.drop_rate:g}, lam={self.lam:g}, iters={self.iters}, "
+        return (f"drop_rate={self.drop_rate:g}, lam={self.lam:g}, iters={self.iters}, tol={self.tol}, "
                 f"isotropic={self.isotropic}, backward={self.backward!r}, seed={self.seed}")
 
     def reset(self) -> None:
@@ -79,5 +82,5 @@ class TVM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         generator = self._generator(x.device) if isinstance(x, torch.Tensor) else None
-        return tvm(x, drop_rate=self.drop_rate, lam=self.lam, iters=self.iters, isotropic=self.isotropic,
-                   generator=generator, backward=self.backward, backend=self.backend)
+        return tvm(x, drop_rate=self.drop_rate, lam=self.lam, iters=self.iters, tol=self.tol,
+                   isotropic=self.isotropic, generator=generator, backward=self.backward, backend=self.backend)
