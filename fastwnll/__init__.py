@@ -23,12 +23,14 @@ _EXPORTS = {
     "tv_denoise": "fastwnll.tv",
     "tvm": "fastwnll.tv",
     "keep_mask": "fastwnll.tv",
+    "TVInfo": "fastwnll.tv",
+    "TVConvergenceWarning": "fastwnll.tv",
     "WNLLHead": "fastwnll.nn",
     "info": "fastwnll.backends",
 }
 
 # Subpackages reachable as attributes of ``fastwnll`` without importing them first.
-SUBPACKAGES = ("attacks", "data", "evaluation", "models", "nn", "runtime", "train")
+SUBPACKAGES = ("attacks", "data", "evaluation", "geometry", "models", "nn", "runtime", "train")
 
 __all__ = sorted(_EXPORTS) + list(SUBPACKAGES) + ["__version__"]
 

@@ -73,3 +73,12 @@ def test_train_and_evaluation_are_siblings(path):
     other = next(s for s in SIBLINGS if s != here)
     crossing = [f"line {line}: {name}" for line, name in imports(path) if part_of(name) == other]
     assert not crossing, f"{module_name(path)} imports its sibling {other}: {crossing}"
+
+
+def test_every_subpackage_is_reachable_from_the_top_level():
+    """``import fastwnll; fastwnll.<pkg>`` works for every subpackage (kernels is Triton-only)."""
+    import fastwnll
+
+    root = Path(fastwnll.__file__).parent
+    found = {p.parent.name for p in root.glob("*/__init__.py")}
+    assert set(fastwnll.SUBPACKAGES) == found
