@@ -1,5 +1,11 @@
-"""Shared fixtures: single-threaded torch for a module, and the real MNIST test split in
-../shared/data/mnist reduced by PCA."""
+"""Shared fixtures: the device/dtype matrix, single-threaded torch for a module, and the real MNIST
+test split in ../shared/data/mnist reduced by PCA.
+
+Device/dtype matrix: tests take the ``device`` fixture (``"cpu"``, then ``"cuda"``) and/or the
+``dtype`` fixture (float32, float64), or parametrize with the ``DEVICES`` / ``DTYPES`` lists. Every
+test marked ``cuda`` (the CUDA entries of the matrix are) is skipped when no CUDA device is present,
+so files need no skip marker of their own.
+"""
 import os
 from pathlib import Path
 
@@ -9,7 +15,27 @@ import torch
 
 from fastwnll.data.idx import read_idx
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+DTYPES = [pytest.param(torch.float32, id="float32"), pytest.param(torch.float64, id="float64")]
+
 MNIST_DIR = Path(os.environ.get("FASTWNLL_MNIST10K_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("cuda") is not None and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """The device of the test: "cpu", or "cuda" (skipped without a GPU)."""
+    return request.param
+
+
+@pytest.fixture(params=DTYPES)
+def dtype(request) -> torch.dtype:
+    """The floating dtype of the test: float32 or float64."""
+    return request.param
 
 
 @pytest.fixture(scope="module")
