@@ -28,11 +28,14 @@ int64_t parallel_threads() {
   return static_cast<int64_t>(seen.size());
 }
 
+namespace {
 // Context manager that keeps TF32 out of cuBLAS matrix products on the calling thread while it is
-// entered (at::NoTF32Guard), without touching torch's global TF32 settings.
+// entered (at::NoTF32Guard), without touching torch's global TF32 settings. (Internal linkage: it
+// shares pybind11's hidden visibility.)
 struct NoTF32 {
   std::optional<at::NoTF32Guard> guard;
 };
+}  // namespace
 }  // namespace fastwnll
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -656,9 +656,10 @@ def test_cuda_matches_cpu_forward_and_backward(n, dtype, C):
     u_cpu, g_cpu, info_cpu = _solve_with_grad(idx, w, y, G, "cpu", tol=tol)
     u_gpu, g_gpu, info_gpu = _solve_with_grad(idx, w, y, G, "cuda", tol=tol)
     # Convergence is tested every 8 iterations on CUDA (every one on the CPU); rounding may move the
-    # iteration where the residual crosses tol by one.
+    # iteration where the residual crosses tol by one, and a restart from the recomputed residual
+    # (when one side needs it) costs 8 more iterations on CUDA.
     assert info_gpu.iterations % 8 == 0
-    assert info_cpu.iterations - 1 <= info_gpu.iterations <= info_cpu.iterations + 8
+    assert info_cpu.iterations - 1 <= info_gpu.iterations <= info_cpu.iterations + 16
     atol = 1e-8 if dtype == F64 else 2e-4
     torch.testing.assert_close(u_gpu.cpu(), u_cpu, atol=atol, rtol=atol)
     torch.testing.assert_close(g_gpu.cpu(), g_cpu, atol=atol, rtol=10 * atol)
