@@ -2,10 +2,11 @@
 the gradient from the edge weights back to the features (through the distances and the scales sigma_i).
 
 The weights depend on distances only through the ratios ``d_ij / sigma_i``, so they are invariant to a
-global scale of the features. They are computed that way: each row of distances is first divided by a
-power of two near its largest value (exact in floating point), so features of any magnitude that the
-dtype represents (1e-30 or 1e30 in float32) give the weights of unit-scale features, without underflow
-or overflow of squared distances.
+global scale of the features. They are computed that way: the features are divided by a power of two
+near their largest magnitude (:func:`unit_scale`), and each row of distances by a power of two near its
+largest value (exact in floating point), so features of any magnitude that the dtype represents (1e-30
+or 1e30 in float32) give the weights of unit-scale features, without underflow or overflow of squared
+distances.
 """
 from __future__ import annotations
 
@@ -94,11 +95,16 @@ def check_options(k: int, k_sigma, kernel: str) -> int:
 def weights_of_points(x: torch.Tensor, idx: torch.Tensor, k_sigma: int, kernel: str) -> torch.Tensor:
     """:func:`gaussian_weights` without the argument checks (``idx`` trusted, ``k_sigma`` resolved)."""
     with no_autocast(x.device):
-        xw = x.to(working_dtype(x.dtype))
-        diff = xw.unsqueeze(1) - xw[idx]  # [n, k, d]
-        # Scaled per row before the norm, so that its squares neither underflow nor overflow.
-        scale = _power_of_two_below(diff.detach().abs().amax(dim=(1, 2))).reshape(-1, 1, 1)
-        return _weights(torch.linalg.vector_norm(diff / scale, dim=-1), k_sigma, kernel).to(x.dtype)
+        xs = unit_scale(x.to(working_dtype(x.dtype)))
+        return _weights(torch.linalg.vector_norm(xs.unsqueeze(1) - xs[idx], dim=-1), k_sigma, kernel).to(x.dtype)
+
+
+def unit_scale(x: torch.Tensor) -> torch.Tensor:
+    """``x`` divided by the power of two ``2^e <= max|x| < 2^(e+1)``: exact, no host synchronisation,
+    differentiable (the scale is a constant). The squared distances of unit-scale features neither
+    overflow nor underflow: a difference would have to be below ``1e-19 * max|x|`` (float32) to
+    vanish, far below the features' own resolution."""
+    return x / _power_of_two_below(x.detach().abs().amax())
 
 
 def _power_of_two_below(v: torch.Tensor) -> torch.Tensor:

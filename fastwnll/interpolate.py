@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from fastwnll.graph import check_options as check_graph_options
-from fastwnll.graph import weights_from_distances, weights_of_points
+from fastwnll.graph import unit_scale, weights_from_distances, weights_of_points
 from fastwnll.knn import BACKENDS, knn_graph
 from fastwnll.precision import full_precision, working_dtype
 from fastwnll.solver import check_mu_range, check_options, check_reachable, host_copies, solve
@@ -44,14 +44,6 @@ def _check_values(x_templates, x_queries, y, num_classes) -> int:
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"y_templates has labels in [{lo}, {hi}], outside [0, num_classes={num_classes})")
     return num_classes
-
-
-def _unit_scale(x: torch.Tensor) -> torch.Tensor:
-    """``x`` divided by the power of two ``2^e <= max|x| < 2^(e+1)`` (exact; no host synchronisation).
-    The interpolation is invariant to a global scale of the features; at unit scale neither the kNN
-    search's squared distances nor the weights can underflow or overflow."""
-    _, exponent = torch.frexp(x.detach().abs().amax())
-    return x / torch.ldexp(torch.ones((), dtype=x.dtype, device=x.device), exponent - 1)
 
 
 def wnll_interpolate(x_templates: torch.Tensor, y_templates: torch.Tensor, x_queries: torch.Tensor, *,
@@ -128,7 +120,8 @@ def wnll_interpolate(x_templates: torch.Tensor, y_templates: torch.Tensor, x_que
         num_classes = int(y_templates.max()) + 1
     device = x_templates.device
     with full_precision(device):
-        x = _unit_scale(torch.cat([x_templates, x_queries]).to(dtype))
+        # The interpolation is invariant to a global scale of the features: the kNN search runs at unit scale
+        x = unit_scale(torch.cat([x_templates, x_queries]).to(dtype))
         idx, dist = knn_graph(x.detach(), k, backend=knn_backend)
         if torch.is_grad_enabled() and x.requires_grad:
             w = weights_of_points(x, idx, k_sigma, kernel)
