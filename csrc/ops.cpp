@@ -1,19 +1,28 @@
-// Schemas of the fastwnll:: ops. Kernels are registered per backend in cpu/ and cuda/;
-// autograd and fake (meta) kernels are registered from Python (fastwnll/solver.py).
+// Schemas of the fastwnll:: ops. Kernels are registered per backend in cpu/ and cuda/; the fake (meta)
+// kernels of every op and the autograd of the differentiable ones are registered from Python, in the
+// module named by set_python_module (fastwnll/ops.py).
 #include <torch/library.h>
 
 TORCH_LIBRARY(fastwnll, m) {
-  // WNLL harmonic extension (DESIGN section 2): u [n_U, C] solving A u = b for all C columns with one
-  // multi-right-hand-side Jacobi-preconditioned CG. iterations: int64 scalar, residual: float64 scalar
-  // (max over columns of ||r_c|| / ||b_c||); both on the CPU.
+  m.set_python_module("fastwnll.ops");
+  // WNLL harmonic extension (docs/design.md, section 2): u [n_U, C] solving A u = b for all C columns with one
+  // multi-right-hand-side Jacobi-preconditioned CG. The other outputs are float64/int64 scalars on the CPU,
+  // computed from the returned u: iterations; residual, the Jacobi-scaled relative residual
+  // max_c ||D^-1 (b_c - A u_c)|| / ||D^-1 b_c|| (D = diag(dgr)); row_sum_error, how far the row sums of u lie
+  // outside [min, max] of the row sums of y, relative to max_j sum_c |y_jc| (0 in exact arithmetic by the
+  // maximum principle; for probability rows of y, max_r |sum_c u_rc - 1|).
   m.def(
       "wnll_solve(Tensor idx, Tensor w, Tensor y, float mu, float tol, int max_iter)"
-      " -> (Tensor u, Tensor iterations, Tensor residual)");
+      " -> (Tensor u, Tensor iterations, Tensor residual, Tensor row_sum_error)");
   // Exact gradient of a loss with respect to w given grad_u = dLoss/du: solves A Lam = grad_u and returns
-  // grad_w[i, t] = -c_ij <Lam_i - Lam_j, u_i - u_j> for every directed edge i -> j = idx[i, t].
+  // grad_w[i, t] = -c_ij <Lam_i - Lam_j, u_i - u_j> for every directed edge i -> j = idx[i, t], with the
+  // adjoint solve's iterations and residual (as for wnll_solve).
   m.def(
       "wnll_adjoint(Tensor idx, Tensor w, Tensor y, Tensor u, Tensor grad_u, float mu, float tol, int max_iter)"
       " -> (Tensor grad_w, Tensor iterations, Tensor residual)");
+  // Queries (nodes m..n-1) connected to no template (nodes 0..m-1) through edges i -> idx[i, t] with
+  // w[i, t] > 0, in either direction: bool [n - m], True where unreachable (CPU).
+  m.def("unreachable_queries(Tensor idx, Tensor w, int m) -> Tensor");
   // Exact k-nearest-neighbour candidates (CPU): idx [nq, kc] int64, the kc rows of base with the smallest
   // matmul-form squared distances to each query row, ascending (ties by index; -1 where none is finite).
   // self_graph=True: base is query, a row is never its own candidate and each pair is scored once.

@@ -1,4 +1,4 @@
-// WNLL Laplacian solver shared by the CPU and CUDA backends (DESIGN section 2).
+// WNLL Laplacian solver shared by the CPU and CUDA backends (docs/design.md, section 2).
 //
 // Node convention: nodes 0..m-1 are the labelled templates (L), m..n-1 the queries (U), n_U = n - m.
 // Directed kNN edges i -> idx[i, t] with weight w[i, t]. The query block of the system is
@@ -36,6 +36,10 @@ struct QuerySystem {
   at::Tensor in_begin;                  // [n_U + 1]
   at::Tensor in_mid;                    // [n_U]
   at::Tensor diag, dinv;                // [n_U]: dgr, and 1/dgr (0 where dgr == 0)
+  // Backends that do not check the range of the caller's idx while transposing (it would cost a host
+  // synchronisation) set idx_range = (min, max) of it as a float64 [2] tensor, fetched and checked with
+  // the solver's first convergence test, and put a clamped copy in idx so the kernels stay in bounds.
+  at::Tensor idx_range;
 };
 
 // Per-backend kernels. Column reductions are float64 tensors [C] on the system's device.
@@ -49,10 +53,10 @@ struct Backend {
   // Q = A P and pq[c] = <P[:, c], Q[:, c]>.
   void (*apply)(const QuerySystem& s, const at::Tensor& P, at::Tensor& Q, at::Tensor& pq);
   // alpha = safe_ratio(rz, pq) per column; X += alpha P; R -= alpha Q; Z = dinv * R;
-  // rz_new = <R, Z>, rr = <R, R> per column.
+  // rz_new = <R, Z>, zz = <Z, Z> per column.
   void (*update)(const at::Tensor& dinv, const at::Tensor& rz, const at::Tensor& pq, at::Tensor& X,
                  at::Tensor& R, at::Tensor& Z, const at::Tensor& P, const at::Tensor& Q, at::Tensor& rz_new,
-                 at::Tensor& rr);
+                 at::Tensor& zz);
   // beta = safe_ratio(rz_new, rz_old) per column; P = Z + beta P.
   void (*direction)(const at::Tensor& rz_new, const at::Tensor& rz_old, const at::Tensor& Z, at::Tensor& P);
   // grad_w[i, t] = -c_ij <Lam_i - Lam_j, u_i - u_j> with u_L = y, Lam_L = 0, j = idx[i, t],
@@ -65,10 +69,11 @@ struct Backend {
 // all n * k edges; only the in-edges of queries are addressed by in_begin/in_mid.
 void transpose_by_sort(QuerySystem& s);
 
-// The wnll_solve op on any backend: returns (u [n_U, C], iterations int64 scalar, residual float64 scalar).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> wnll_solve(const Backend& backend, const at::Tensor& idx,
-                                                          const at::Tensor& w, const at::Tensor& y, double mu,
-                                                          double tol, int64_t max_iter);
+// The wnll_solve op on any backend: (u [n_U, C], iterations int64 scalar, residual float64 scalar,
+// row_sum_error float64 scalar), the scalars on the CPU (see ops.cpp).
+using SolveOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+SolveOutputs wnll_solve(const Backend& backend, const at::Tensor& idx, const at::Tensor& w, const at::Tensor& y,
+                        double mu, double tol, int64_t max_iter);
 
 // The wnll_adjoint op on any backend: returns (grad_w [n, k], iterations, residual).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> wnll_adjoint(const Backend& backend, const at::Tensor& idx,

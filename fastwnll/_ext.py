@@ -12,13 +12,16 @@ REBUILD_HINT = (
 
 @functools.lru_cache(maxsize=None)
 def load():
-    """Import ``fastwnll._C`` once and return it; raise ImportError with a rebuild hint if missing."""
+    """Import ``fastwnll._C`` once and return it; raise ImportError with a rebuild hint if missing.
+
+    Also imports :mod:`fastwnll.ops`, which registers the ops' fake kernels and autograd."""
     import torch  # noqa: F401  (loads libtorch/libc10, which _C links against)
 
     try:
         from fastwnll import _C  # noqa: F401  (import registers the ops)
     except ImportError as exc:  # pragma: no cover - exercised only on broken installs
         raise ImportError(f"fastwnll's compiled extension could not be loaded: {exc}. {REBUILD_HINT}") from exc
+    import fastwnll.ops  # noqa: F401  (it calls load() itself: the nested call returns _C)
     return _C
 
 

@@ -105,6 +105,7 @@ def test_unreachable_queries_are_reported():
         (dict(xq=torch.full((6, 3), float("nan"))), ValueError, "NaN"),
         (dict(k=11), ValueError, "k=11"),
         (dict(k_sigma=9, k=4), ValueError, "k_sigma"),
+        (dict(xt=torch.zeros(5, 3, dtype=torch.int64)), TypeError, "floating-point torch.Tensor, got a torch.int64"),
     ],
 )
 def test_bad_input(change, error, match):
@@ -113,3 +114,166 @@ def test_bad_input(change, error, match):
     extra = {key: args.pop(key) for key in ("num_classes", "k_sigma") if key in args}
     with pytest.raises(error, match=match):
         fastwnll.wnll_interpolate(args["xt"], args["yt"], args["xq"], k=args["k"], **extra)
+
+
+# --------------------------------------------------------------------------------------------
+# Scale, dtypes, autocast and TF32
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e18])
+def test_scores_are_invariant_to_the_scale_of_the_features(device, dtype, scale):
+    x, y = clusters(40)
+    m = 60
+    expected = fastwnll.wnll_interpolate(x[:m], y[:m], x[m:], k=8, tol=1e-12)  # float64, unit scale
+    xs = (x * scale).to(dtype).to(device)
+    u, info = fastwnll.wnll_interpolate(xs[:m], y[:m].to(device), xs[m:], k=8, return_info=True)
+    assert info.converged and u.dtype == dtype
+    tol = 1e-4 if dtype == torch.float32 else 1e-8
+    torch.testing.assert_close(u.cpu().double(), expected, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e16])
+def test_gradients_scale_with_the_features(scale):
+    """The gradient at features x * s is the unit-scale gradient divided by s (float64)."""
+    x, y = clusters(12)
+    m = 18
+    G = torch.randn(len(y) - m, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def grads(s):
+        xt, xq = (x[:m] * s).requires_grad_(), (x[m:] * s).requires_grad_()
+        u = fastwnll.wnll_interpolate(xt, y[:m], xq, k=6, k_sigma=4, tol=1e-13)
+        return torch.autograd.grad((u * G).sum(), (xt, xq))
+
+    for got, expected in zip(grads(scale), grads(1.0)):
+        torch.testing.assert_close(got * scale, expected, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_precision_features_are_computed_in_float32(device, half):
+    x, y = clusters(30, dtype=torch.float32)
+    x, y = x.to(half).to(device), y.to(device)
+    m = 45
+    expected = fastwnll.wnll_interpolate(x[:m].float(), y[:m], x[m:].float(), k=8).to(half)
+    xq = x[m:].clone().requires_grad_()
+    u = fastwnll.wnll_interpolate(x[:m], y[:m], xq, k=8)
+    assert u.dtype == half and torch.equal(u, expected)
+    (u.float() * torch.randn(u.shape, generator=torch.Generator().manual_seed(3)).to(device)).sum().backward()
+    assert xq.grad.dtype == half and torch.isfinite(xq.grad).all() and xq.grad.abs().max() > 0
+
+
+def test_autocast_does_not_change_the_scores(device):
+    """Under autocast the kNN's matrix products would run in bfloat16/float16 and pick wrong neighbours."""
+    x, y = clusters(200, dim=32, dtype=torch.float32)
+    x, y = x.to(device), y.to(device)
+    m = 150
+    expected = fastwnll.wnll_interpolate(x[:m], y[:m], x[m:], k=10, knn_backend="torch")
+    low = torch.bfloat16 if device == "cpu" else torch.float16
+    with torch.autocast(device_type=device, dtype=low):
+        got = fastwnll.wnll_interpolate(x[:m], y[:m], x[m:], k=10, knn_backend="torch")
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.cuda
+def test_cuda_tf32_is_off_inside():
+    """With TF32 allowed globally, matrix products inside full_precision are still IEEE float32, and
+    the interpolation is unchanged; the global setting is left as it was."""
+    from fastwnll.precision import full_precision
+
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(512, 512, generator=g).cuda(), torch.randn(512, 512, generator=g).cuda()
+    x, y = clusters(300, dim=32, dtype=torch.float32)
+    x, y = x.cuda(), y.cuda()
+    ieee = a @ b
+    expected = fastwnll.wnll_interpolate(x[:200], y[:200], x[200:], k=10, knn_backend="torch")
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    matmul.allow_tf32 = True
+    try:
+        assert not torch.equal(a @ b, ieee)  # TF32 is in effect outside
+        with full_precision(a.device):
+            assert torch.equal(a @ b, ieee)
+        assert matmul.allow_tf32
+        got = fastwnll.wnll_interpolate(x[:200], y[:200], x[200:], k=10, knn_backend="torch")
+    finally:
+        matmul.allow_tf32 = before
+    assert torch.equal(got, expected)
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments checked before any heavy work; validation passes
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("change, match", [
+    (dict(mu=-1.0), "mu must be finite"),
+    (dict(mu=float("nan")), "mu must be finite"),
+    (dict(mu=1e300), "cannot be carried by torch.float32"),
+    (dict(mu=1e37), "mu=1e\\+37 is too large for torch.float32"),
+    (dict(kernel="laplace"), "unknown kernel"),
+    (dict(tol=0.0), "tol must be"),
+    (dict(tol=1.0), "tol must be"),
+    (dict(k_sigma=1), "k_sigma=1"),
+    (dict(k_sigma=10), "k_sigma=10"),
+    (dict(max_iter=0), "max_iter"),
+    (dict(on_nonconvergence="fail"), "on_nonconvergence"),
+    (dict(knn_backend="annoy"), "unknown kNN backend"),
+    (dict(num_classes=0), "num_classes"),
+    (dict(k=0), "k=0"),
+])
+def test_arguments_are_checked_before_the_knn_search(monkeypatch, change, match):
+    def no_search(*args, **kwargs):
+        raise AssertionError("the kNN search ran before the arguments were checked")
+
+    monkeypatch.setattr(fastwnll.interpolate, "knn_graph", no_search)
+    x, y = clusters(10, dtype=torch.float32)
+    options = dict(k=8)
+    options.update(change)
+    with pytest.raises(ValueError, match=match):
+        fastwnll.wnll_interpolate(x[:15], y[:15], x[15:], **options)
+
+
+def test_default_k_sigma_allows_few_neighbours():
+    """k_sigma=None is min(8, k + 1), so k < 7 works (the seed's fixed 8 needs k >= 7)."""
+    x, y = clusters(20)
+    for k in (2, 4, 6):
+        u = fastwnll.wnll_interpolate(x[:30], y[:30], x[30:], k=k)
+        torch.testing.assert_close(u, fastwnll.wnll_interpolate(x[:30], y[:30], x[30:], k=k, k_sigma=k + 1))
+    torch.testing.assert_close(fastwnll.wnll_interpolate(x[:30], y[:30], x[30:], k=10),
+                               fastwnll.wnll_interpolate(x[:30], y[:30], x[30:], k=10, k_sigma=8))
+
+
+def test_validation_runs_once_and_validate_false_skips_it(monkeypatch):
+    import fastwnll.interpolate as interpolate
+
+    calls = []
+    for name in ("_check_values", "check_reachable"):
+        original = getattr(interpolate, name)
+        monkeypatch.setattr(interpolate, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+    x, y = clusters(20)
+    checked = fastwnll.wnll_interpolate(x[:30], y[:30], x[30:], k=6)
+    assert calls == ["_check_values", "check_reachable"]
+    calls.clear()
+    trusted = fastwnll.wnll_interpolate(x[:30], y[:30], x[30:], k=6, num_classes=3, validate=False)
+    assert calls == [] and torch.equal(trusted, checked)
+
+
+def test_validate_false_never_reports_unchecked_convergence():
+    """Without the reachability check, queries cut off from the templates get zero rows, which the
+    row-sum check reports as non-convergence."""
+    xt = torch.randn(10, 2, dtype=torch.float64)
+    xq = torch.cat([torch.randn(10, 2, dtype=torch.float64), 1000 + torch.randn(6, 2, dtype=torch.float64)])
+    with pytest.raises(fastwnll.WNLLConvergenceError, match="maximum principle"):
+        fastwnll.wnll_interpolate(xt, torch.zeros(10, dtype=torch.int64), xq, k=5, k_sigma=3, validate=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Second-order gradients
+# --------------------------------------------------------------------------------------------
+def test_second_order_gradients_raise_a_clear_error():
+    x, y = clusters(12)
+    m = 18
+    xt, xq = x[:m].clone().requires_grad_(), x[m:].clone().requires_grad_()
+    G = torch.randn(len(y) - m, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    u = fastwnll.wnll_interpolate(xt, y[:m], xq, k=6, k_sigma=4, tol=1e-13)
+    (gq,) = torch.autograd.grad((u * G).sum(), xq, create_graph=True)  # a gradient penalty's first step
+    with pytest.raises(RuntimeError, match="wnll_solve is once differentiable"):
+        gq.square().sum().backward()
+    (g1,) = torch.autograd.grad((fastwnll.wnll_interpolate(xt, y[:m], xq, k=6, k_sigma=4, tol=1e-13) * G).sum(), xq)
+    torch.testing.assert_close(gq.detach(), g1)  # the first-order gradient itself is unaffected

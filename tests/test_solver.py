@@ -1,7 +1,9 @@
-"""The WNLL solver op (fastwnll.wnll_solve, torch.ops.fastwnll.wnll_solve / wnll_adjoint).
+"""The WNLL solver op (fastwnll.wnll_solve, torch.ops.fastwnll.wnll_solve / wnll_adjoint /
+unreachable_queries).
 
-References are built here from DESIGN section 2, independently of the library: the dense system
-(torch.linalg.solve, differentiable for the gradient checks) and a scipy.sparse system (spsolve).
+References are built here from docs/design.md, section 2, independently of the library: the dense
+system (torch.linalg.solve, differentiable for the gradient checks), a scipy.sparse system (spsolve)
+and scipy's connected components.
 """
 import math
 import warnings
@@ -39,8 +41,9 @@ def random_graph(n, m, k, C, seed=0, dtype=F64, one_hot=True):
     return idx, w, y
 
 
-def dense_system(idx, w, y, mu):
-    """A [n_U, n_U] and b [n_U, C] of DESIGN section 2, built densely (differentiable in w)."""
+def dense_system(idx, w, y, mu, degrees=False):
+    """A [n_U, n_U] and b [n_U, C] of docs/design.md, section 2, built densely (differentiable in w); with
+    degrees=True also dgr [n_U] (the diagonal of A but for self-loops, which cancel in A)."""
     n, k = idx.shape
     m = y.shape[0]
     rows = torch.arange(n).repeat_interleave(k)
@@ -50,12 +53,26 @@ def dense_system(idx, w, y, mu):
     dgr = S[U].sum(1) + mu * W[L, U].sum(0)
     A = torch.diag(dgr) - S[U, U]
     b = (S[U, L] + mu * W[L, U].T) @ y
-    return A, b
+    return (A, b, dgr) if degrees else (A, b)
 
 
 def dense_solve(idx, w, y, mu):
     A, b = dense_system(idx, w, y, mu)
     return torch.linalg.solve(A, b)
+
+
+def scaled_solve(idx, w, y, mu):
+    """The solution from the scaled system D^-1 A u = D^-1 b (D = diag(dgr)) in float64, accurate for any mu."""
+    A, b, dgr = dense_system(idx, w.double(), y.double(), mu, degrees=True)
+    d = dgr.unsqueeze(1)
+    return torch.linalg.solve(A / d, b / d)
+
+
+def scaled_residual(idx, w, y, mu, u):
+    """max_c ||D^-1 (b_c - A u_c)|| / ||D^-1 b_c|| (D = diag(dgr)) in float64."""
+    A, b, dgr = dense_system(idx, w.double(), y.double(), mu, degrees=True)
+    d = dgr.unsqueeze(1)
+    return (((b - A @ u.double()) / d).norm(dim=0) / (b / d).norm(dim=0)).max().item()
 
 
 def two_query_graph():
@@ -121,9 +138,10 @@ def test_solve_info_reports_iterations_and_the_true_residual():
     assert isinstance(info, fastwnll.SolveInfo)
     assert isinstance(info.iterations, int) and isinstance(info.residual, float)
     assert info.converged and 1 <= info.iterations <= 160 and 0 <= info.residual <= 1e-9
-    A, b = dense_system(idx, w, y, 1.0)
-    true = ((b - A @ u).norm(dim=0) / b.norm(dim=0)).max().item()
-    assert true <= 1e-8 and math.isclose(true, info.residual, rel_tol=0.5, abs_tol=1e-12)
+    true = scaled_residual(idx, w, y, 1.0, u)
+    assert true <= 1e-9 and math.isclose(true, info.residual, rel_tol=1e-3, abs_tol=1e-14)
+    assert 0 <= info.row_sum_error <= 1e-8
+    torch.testing.assert_close(info.row_sum_error, (u.sum(1) - 1).abs().max().item(), rtol=0, atol=1e-15)
     # On the CPU the convergence test runs every iteration: one iteration fewer does not converge.
     _, fewer = fastwnll.wnll_solve(idx, w, y, mu=1.0, tol=1e-9, max_iter=info.iterations - 1,
                                    on_nonconvergence="ignore", return_info=True)
@@ -215,7 +233,7 @@ def test_adjoint_gradient_equals_dense_autograd(dtype, mu):
     idx, w, y = random_graph(60, 15, 5, 4, seed=8, dtype=dtype)
     G = torch.randn(45, 4, generator=torch.Generator().manual_seed(0), dtype=F64)
     w_ours = w.clone().requires_grad_()
-    (fastwnll.wnll_solve(idx, w_ours, y, mu=mu, tol=1e-12 if dtype == F64 else 1e-7) * G.to(dtype)).sum().backward()
+    (fastwnll.wnll_solve(idx, w_ours, y, mu=mu, tol=1e-12 if dtype == F64 else 1e-6) * G.to(dtype)).sum().backward()
     w_ref = w.double().requires_grad_()
     (dense_solve(idx, w_ref, y.double(), mu) * G).sum().backward()
     assert w_ours.grad.dtype == dtype and w_ours.grad.shape == w.shape
@@ -224,7 +242,7 @@ def test_adjoint_gradient_equals_dense_autograd(dtype, mu):
 
 
 def test_adjoint_op_edge_formula():
-    """wnll_adjoint's grad_w against the formula of DESIGN section 2 evaluated with a dense Lam."""
+    """wnll_adjoint's grad_w against the formula of docs/design.md, section 2 evaluated with a dense Lam."""
     n, m, mu = 30, 8, 2.5
     idx, w, y = random_graph(n, m, 4, 3, seed=9)
     A, b = dense_system(idx, w, y, mu)
@@ -250,21 +268,8 @@ def test_gradient_of_row_sums_vanishes():
 
 
 # --------------------------------------------------------------------------------------------
-# torch.library and torch.compile
+# torch.compile (opcheck of every op: test_ops.py)
 # --------------------------------------------------------------------------------------------
-def test_opcheck_wnll_solve():
-    idx, w, y = random_graph(20, 6, 4, 3, seed=12)
-    w.requires_grad_()
-    torch.library.opcheck(torch.ops.fastwnll.wnll_solve.default, (idx, w, y, 0.5, 1e-12, 200))
-
-
-def test_opcheck_wnll_adjoint():
-    idx, w, y = random_graph(20, 6, 4, 3, seed=13)
-    u = fastwnll.wnll_solve(idx, w, y, mu=0.5)
-    G = torch.randn(14, 3, generator=torch.Generator().manual_seed(2), dtype=F64)
-    torch.library.opcheck(torch.ops.fastwnll.wnll_adjoint.default, (idx, w, y, u, G, 0.5, 1e-12, 200))
-
-
 def test_torch_compile_with_gradients():
     idx, w, y = random_graph(40, 10, 5, 3, seed=14)
     G = torch.randn(30, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
@@ -308,6 +313,168 @@ def test_torch_compile_of_the_public_function():
 
 
 # --------------------------------------------------------------------------------------------
+# Convergence is only reported when checked: large mu, tol, residual drift, row sums
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mu", [1e6, 1e8, 1e12])
+def test_large_mu_is_solved_accurately(device, dtype, mu):
+    """A large mu makes the template rows' equations dominate ||b||; the scaled residual still asks every
+    row for tol, so the solution is accurate (not rows summing to 0.3 with converged=True)."""
+    idx, w, y = random_graph(300, 60, 7, 5, seed=3, dtype=dtype)
+    u, info = fastwnll.wnll_solve(idx.to(device), w.to(device), y.to(device), mu=mu, return_info=True)
+    tol = 1e-4 if dtype == F32 else 1e-8
+    assert info.converged and info.row_sum_error <= tol
+    torch.testing.assert_close(u.cpu().double(), scaled_solve(idx, w, y, mu), rtol=0, atol=tol)
+
+
+def test_mu_beyond_the_dtype_is_rejected(device):
+    idx, w, y = random_graph(300, 60, 7, 5, seed=3)
+    with pytest.raises(ValueError, match=r"mu=1e\+300 cannot be carried by torch.float32"):
+        fastwnll.wnll_solve(idx.to(device), w.float().to(device), y.float().to(device), mu=1e300)
+    with pytest.raises(ValueError, match=r"mu=1e\+307 is too large for torch.float64.*largest weighted degree"):
+        fastwnll.wnll_solve(idx.to(device), w.to(device), y.to(device), mu=1e307)
+    u, info = fastwnll.wnll_solve(idx.to(device), w.to(device), y.to(device), mu=1e300, return_info=True)
+    assert info.converged  # within float64's range: solved like any other mu
+    torch.testing.assert_close(u.cpu(), scaled_solve(idx, w, y, 1e300), rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("tol", [0.99999, 1.0, 2.0])
+def test_tol_must_be_below_one(tol):
+    idx, w, y = random_graph(30, 10, 4, 3, seed=2)
+    if tol < 1:
+        with pytest.raises(WNLLConvergenceError, match="maximum principle"):  # accepted, but u is no answer
+            fastwnll.wnll_solve(idx, w, y, mu=1.0, tol=tol)
+        return
+    with pytest.raises(ValueError, match=r"tol must be .* < 1 \(u = 0 has relative residual 1\)"):
+        fastwnll.wnll_solve(idx, w, y, mu=1.0, tol=tol)
+    with pytest.raises(RuntimeError, match=r"tol must be in \(0, 1\)"):
+        torch.ops.fastwnll.wnll_solve(idx, w, y, 1.0, tol, 100)
+
+
+def test_tol_below_the_precision_of_float32_is_not_reported_as_converged(device):
+    """CG's recursive residual keeps shrinking below what float32 can represent; the residual of the
+    returned u cannot. The solve stops once restarts no longer help and says so."""
+    idx, w, y = random_graph(300, 60, 7, 5, seed=3, dtype=F32)
+    with pytest.raises(WNLLConvergenceError, match="stalled .* at the precision torch.float32 allows"):
+        fastwnll.wnll_solve(idx.to(device), w.to(device), y.to(device), mu=4.0, tol=1e-9)
+    u, info = fastwnll.wnll_solve(idx.to(device), w.to(device), y.to(device), mu=4.0, tol=1e-9,
+                                  on_nonconvergence="ignore", return_info=True)
+    assert not info.converged and info.iterations < 100
+    assert math.isclose(scaled_residual(idx, w, y, 4.0, u.cpu()), info.residual, rel_tol=0.5)
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_residual_is_recomputed_from_the_returned_u(device, dtype):
+    idx, w, y = random_graph(300, 60, 7, 5, seed=3, dtype=dtype)
+    tol = 1e-10 if dtype == F64 else 1e-5
+    for mu in (0.0, 4.0, 1e6):
+        u, info = fastwnll.wnll_solve(idx.to(device), w.to(device), y.to(device), mu=mu, tol=tol, return_info=True)
+        true = scaled_residual(idx, w, y, mu, u.cpu())
+        assert info.converged and true <= 1.5 * tol
+        assert math.isclose(true, info.residual, rel_tol=0.1 if dtype == F64 else 0.5)
+        assert info.row_sum_error == pytest.approx((u.cpu().double().sum(1) - 1).abs().max().item(), abs=1e-7)
+
+
+def test_row_sums_are_checked_against_any_labels():
+    """The row sums of u lie in the range of those of y whatever y is (maximum principle); an unreachable
+    component solved without validation gives zero rows, which is reported."""
+    idx, w, y = random_graph(100, 20, 5, 3, seed=4, one_hot=False)
+    u, info = fastwnll.wnll_solve(idx, w, 3 * y - 1, mu=1.0, return_info=True)
+    sums, bounds = u.sum(1), (3 * y - 1).sum(1)
+    assert info.converged and bounds.min() - 1e-9 <= sums.min() and sums.max() <= bounds.max() + 1e-9
+    n, m = 10, 3
+    idx = torch.tensor([[1, 2], [0, 3], [4, 5], [0, 1], [3, 5], [3, 4], [7, 8], [8, 9], [9, 6], [6, 7]])
+    y = torch.eye(3, dtype=F64)
+    with pytest.raises(WNLLConvergenceError, match=r"maximum principle: their sums lie up to 1.000e\+00 outside"):
+        fastwnll.wnll_solve(idx, torch.ones(n, 2, dtype=F64), y, mu=1.0, validate=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Half precision, second-order gradients
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_precision_is_solved_in_float32(device, half):
+    idx, w, y = random_graph(100, 20, 5, 3, seed=5, dtype=F32)
+    idx, w, y = idx.to(device), w.to(half).to(device), y.to(half).to(device)
+    expected = fastwnll.wnll_solve(idx, w.float(), y.float(), mu=2.0)
+    v = w.clone().requires_grad_()
+    u, info = fastwnll.wnll_solve(idx, v, y, mu=2.0, return_info=True)
+    assert u.dtype == half and info.converged and torch.equal(u, expected.to(half))
+    u.float().square().sum().backward()
+    assert v.grad.dtype == half and torch.isfinite(v.grad).all()
+
+
+def test_second_order_gradients_raise_a_clear_error(device):
+    idx, w, y = (t.to(device) for t in random_graph(10, 3, 3, 2, seed=11))
+    w.requires_grad_()
+    G = torch.randn(7, 2, generator=torch.Generator().manual_seed(0), dtype=F64).to(device)
+    u = fastwnll.wnll_solve(idx, w, y, mu=0.8, tol=1e-14)
+    (grad_w,) = torch.autograd.grad((u * G).sum(), w, create_graph=True)  # first order: fine
+    with pytest.raises(RuntimeError, match="wnll_solve is once differentiable"):
+        grad_w.square().sum().backward()
+    with pytest.raises(RuntimeError, match="wnll_solve is once differentiable"):
+        torch.autograd.gradgradcheck(lambda v: fastwnll.wnll_solve(idx, v, y, mu=0.8, tol=1e-14), (w,))
+
+
+# --------------------------------------------------------------------------------------------
+# Reachability (union-find) and the validation pass
+# --------------------------------------------------------------------------------------------
+def reachable_reference(idx, w, m):
+    """Queries in no weakly connected component (positive-weight edges) holding a template (scipy)."""
+    sp = pytest.importorskip("scipy.sparse")
+    csgraph = pytest.importorskip("scipy.sparse.csgraph")
+    n, k = idx.shape
+    keep = (w > 0).reshape(-1).numpy()
+    rows = np.repeat(np.arange(n), k)[keep]
+    graph = sp.csr_matrix((np.ones(keep.sum()), (rows, idx.reshape(-1).numpy()[keep])), shape=(n, n))
+    _, label = csgraph.connected_components(graph, directed=True, connection="weak")
+    return torch.from_numpy(~np.isin(label[m:], label[:m]))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_unreachable_queries_match_scipy_components(device, seed):
+    g = torch.Generator().manual_seed(seed)
+    n, m, k = 400, 1 + seed * 3, 2
+    idx = torch.randint(0, n, (n, k), generator=g)
+    w = torch.rand(n, k, generator=g, dtype=F64) * (torch.rand(n, k, generator=g) < 0.6)
+    expected = reachable_reference(idx, w, m)
+    assert 0 < expected.sum() < n - m  # both kinds present
+    got = unreachable_queries(idx.to(device), w.to(device), m)
+    assert got.device.type == device and torch.equal(got.cpu(), expected)
+
+
+def test_reachability_on_a_long_chain():
+    """100,000 nodes in a chain (k = 2: both neighbours), one template at the start, cut in the middle:
+    one pass over the edges, however long the chain (label propagation needs one sweep per link)."""
+    n = 100_000
+    nodes = torch.arange(n)
+    idx = torch.stack([(nodes - 1).clamp_min(0), (nodes + 1).clamp_max(n - 1)], 1)
+    w = torch.ones(n, 2, dtype=F64)
+    assert not unreachable_queries(idx, w, 1).any()
+    w[n // 2, 0] = w[n // 2 - 1, 1] = 0.0  # the link between n/2 - 1 and n/2, both directions
+    mask = unreachable_queries(idx, w, 1)
+    assert torch.equal(mask, nodes[1:] >= n // 2)
+    with pytest.raises(WNLLUnreachableError, match=f"{n // 2} of {n - 1} queries"):
+        fastwnll.wnll_solve(idx, w, torch.ones(1, 1, dtype=F64), mu=1.0)
+
+
+def test_validation_is_one_pass_and_validate_false_skips_it(monkeypatch):
+    import fastwnll.solver as solver
+
+    calls = []
+    original = solver.host_copies
+    monkeypatch.setattr(solver, "host_copies", lambda *t: calls.append(len(t)) or original(*t))
+    idx, w, y = random_graph(200, 40, 6, 4, seed=5)
+    checked = fastwnll.wnll_solve(idx, w, y, mu=1.0)
+    assert calls == [3]  # idx, w, y copied (on CUDA) once; values and reachability checked on the copies
+    calls.clear()
+    trusted = fastwnll.wnll_solve(idx, w, y, mu=1.0, validate=False)
+    assert calls == [] and torch.equal(trusted, checked)
+    bad = idx.index_fill(0, torch.tensor([5]), 200)
+    with pytest.raises(RuntimeError, match=r"idx values must lie in \[0, n=200\)"):  # the op still checks
+        fastwnll.wnll_solve(bad, w, y, mu=1.0, validate=False)
+
+
+# --------------------------------------------------------------------------------------------
 # Bad input: the Python layer
 # --------------------------------------------------------------------------------------------
 def _base():
@@ -332,7 +499,7 @@ PYTHON_ERRORS = [
     (_set("idx", lambda a: a["idx"].int()), TypeError, "idx must be int64"),
     (lambda a: a.update(idx=a["idx"][:, :0], w=a["w"][:, :0]), ValueError, "at least one neighbour"),
     (_set("w", lambda a: a["w"][:, :2]), ValueError, "w must have idx's shape"),
-    (lambda a: a.update(w=a["w"].half(), y=a["y"].half()), TypeError, "w must be float32 or float64"),
+    (lambda a: a.update(w=a["w"].int(), y=a["y"].int()), TypeError, "w must be float16, bfloat16, float32 or float64"),
     (_set("y", lambda a: a["y"][:, 0]), ValueError, r"y must have shape \[m, C\]"),
     (_set("y", lambda a: a["y"].float()), TypeError, "y must have w's dtype"),
     (_set("y", lambda a: a["y"][:0]), ValueError, "1 <= m < n=12"),
@@ -347,6 +514,7 @@ PYTHON_ERRORS = [
     (_set("mu", float("inf")), ValueError, "mu must be finite"),
     (_set("tol", 0.0), ValueError, "tol must be finite and > 0"),
     (_set("tol", -1e-3), ValueError, "tol must be finite and > 0"),
+    (_set("tol", 1.0), ValueError, "tol must be finite and > 0 and < 1"),
     (_set("tol", float("nan")), ValueError, "tol must be finite"),
     (_set("max_iter", 0), ValueError, "max_iter must be an integer >= 1"),
     (_set("max_iter", 2.5), ValueError, "max_iter must be an integer >= 1"),
@@ -422,8 +590,9 @@ OP_ERRORS = [
     (_arg(3, -1.0), "mu must be finite and >= 0"),
     (_arg(3, float("inf")), "mu must be finite and >= 0"),
     (_arg(3, float("nan")), "mu must be finite and >= 0"),
-    (_arg(4, 0.0), "tol must be > 0"),
-    (_arg(4, float("nan")), "tol must be > 0"),
+    (_arg(4, 0.0), r"tol must be in \(0, 1\)"),
+    (_arg(4, float("nan")), r"tol must be in \(0, 1\)"),
+    (_arg(4, 1.0), r"tol must be in \(0, 1\)"),
     (_arg(5, 0), "max_iter must be >= 1"),
     (_arg(0, lambda a: a[0].index_fill(0, torch.tensor([5]), 12)), r"idx values must lie in \[0, n=12\), got 12"),
     (_arg(0, lambda a: a[0].index_fill(0, torch.tensor([5]), -3)), r"idx values must lie in \[0, n=12\), got -3"),
@@ -462,9 +631,6 @@ def _cuda(*tensors):
     return [t.cuda() for t in tensors]
 
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
 def _solve_with_grad(idx, w, y, G, device, mu=4.0, tol=None):
     v = w.to(device).requires_grad_()
     u, info = fastwnll.wnll_solve(idx.to(device), v, y.to(device), mu=mu, tol=tol, return_info=True)
@@ -474,13 +640,11 @@ def _solve_with_grad(idx, w, y, G, device, mu=4.0, tol=None):
 
 
 @pytest.mark.cuda
-@cuda
 def test_cuda_kernels_are_compiled():
     assert fastwnll._ext.cuda_compiled()
 
 
 @pytest.mark.cuda
-@cuda
 @pytest.mark.parametrize("C", [1, 10, 40])
 @pytest.mark.parametrize("dtype", [F64, F32])
 @pytest.mark.parametrize("n", [200, 30000])
@@ -492,16 +656,16 @@ def test_cuda_matches_cpu_forward_and_backward(n, dtype, C):
     u_cpu, g_cpu, info_cpu = _solve_with_grad(idx, w, y, G, "cpu", tol=tol)
     u_gpu, g_gpu, info_gpu = _solve_with_grad(idx, w, y, G, "cuda", tol=tol)
     # Convergence is tested every 8 iterations on CUDA (every one on the CPU); rounding may move the
-    # iteration where the residual crosses tol by one.
+    # iteration where the residual crosses tol by one, and a restart from the recomputed residual
+    # (when one side needs it) costs 8 more iterations on CUDA.
     assert info_gpu.iterations % 8 == 0
-    assert info_cpu.iterations - 1 <= info_gpu.iterations <= info_cpu.iterations + 8
+    assert info_cpu.iterations - 1 <= info_gpu.iterations <= info_cpu.iterations + 16
     atol = 1e-8 if dtype == F64 else 2e-4
     torch.testing.assert_close(u_gpu.cpu(), u_cpu, atol=atol, rtol=atol)
     torch.testing.assert_close(g_gpu.cpu(), g_cpu, atol=atol, rtol=10 * atol)
 
 
 @pytest.mark.cuda
-@cuda
 def test_cuda_matches_dense_solve_and_gradcheck():
     idx, w, y = random_graph(40, 12, 5, 3, seed=21)
     u = fastwnll.wnll_solve(idx.cuda(), w.cuda(), y.cuda(), mu=0.0, tol=1e-12)
@@ -512,7 +676,6 @@ def test_cuda_matches_dense_solve_and_gradcheck():
 
 
 @pytest.mark.cuda
-@cuda
 def test_cuda_non_contiguous_inputs():
     n, m, k, C = 500, 100, 6, 4
     idx, w, y = random_graph(n, m, k, C, seed=22)
@@ -529,7 +692,6 @@ def test_cuda_non_contiguous_inputs():
 
 
 @pytest.mark.cuda
-@cuda
 def test_cuda_is_deterministic_on_any_stream():
     idx, w, y = _cuda(*random_graph(20000, 4000, 15, 10, seed=23))
     first = fastwnll.wnll_solve(idx, w, y, mu=4.0)
@@ -543,19 +705,38 @@ def test_cuda_is_deterministic_on_any_stream():
 
 
 @pytest.mark.cuda
-@cuda
-def test_cuda_nonconvergence_and_opcheck():
+def test_cuda_nonconvergence():
     idx, w, y = _cuda(*random_graph(100, 20, 5, 3, seed=4))
     with pytest.raises(WNLLConvergenceError, match="after 1 iterations"):
         fastwnll.wnll_solve(idx, w, y, mu=1.0, max_iter=1)
-    w.requires_grad_()
-    torch.library.opcheck(torch.ops.fastwnll.wnll_solve.default, (idx, w, y, 0.5, 1e-12, 200))
-    u = fastwnll.wnll_solve(idx, w.detach(), y, mu=0.5)
-    torch.library.opcheck(torch.ops.fastwnll.wnll_adjoint.default, (idx, w.detach(), y, u, u.clone(), 0.5, 1e-12, 200))
 
 
 @pytest.mark.cuda
-@cuda
+def test_cuda_synchronisations_per_solve():
+    """Without validation a solve synchronises only for its convergence tests (one before the first
+    iteration, which also checks idx, one every 8 iterations, one per residual recomputation); the
+    validation pass adds one."""
+    idx, w, y = _cuda(*random_graph(5000, 1000, 10, 10, seed=24, dtype=F32))
+    fastwnll.wnll_solve(idx, w, y, mu=4.0)  # warm-up (kernels, allocator)
+
+    def count(validate):
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                _, info = fastwnll.wnll_solve(idx, w, y, mu=4.0, validate=validate, return_info=True)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(c.message) for c in caught), info
+
+    trusted, info = count(False)
+    checked, _ = count(True)
+    assert 1 <= trusted <= 1 + info.iterations // 8 + 3
+    assert trusted <= checked <= trusted + 1
+
+
+@pytest.mark.cuda
 def test_cuda_bad_input():
     idx, w, y = random_graph(12, 4, 3, 2, seed=16)
     with pytest.raises(ValueError, match="idx is on cpu but w is on cuda"):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import find_mnist_dir
 from fastwnll.data.idx import read_idx
-
-MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+from fastwnll.data.mnist import FILES, find_file
 
 
 def objective(z, x, lam, mask=None, isotropic=True, per_plane=False):
@@ -28,9 +28,7 @@ def objective(z, x, lam, mask=None, isotropic=True, per_plane=False):
 
 def mnist_digits(n: int = 64) -> torch.Tensor:
     """The first ``n`` real MNIST test digits, float64 [n, 1, 28, 28] in [0, 1] (skips without data)."""
-    path = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
-    if not path.exists():
-        pytest.skip(f"real MNIST data not found at {MNIST_DIR}")
+    path = find_file(find_mnist_dir(), FILES["test"][0])
     return torch.from_numpy(read_idx(path)[:n].astype(np.float64) / 255.0)[:, None]
 
 

@@ -190,7 +190,7 @@ void apply_cpu(const QuerySystem& s, const at::Tensor& P, at::Tensor& Q, at::Ten
 }
 
 void update_cpu(const at::Tensor& dinv, const at::Tensor& rz, const at::Tensor& pq, at::Tensor& X, at::Tensor& R,
-                at::Tensor& Z, const at::Tensor& P, const at::Tensor& Q, at::Tensor& rz_new, at::Tensor& rr) {
+                at::Tensor& Z, const at::Tensor& P, const at::Tensor& Q, at::Tensor& rz_new, at::Tensor& zz) {
   const int64_t n = X.size(0), C = X.size(1), blocks = num_blocks(n);
   std::vector<double> partial(blocks * 2 * C, 0.0);
   AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "wnll_update_cpu", [&] {
@@ -202,7 +202,7 @@ void update_cpu(const at::Tensor& dinv, const at::Tensor& rz, const at::Tensor& 
     scalar_t *x = X.data_ptr<scalar_t>(), *res = R.data_ptr<scalar_t>(), *z = Z.data_ptr<scalar_t>();
     for_each_block(n, [&](int64_t blk, int64_t lo, int64_t hi) {
       double* acc_rz = partial.data() + blk * 2 * C;
-      double* acc_rr = acc_rz + C;
+      double* acc_zz = acc_rz + C;
       for (int64_t r = lo; r < hi; ++r) {
         for (int64_t c = 0; c < C; ++c) {
           const int64_t e = r * C + c;
@@ -212,13 +212,13 @@ void update_cpu(const at::Tensor& dinv, const at::Tensor& rz, const at::Tensor& 
           res[e] = rv;
           z[e] = zv;
           acc_rz[c] += static_cast<double>(rv) * static_cast<double>(zv);
-          acc_rr[c] += static_cast<double>(rv) * static_cast<double>(rv);
+          acc_zz[c] += static_cast<double>(zv) * static_cast<double>(zv);
         }
       }
     });
   });
   sum_partials(partial, blocks, 2 * C, 0, C, rz_new);
-  sum_partials(partial, blocks, 2 * C, C, C, rr);
+  sum_partials(partial, blocks, 2 * C, C, C, zz);
 }
 
 void direction_cpu(const at::Tensor& rz_new, const at::Tensor& rz_old, const at::Tensor& Z, at::Tensor& P) {
@@ -274,9 +274,8 @@ const Backend& cpu_backend() {
   return backend;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> wnll_solve_cpu(const at::Tensor& idx, const at::Tensor& w,
-                                                              const at::Tensor& y, double mu, double tol,
-                                                              int64_t max_iter) {
+SolveOutputs wnll_solve_cpu(const at::Tensor& idx, const at::Tensor& w, const at::Tensor& y, double mu,
+                            double tol, int64_t max_iter) {
   return wnll_solve(cpu_backend(), idx, w, y, mu, tol, max_iter);
 }
 

@@ -6,7 +6,7 @@
 // one query row, lane c handling column c; C > 32 columns are handled in chunks of 32 by successive
 // launches. Blocks stride over the rows (grid capped at full occupancy of the device).
 //
-// Column reductions (pq, rz, rr) are single-pass and deterministic: every thread sums its rows in a fixed
+// Column reductions (pq, rz, zz) are single-pass and deterministic: every thread sums its rows in a fixed
 // order, every block sums its groups in a fixed order into a partial, and the last block to finish sums the
 // partials in block order. The count of finished blocks lives in one int per (device, stream), zero
 // between kernels (the last block resets it); kernels on one stream run in order, so they share it.
@@ -213,13 +213,13 @@ apply_kernel(const int64_t* __restrict__ idx, const scalar_t* __restrict__ w, co
   grid_reduce<G, 1>(acc, partial, counter, pq, c0, width);
 }
 
-// alpha = safe_ratio(rz, pq); X += alpha P; R -= alpha Q; Z = dinv R; rz_new = <R, Z>, rr = <R, R>.
+// alpha = safe_ratio(rz, pq); X += alpha P; R -= alpha Q; Z = dinv R; rz_new = <R, Z>, zz = <Z, Z>.
 template <typename scalar_t, int G>
 __global__ void __launch_bounds__(kThreads)
 update_kernel(const scalar_t* __restrict__ dinv, const double* __restrict__ rz, const double* __restrict__ pq,
               scalar_t* __restrict__ X, scalar_t* __restrict__ R, scalar_t* __restrict__ Z,
               const scalar_t* __restrict__ P, const scalar_t* __restrict__ Q, int64_t n_u, int64_t C, int64_t c0,
-              int width, double* __restrict__ partial, unsigned int* counter, Outputs<2> rz_rr) {
+              int width, double* __restrict__ partial, unsigned int* counter, Outputs<2> rz_zz) {
   const int lane = threadIdx.x % G;
   const int64_t c = c0 + lane;
   double acc[2] = {0.0, 0.0};
@@ -233,10 +233,10 @@ update_kernel(const scalar_t* __restrict__ dinv, const double* __restrict__ rz, 
       R[e] = rv;
       Z[e] = zv;
       acc[0] += static_cast<double>(rv) * static_cast<double>(zv);
-      acc[1] += static_cast<double>(rv) * static_cast<double>(rv);
+      acc[1] += static_cast<double>(zv) * static_cast<double>(zv);
     }
   }
-  grid_reduce<G, 2>(acc, partial, counter, rz_rr, c0, width);
+  grid_reduce<G, 2>(acc, partial, counter, rz_zz, c0, width);
 }
 
 // beta = safe_ratio(rz_new, rz_old); P = Z + beta P.
@@ -289,15 +289,14 @@ void for_each_chunk(int64_t C, const F& f) {
   for (int64_t c0 = 0; c0 < C; c0 += g) f(g, c0, static_cast<int>(std::min<int64_t>(g, C - c0)));
 }
 
-// The sort-based transposition, then the range check of idx (one host synchronisation per solve). The
-// transposition only does arithmetic on idx; the kernels after it index memory with it.
+// The sort-based transposition of idx clamped to [0, n), so that the kernels index memory in bounds
+// whatever the caller passed. The range of the caller's idx is checked by the solver with its first
+// convergence test, in the same host synchronisation (QuerySystem::idx_range).
 void transpose_cuda(QuerySystem& s) {
-  transpose_by_sort(s);
   const auto range = at::aminmax(s.idx);
-  const auto bounds = at::stack({std::get<0>(range), std::get<1>(range)}).cpu();
-  const int64_t lo = bounds.data_ptr<int64_t>()[0], hi = bounds.data_ptr<int64_t>()[1];
-  TORCH_CHECK(lo >= 0 && hi < s.n, "wnll: idx values must lie in [0, n=", s.n, "), got values in [", lo, ", ", hi,
-              "]");
+  s.idx_range = at::stack({std::get<0>(range), std::get<1>(range)}).to(at::kDouble);
+  s.idx = s.idx.clamp(0, s.n - 1);
+  transpose_by_sort(s);
 }
 
 void assemble_cuda(QuerySystem& s, double mu, const at::Tensor& y, at::Tensor& b) {
@@ -347,7 +346,7 @@ void apply_cuda(const QuerySystem& s, const at::Tensor& P, at::Tensor& Q, at::Te
 }
 
 void update_cuda(const at::Tensor& dinv, const at::Tensor& rz, const at::Tensor& pq, at::Tensor& X, at::Tensor& R,
-                 at::Tensor& Z, const at::Tensor& P, const at::Tensor& Q, at::Tensor& rz_new, at::Tensor& rr) {
+                 at::Tensor& Z, const at::Tensor& P, const at::Tensor& Q, at::Tensor& rz_new, at::Tensor& zz) {
   const int64_t n_u = X.size(0), C = X.size(1);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   unsigned int* counter = block_counter();
@@ -361,7 +360,7 @@ void update_cuda(const at::Tensor& dinv, const at::Tensor& rz, const at::Tensor&
             dinv.data_ptr<scalar_t>(), rz.data_ptr<double>(), pq.data_ptr<double>(), X.data_ptr<scalar_t>(),
             R.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(), P.data_ptr<scalar_t>(), Q.data_ptr<scalar_t>(), n_u, C,
             c0, width, partial.data_ptr<double>(), counter,
-            Outputs<2>{{rz_new.data_ptr<double>(), rr.data_ptr<double>()}});
+            Outputs<2>{{rz_new.data_ptr<double>(), zz.data_ptr<double>()}});
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -413,9 +412,8 @@ void guard_first_cuda(c10::cuda::OptionalCUDAGuard& guard, std::initializer_list
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> wnll_solve_cuda(const at::Tensor& idx, const at::Tensor& w,
-                                                               const at::Tensor& y, double mu, double tol,
-                                                               int64_t max_iter) {
+SolveOutputs wnll_solve_cuda(const at::Tensor& idx, const at::Tensor& w, const at::Tensor& y, double mu,
+                             double tol, int64_t max_iter) {
   c10::cuda::OptionalCUDAGuard guard;
   guard_first_cuda(guard, {&idx, &w, &y});
   return wnll_solve(cuda_backend(), idx, w, y, mu, tol, max_iter);
