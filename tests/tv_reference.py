@@ -1,9 +1,7 @@
 """Independent references for the TV tests (tests/test_tv.py, tests/test_tv_convergence.py): the
 objective recomputed in numpy (float64), the test images, and converged float64 minimisers."""
-from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from conftest import find_mnist_dir
