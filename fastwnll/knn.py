@@ -145,35 +145,41 @@ def _certified(dist: torch.Tensor, k: int, spread: torch.Tensor, rho_search: flo
     largest re-scored candidate; the row passes when ``L >= D_k (1 + rho_r)`` (``D_k`` the k-th), when
     ``D_k = 0``, or when every point is a candidate.
     """
-    d2 = dist.to(torch.float64).square()
-    finite = torch.isfinite(d2)
-    count = finite.sum(1)
-    dk = d2[:, k - 1]
-    largest = d2.masked_fill(~finite, 0.0).amax(1)
+    count = torch.isfinite(dist).sum(1)  # ascending rows: the finite entries come first
+    dk = dist[:, k - 1].to(torch.float64).square()
+    largest = dist.gather(1, (count - 1).clamp_min(0).unsqueeze(1)).squeeze(1).to(torch.float64).square()
     lower = (largest * (1 - rho_refine) * (1 - 8 * rho_search) - 20 * rho_search * spread) / (1 + 8 * rho_search)
     return (count >= available) | ((count >= k) & ((dk == 0) | (lower >= dk * (1 + rho_refine))))
 
 
-def _candidates_native(query, base, kc, self_graph):
-    """Indices [nq, kc] from fastwnll's C++ blocked search (on the CPU; CUDA inputs are copied).
+def _candidates_native(query, base, kc):
+    """Indices [nq, kc] of fastwnll's C++ blocked search of centred ``query`` in ``base`` (on the
+    CPU; CUDA inputs are copied). The extension is loaded (by :func:`_resolve_backend`)."""
+    return torch.ops.fastwnll.knn_candidates(query.cpu(), base.cpu(), kc, False).to(query.device)
 
-    For a self-graph the points are first put in locality order (see
-    :func:`fastwnll.knn_torch.locality_order`) and each pair is scored once; the point itself is
-    never a candidate. The extension is loaded (by :func:`_resolve_backend`).
+
+def _native_graph(x, centre, kc):
+    """(candidates [n, kc], spread [n] float64) of the self-graph of ``x`` by the C++ search, which
+    scores each pair once and never returns the point itself; ``spread`` is ``|x_i - centre|^2``.
+
+    Above a few tiles the points are first put in locality order (see
+    :func:`fastwnll.knn_torch.locality_order`), centred in the same copy, so the search holds one
+    copy of the points.
     """
-    q, b = query.cpu(), base.cpu()
-    if not self_graph:
-        return torch.ops.fastwnll.knn_candidates(q, b, kc, False).to(query.device)
-    if q.shape[0] <= _LOCALITY_MIN_POINTS:  # one or two tiles: nothing to gain from an order
-        return torch.ops.fastwnll.knn_candidates(q, q, kc, True).to(query.device)
-    perm = locality_order(q)
-    xp = q[perm].contiguous()
-    cand = torch.ops.fastwnll.knn_candidates(xp, xp, kc, True)
-    del xp
-    cand = torch.where(cand >= 0, perm[cand.clamp_min(0)], cand)
-    out = torch.empty_like(cand)
-    out[perm] = cand
-    return out.to(query.device)
+    device, x, centre = x.device, x.cpu(), centre.cpu()
+    perm = locality_order(x) if x.shape[0] > _LOCALITY_MIN_POINTS else None
+    xc = x - centre if perm is None else x.index_select(0, perm).sub_(centre)
+    _check_no_overflow(xc, xc, xc.dtype, xc.dtype)
+    cand = torch.ops.fastwnll.knn_candidates(xc, xc, kc, True)
+    spread = torch.linalg.vector_norm(xc, dim=1, dtype=torch.float64).square()
+    del xc
+    if perm is not None:  # back to the caller's numbering, rows and entries
+        valid = cand >= 0
+        cand = perm[cand.clamp_min_(0)].masked_fill_(~valid, -1)
+        del valid
+        cand = torch.empty_like(cand).index_copy_(0, perm, cand)
+        spread = torch.empty_like(spread).index_copy_(0, perm, spread)
+    return cand.to(device), spread.to(device)
 
 
 def _refine(query, base, cand, k, offset):
@@ -185,29 +191,38 @@ def _refine(query, base, cand, k, offset):
     return refine(query, base, cand, k, exclude=exclude)
 
 
+def _centred(query, base, centre, search_dtype):
+    """(query - centre, base - centre) (one tensor when ``query is base``), checked for overflow of
+    squared distances in ``search_dtype``."""
+    base_c = base - centre
+    query_c = base_c if query is base else query - centre
+    _check_no_overflow(query_c, base_c, search_dtype, query.dtype)
+    return query_c, base_c
+
+
 def _exact(query, base, k, backend, offset, self_graph):
     """Exact (idx [nq, k], dist [nq, k]) in the input dtype (float32/float64): steps 1-3 of the
     module docstring on ``backend``, then :func:`_exact_rows` for the rows not certified."""
     nb, dim = base.shape
     available = nb - (offset is not None)
-    centre = base.mean(0, dtype=torch.float64).to(base.dtype)
-    base_c = base - centre
-    query_c = base_c if self_graph else query - centre
     search_dtype = torch.float32 if backend == "faiss" else query.dtype
-    _check_no_overflow(query_c, base_c, search_dtype, query.dtype)
+    centre = base.mean(0, dtype=torch.float64).to(base.dtype)
     kc = min(k + _EXTRA_CANDIDATES + (offset is not None), nb)
-    if backend == "native":
-        # a native self-graph never returns the point itself: no extra slot for it
-        cand = _candidates_native(query_c, base_c, min(k + _EXTRA_CANDIDATES, available) if self_graph else kc,
-                                  self_graph)
-    elif backend == "faiss":
-        cand = flat_candidates(query_c, base_c, kc)
+    if backend == "native" and self_graph:  # never returns the point itself: no extra slot for it
+        cand, spread = _native_graph(query, centre, min(k + _EXTRA_CANDIDATES, available))
     else:
-        exclude = None if offset is None else torch.arange(query.shape[0], device=query.device) + offset
-        cand = smallest(query_c, base_c, min(kc, available), exclude=exclude)
-    spread = (query_c * query_c).sum(1).to(torch.float64)
-    del base_c, query_c
+        query_c, base_c = _centred(query, base, centre, search_dtype)
+        if backend == "native":
+            cand = _candidates_native(query_c, base_c, kc)
+        elif backend == "faiss":
+            cand = flat_candidates(query_c, base_c, kc)
+        else:
+            exclude = None if offset is None else torch.arange(query.shape[0], device=query.device) + offset
+            cand = smallest(query_c, base_c, min(kc, available), exclude=exclude)
+        spread = torch.linalg.vector_norm(query_c, dim=1, dtype=torch.float64).square()
+        del base_c, query_c
     idx, dist = _refine(query, base, cand, cand.shape[1], offset)
+    del cand
     ok = _certified(dist, k, spread, _rho(search_dtype, dim), _rho(query.dtype, dim), available)
     idx, dist = idx[:, :k].contiguous(), dist[:, :k].contiguous()
     _redo_rows(query, base, k, offset, ~ok, idx, dist)
@@ -256,10 +271,7 @@ def _exact_rows(query, base, k, exclude):
 def _approximate(query, base, k, options, offset):
     """(idx, dist) from a faiss approximate index, re-scored exactly; rows with fewer than ``k``
     valid neighbours (the index returned -1 entries) are searched exactly instead."""
-    centre = base.mean(0, dtype=torch.float64).to(base.dtype)
-    base_c = base - centre
-    query_c = base_c if query is base else query - centre
-    _check_no_overflow(query_c, base_c, torch.float32, query.dtype)
+    query_c, base_c = _centred(query, base, base.mean(0, dtype=torch.float64).to(base.dtype), torch.float32)
     kc = min(k + _EXTRA_CANDIDATES + (offset is not None), base.shape[0])
     cand = approximate_candidates(query_c, base_c, kc, options)
     del base_c, query_c

@@ -151,7 +151,8 @@ def approximate_candidates(query: torch.Tensor, base: torch.Tensor, kc: int, opt
     ``base``; ``-1`` where the index returned fewer than ``kc`` points."""
     faiss = load_faiss()
     if faiss is None:
-        raise ImportError(f"the approximate kNN method {options.method!r} needs the faiss package (pip install faiss-cpu)")
+        raise ImportError(f"the approximate kNN method {options.method!r} needs the faiss package "
+                          "(pip install faiss-cpu)")
     q = _as_float32(query)
     b = q if base is query else _as_float32(base)
     nb, d = b.shape

@@ -125,28 +125,31 @@ def locality_order(x: torch.Tensor) -> torch.Tensor:
     """Permutation [n] int64 that groups nearby rows of ``x`` ([n, d], any float dtype and device).
 
     Rows are sorted by their nearest centroid after a few Lloyd iterations with ``n // 256``
-    centroids started from a fixed random sample (deterministic). Extra memory is O(n + d * n / 256):
-    distances to the centroids are computed a chunk of rows at a time. Any permutation gives the
-    same kNN result; a good one makes the native search faster.
+    centroids started from a fixed random sample (deterministic), in coordinates relative to the
+    mean (so a common offset does not swamp the matrix-product distances). Extra memory is
+    O(n + d * n / 256): distances to the centroids are computed a chunk of rows at a time. Any
+    permutation gives the same kNN result; a good one makes the native search faster.
     """
     n = x.shape[0]
     clusters = max(1, n // _LOCALITY_CLUSTER)
+    mean = x.mean(0)
     start = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:clusters].to(x.device)
-    centroids = x[start]
+    centroids = x[start] - mean
     for _ in range(_LOCALITY_ITERATIONS):
-        assign = _nearest_centroid(x, centroids)
+        assign = _nearest_centroid(x, mean, centroids)
         counts = torch.bincount(assign, minlength=clusters).clamp_min(1).unsqueeze(1).to(x.dtype)
-        centroids = torch.zeros_like(centroids).index_add_(0, assign, x) / counts
-    return torch.argsort(_nearest_centroid(x, centroids), stable=True)
+        centroids = torch.zeros_like(centroids).index_add_(0, assign, x).div_(counts).sub_(mean)
+    return torch.argsort(_nearest_centroid(x, mean, centroids), stable=True)
 
 
-def _nearest_centroid(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """[n] int64 index of the nearest centroid (matrix-product form; an approximate grouping is enough)."""
+def _nearest_centroid(x: torch.Tensor, mean: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """[n] int64 index of the centroid nearest to each row of ``x - mean`` (matrix-product form; an
+    approximate grouping is enough)."""
     norms = (centroids * centroids).sum(1)
-    chunk = max(1, _LOCALITY_CHUNK_ELEMENTS // centroids.shape[0])
+    chunk = max(1, _LOCALITY_CHUNK_ELEMENTS // max(centroids.shape[0], x.shape[1]))
     # written into one preallocated output: small results kept between the chunks' large temporaries
     # would fragment the heap (glibc then grows it by a chunk per iteration)
     out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
     for s in range(0, x.shape[0], chunk):
-        out[s:s + chunk] = torch.addmm(norms, x[s:s + chunk], centroids.T, alpha=-2.0).argmin(1)
+        out[s:s + chunk] = torch.addmm(norms, x[s:s + chunk] - mean, centroids.T, alpha=-2.0).argmin(1)
     return out

@@ -220,7 +220,8 @@ def test_bad_arguments():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(exclude_self=True, self_offset=-1), ValueError, r"self_offset=-1 out of range.*0 <= self_offset <= nb - nq = 6"),
+        (dict(exclude_self=True, self_offset=-1), ValueError,
+         r"self_offset=-1 out of range.*0 <= self_offset <= nb - nq = 6"),
         (dict(exclude_self=True, self_offset=7), ValueError, r"self_offset=7 out of range"),
         (dict(self_offset=2), ValueError, "only used with exclude_self=True"),
         (dict(exclude_self=False, self_offset=0), ValueError, "only used with exclude_self=True"),
