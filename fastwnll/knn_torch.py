@@ -33,13 +33,15 @@ def tile_budget(device: torch.device) -> int:
     return min(max(free // 4, _CUDA_TILE_BYTES[0]), _CUDA_TILE_BYTES[1])
 
 
-def tile_shape(nq: int, nb: int, kc: int, dtype: torch.dtype, budget: int) -> tuple[int, int]:
-    """(rows, columns) of one distance tile of a ``[nq, nb]`` search for ``kc`` neighbours: whole
-    rows of the base when ``_MIN_TILE_ROWS`` of them fit in ``budget`` bytes, else column chunks
-    (at least ``kc`` wide); then as many rows as the budget allows."""
+def tile_shape(nq: int, nb: int, kc: int, dim: int, dtype: torch.dtype, budget: int) -> tuple[int, int]:
+    """(rows, columns) of one tile of a ``[nq, nb]`` search for ``kc`` neighbours in ``dim``
+    dimensions, so that the tile's distances plus a copy of its base rows (``columns x dim``, shifted
+    or cast) take at most ``budget`` bytes: the whole base when ``_MIN_TILE_ROWS`` rows of it fit,
+    else column chunks (at least ``kc`` wide); then as many rows as the budget allows."""
     size = torch.finfo(dtype).bits // 8
-    cols = nb if nb * size * _MIN_TILE_ROWS <= budget else min(nb, max(kc, budget // (size * _MIN_TILE_ROWS)))
-    return max(1, min(nq, budget // (cols * size))), cols
+    per_column = size * (_MIN_TILE_ROWS + dim)
+    cols = nb if nb * per_column <= budget else min(nb, max(kc, budget // per_column))
+    return max(1, min(nq, (budget - cols * dim * size) // (cols * size))), cols
 
 
 def smallest(query: torch.Tensor, base: torch.Tensor, kc: int, *, exclude: torch.Tensor | None = None,
@@ -57,11 +59,12 @@ def smallest(query: torch.Tensor, base: torch.Tensor, kc: int, *, exclude: torch
             ``"direct"``, ``sum (q - b)^2`` (slower; exact up to rounding of the distance itself).
         dtype: arithmetic dtype (tiles are cast to it); default the input dtype.
 
-    Distance tiles take at most :func:`tile_budget` bytes (base columns are split when needed).
+    A tile (distances and the shifted base rows) takes at most :func:`tile_budget` bytes (base
+    columns are split when needed).
     """
     dtype = dtype or query.dtype
     nq, nb = query.shape[0], base.shape[0]
-    rows, cols = tile_shape(nq, nb, kc, dtype, tile_budget(query.device))
+    rows, cols = tile_shape(nq, nb, kc, query.shape[1], dtype, tile_budget(query.device))
     out = torch.empty(nq, kc, dtype=torch.int64, device=query.device)
     for r0 in range(0, nq, rows):
         q = _shifted(query[r0:r0 + rows], centre, dtype)

@@ -56,8 +56,8 @@ def test_tiled_torch_path_equals_untiled(monkeypatch):
     g = torch.Generator().manual_seed(2)
     x = torch.randn(257, 8, generator=g, dtype=torch.float64)
     whole = knn_graph(x, 6, backend="torch")
-    monkeypatch.setattr(knn_torch, "_CPU_TILE_BYTES", 2000)  # 22 rows x 11 columns per tile
-    assert knn_torch.tile_shape(257, 257, 11, torch.float64, 2000) == (22, 11)
+    monkeypatch.setattr(knn_torch, "_CPU_TILE_BYTES", 2000)  # 14 rows x 11 columns per tile
+    assert knn_torch.tile_shape(257, 257, 11, 8, torch.float64, 2000) == (14, 11)
     tiled = knn_graph(x, 6, backend="torch")
     assert torch.equal(whole[0], tiled[0])
     torch.testing.assert_close(whole[1], tiled[1])

@@ -122,8 +122,8 @@ def test_torch_tiles_are_sized_by_memory_and_exact_for_a_large_base():
     """A 400,000-point base: tiles of hundreds of rows (not 2^25 / nb = 83), same neighbours as the
     CPU's native search."""
     budget = knn_torch.tile_budget(torch.device("cuda"))
-    rows, cols = knn_torch.tile_shape(4000, 400_000, 20, torch.float32, budget)
-    assert cols == 400_000 and rows >= min(4000, budget // (400_000 * 4)) and rows > 83
+    rows, cols = knn_torch.tile_shape(4000, 400_000, 20, 16, torch.float32, budget)
+    assert cols == 400_000 and rows > 83 and (rows + 16) * cols * 4 <= budget
     g = torch.Generator().manual_seed(6)
     base = torch.randn(400_000, 16, generator=g) + 100.0
     query = base[:4000] + 0.01

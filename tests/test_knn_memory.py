@@ -38,24 +38,26 @@ def test_locality_order_memory_is_linear():
 
 
 def test_tile_shape_follows_the_byte_budget():
-    # whole base rows when 64 of them fit; as many rows as the budget holds
-    assert knn_torch.tile_shape(10_000, 1000, 20, torch.float32, 4 << 20) == (1048, 1000)
-    assert knn_torch.tile_shape(10, 1000, 20, torch.float32, 4 << 20) == (10, 1000)
+    # whole base rows when 64 of them (and a copy of the base rows) fit; as many rows as the budget holds
+    assert knn_torch.tile_shape(10_000, 1000, 20, 16, torch.float32, 4 << 20) == (1032, 1000)
+    assert knn_torch.tile_shape(10, 1000, 20, 16, torch.float32, 4 << 20) == (10, 1000)
     # a base too large for 64 rows: column chunks (never narrower than kc), 64 rows
-    assert knn_torch.tile_shape(10_000, 10**6, 20, torch.float64, 4 << 20) == (64, 8192)
-    assert knn_torch.tile_shape(10_000, 10**6, 50, torch.float64, 1000) == (2, 50)
-    for nq, nb, dtype in [(5, 7, torch.float32), (10**5, 10**6, torch.float32), (300, 10**7, torch.float64)]:
-        rows, cols = knn_torch.tile_shape(nq, nb, 16, dtype, 128 << 20)
-        assert rows * cols * (torch.finfo(dtype).bits // 8) <= 128 << 20 and 1 <= rows <= nq and cols <= nb
+    assert knn_torch.tile_shape(10_000, 10**6, 20, 16, torch.float64, 4 << 20) == (64, 6553)
+    assert knn_torch.tile_shape(10_000, 10**6, 50, 16, torch.float64, 1000) == (1, 50)
+    for nq, nb, dim, dtype in [(5, 7, 3, torch.float32), (10**5, 10**6, 64, torch.float32),
+                               (300, 10**7, 128, torch.float64)]:
+        rows, cols = knn_torch.tile_shape(nq, nb, 16, dim, dtype, 128 << 20)
+        size = torch.finfo(dtype).bits // 8
+        assert (rows + dim) * cols * size <= 128 << 20 and 1 <= rows <= nq and cols <= nb
 
 
 def test_cuda_tiles_are_sized_by_free_memory(monkeypatch):
-    """On CUDA a 1M-point base gets ~1,000-row tiles from a 4 GiB budget (80 GB free), not the 33 rows of
-    a fixed 2^25-element tile; with little free memory the budget shrinks but stays >= 256 MiB."""
+    """On CUDA a 1M-point 64-d base gets ~1,000-row tiles from a 4 GiB budget (80 GB free), not the 33
+    rows of a fixed 2^25-element tile; with little free memory the budget shrinks but stays >= 256 MiB."""
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 << 30, 96 << 30))
     budget = knn_torch.tile_budget(torch.device("cuda", 0))
     assert budget == 4 << 30
-    assert knn_torch.tile_shape(10**6, 10**6, 20, torch.float32, budget) == (1073, 10**6)
+    assert knn_torch.tile_shape(10**6, 10**6, 20, 64, torch.float32, budget) == (1009, 10**6)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 << 30, 96 << 30))
     assert knn_torch.tile_budget(torch.device("cuda", 0)) == 512 << 20
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100 << 20, 96 << 30))
@@ -71,7 +73,7 @@ def test_column_chunks_give_the_same_neighbours(monkeypatch, budget):
     base = torch.randn(500, 6, generator=g, dtype=torch.float64)
     whole = knn_search(base[100:300], base, 9, backend="torch", exclude_self=True, self_offset=100)
     monkeypatch.setattr(knn_torch, "_CPU_TILE_BYTES", budget)
-    assert knn_torch.tile_shape(200, 500, 14, torch.float64, budget)[1] < 500
+    assert knn_torch.tile_shape(200, 500, 14, 6, torch.float64, budget)[1] < 500
     split = knn_search(base[100:300], base, 9, backend="torch", exclude_self=True, self_offset=100)
     assert torch.equal(whole[0], split[0])
     torch.testing.assert_close(whole[1], split[1])
