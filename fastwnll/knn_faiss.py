@@ -156,13 +156,14 @@ def approximate_candidates(query: torch.Tensor, base: torch.Tensor, kc: int, opt
     q = _as_float32(query)
     b = q if base is query else _as_float32(base)
     nb, d = b.shape
+    if q.is_cuda and options.method == "hnsw":
+        raise ValueError("approximate kNN method 'hnsw' runs on the CPU only; for CUDA tensors use 'ivf' "
+                         "(with faiss-gpu) or an exact backend")
     gpu = q.is_cuda and has_gpu(faiss)
     if q.is_cuda and not gpu:
         raise ValueError(f"approximate kNN method {options.method!r} on CUDA tensors needs faiss with GPU "
                          "support (faiss-gpu); move the features to the CPU or use an exact backend")
     if options.method == "hnsw":
-        if gpu:
-            raise ValueError("approximate kNN method 'hnsw' runs on the CPU only; use 'ivf' for CUDA tensors")
         index = faiss.IndexHNSWFlat(d, options.hnsw_m)
         index.hnsw.efConstruction = options.ef_construction
         index.hnsw.efSearch = max(options.ef_search, kc)

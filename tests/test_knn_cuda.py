@@ -133,11 +133,13 @@ def test_torch_tiles_are_sized_by_memory_and_exact_for_a_large_base():
     assert (idx.cpu() == ref_idx).float().mean() > 0.999
 
 
-def test_hnsw_on_cuda_tensors_is_refused_clearly():
+def test_approximate_methods_on_cuda_tensors_are_refused_clearly_when_they_cannot_run():
     x = spread_points(500, 8, 7, torch.float32).cuda()
-    match = "runs on the CPU only" if FAISS_GPU else "needs faiss with GPU support"
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match="'hnsw' runs on the CPU only"):
         knn_graph(x, 5, backend="hnsw")
+    if not FAISS_GPU:
+        with pytest.raises(ValueError, match="'ivf' on CUDA tensors needs faiss with GPU support"):
+            knn_graph(x, 5, backend="ivf")
 
 
 @needs_faiss_gpu
