@@ -12,9 +12,11 @@ themselves. So
 3. each row is *certified* with a rigorous bound of the product-form error: it passes when no
    point outside its candidates can be closer than its k-th re-scored neighbour (see
    :func:`_certified`);
-4. rows that fail (far-apart clusters, where no single centre helps; ties at the k-th distance)
-   are searched again in float64 with more candidates, each group of nearby rows centred on its own
-   mean, and certified again; the few that still fail are searched by direct differences.
+4. rows that fail are searched again with ``k + 32`` candidates (this certifies rows among many
+   near-duplicates, whose k-th and (k+4)-th distances are too close for the bound); rows failing
+   again (far-apart clusters, where no single centre helps; large ties) are searched in float64,
+   each group of nearby rows centred on its own mean, and certified again; the few that still fail
+   are searched by direct differences.
 
 The result equals a brute-force search in exact arithmetic, up to ties within the rounding of the
 returned distances. Half-precision features (float16, bfloat16) are searched in float32.
@@ -33,8 +35,10 @@ from fastwnll.knn_torch import locality_order, refine, smallest
 __all__ = ["ApproximateKNN", "BACKENDS", "check_points", "knn_graph", "knn_search"]
 
 BACKENDS = ("auto", "native", "faiss", "torch") + APPROXIMATE_METHODS
-# Extra candidates fetched before exact re-scoring; they also give the certificate its margin.
+# Extra candidates fetched before exact re-scoring; they also give the certificate its margin. Rows
+# not certified (e.g. among many near-duplicates at the k-th distance) are searched again with more.
 _EXTRA_CANDIDATES = 4
+_WIDE_EXTRA = 32
 # On CUDA, faiss-gpu is used by `auto` only above this many base points.
 _FAISS_GPU_MIN_BASE = 1 << 16
 # The native self-graph search puts the points in locality order above this many points.
@@ -127,9 +131,10 @@ def exact_arithmetic(device: torch.device):
 
 
 def _rho(dtype: torch.dtype, dim: int) -> float:
-    """Relative error unit of a length-``dim`` inner product or squared distance in ``dtype``
-    (a safe over-estimate of the worst case ``gamma_{dim+2}``)."""
-    return (dim + 8) * torch.finfo(dtype).eps
+    """Relative error unit of a length-``dim`` inner product, squared norm or distance in ``dtype``:
+    ``(dim + 5) u`` (``u`` the unit roundoff), above the worst case ``gamma_{dim+2} + 2u`` of any
+    summation order, the centring's rounding included."""
+    return (dim + 5) * torch.finfo(dtype).eps / 2
 
 
 def _certified(dist: torch.Tensor, k: int, spread: torch.Tensor, rho_search: float, rho_refine: float,
@@ -137,19 +142,20 @@ def _certified(dist: torch.Tensor, k: int, spread: torch.Tensor, rho_search: flo
     """[nq] bool: rows whose k nearest candidates are provably the k nearest of all points.
 
     ``dist`` ``[nq, kc]``: re-scored distances of a row's candidates, ascending (inf for invalid
-    entries and the point itself); the candidates are the ``kc`` smallest product-form squared
-    distances of centred points (error ``<= rho_search * (8 s + 8 d^2)`` for a point at distance
-    ``d`` from a query at squared distance ``s = spread`` from the centre; the re-scored squared
-    distances have relative error ``<= rho_refine``). Any point outside the candidates then lies at
-    squared distance ``>= L = (M (1 - rho_r)(1 - 8 rho_s) - 20 rho_s s) / (1 + 8 rho_s)``, ``M`` the
-    largest re-scored candidate; the row passes when ``L >= D_k (1 + rho_r)`` (``D_k`` the k-th), when
-    ``D_k = 0``, or when every point is a candidate.
+    entries and the point itself), each with relative error ``<= rho_refine``. The candidates are
+    the ``kc`` smallest product-form squared distances of centred points, each within
+    ``rho_search (2 a + d)^2`` of the true ``d^2`` (``a^2 = spread``, the query's squared distance
+    from the centre; ``d`` the point's distance). So ``T``, the largest product-form value kept,
+    is ``>= d_M^2 - rho (2a + d_M)^2`` for the farthest candidate ``d_M``, and a point left out
+    (product-form value ``>= T``) closer than ``d_M`` lies at squared distance
+    ``>= d_M^2 - 2 rho (2a + d_M)^2``. The row passes when that is ``>= D_k^2`` (``D_k`` the k-th
+    distance; both taken at their error bounds), when ``D_k = 0``, or when every point is a candidate.
     """
     count = torch.isfinite(dist).sum(1)  # ascending rows: the finite entries come first
-    dk = dist[:, k - 1].to(torch.float64).square()
-    largest = dist.gather(1, (count - 1).clamp_min(0).unsqueeze(1)).squeeze(1).to(torch.float64).square()
-    lower = (largest * (1 - rho_refine) * (1 - 8 * rho_search) - 20 * rho_search * spread) / (1 + 8 * rho_search)
-    return (count >= available) | ((count >= k) & ((dk == 0) | (lower >= dk * (1 + rho_refine))))
+    dk = dist[:, k - 1].to(torch.float64) * (1 + rho_refine)
+    far = dist.gather(1, (count - 1).clamp_min(0).unsqueeze(1)).squeeze(1).to(torch.float64) * (1 - rho_refine)
+    lower = far.square() - 2 * rho_search * (2 * spread.sqrt() + far).square()
+    return (count >= available) | ((count >= k) & ((dk == 0) | (lower >= dk.square())))
 
 
 def _candidates_native(query, base, kc):
@@ -200,31 +206,56 @@ def _centred(query, base, centre, search_dtype):
     return query_c, base_c
 
 
-def _exact(query, base, k, backend, offset, self_graph):
-    """Exact (idx [nq, k], dist [nq, k]) in the input dtype (float32/float64): steps 1-3 of the
-    module docstring on ``backend``, then :func:`_exact_rows` for the rows not certified."""
+def _certified_search(query, base, k, backend, offset, centre, extra, rows=None):
+    """(idx [r, k], dist [r, k], ok [r] bool) for the query rows ``rows`` (None: all): ``k + extra``
+    candidates from ``backend`` on points centred on ``centre``, re-scored and certified."""
     nb, dim = base.shape
     available = nb - (offset is not None)
     search_dtype = torch.float32 if backend == "faiss" else query.dtype
-    centre = base.mean(0, dtype=torch.float64).to(base.dtype)
-    kc = min(k + _EXTRA_CANDIDATES + (offset is not None), nb)
-    if backend == "native" and self_graph:  # never returns the point itself: no extra slot for it
-        cand, spread = _native_graph(query, centre, min(k + _EXTRA_CANDIDATES, available))
+    kc = min(k + extra + (offset is not None), nb)
+    if rows is None and backend == "native" and offset == 0 and query is base:
+        # a self-graph: the point itself is never a candidate, no extra slot for it
+        cand, spread = _native_graph(query, centre, min(k + extra, available))
     else:
-        query_c, base_c = _centred(query, base, centre, search_dtype)
+        sub = query if rows is None else query[rows]
+        query_c, base_c = _centred(sub, base, centre, search_dtype)
         if backend == "native":
             cand = _candidates_native(query_c, base_c, kc)
         elif backend == "faiss":
             cand = flat_candidates(query_c, base_c, kc)
         else:
-            exclude = None if offset is None else torch.arange(query.shape[0], device=query.device) + offset
-            cand = smallest(query_c, base_c, min(kc, available), exclude=exclude)
+            cand = smallest(query_c, base_c, min(kc, available), exclude=_own_rows(query, rows, offset))
         spread = torch.linalg.vector_norm(query_c, dim=1, dtype=torch.float64).square()
         del base_c, query_c
-    idx, dist = _refine(query, base, cand, cand.shape[1], offset)
+    if rows is None:
+        idx, dist = _refine(query, base, cand, cand.shape[1], offset)
+    else:
+        idx, dist = refine(query[rows], base, cand, cand.shape[1], exclude=_own_rows(query, rows, offset))
     del cand
     ok = _certified(dist, k, spread, _rho(search_dtype, dim), _rho(query.dtype, dim), available)
-    idx, dist = idx[:, :k].contiguous(), dist[:, :k].contiguous()
+    return idx[:, :k].contiguous(), dist[:, :k].contiguous(), ok
+
+
+def _own_rows(query, rows, offset):
+    """[r] int64: the base row of each query row's point itself (None without one)."""
+    if offset is None:
+        return None
+    return (torch.arange(query.shape[0], device=query.device) if rows is None else rows) + offset
+
+
+def _exact(query, base, k, backend, offset):
+    """Exact (idx [nq, k], dist [nq, k]) in the input dtype (float32/float64): steps 1-3 of the
+    module docstring on ``backend``, rows not certified searched again with ``_WIDE_EXTRA``
+    candidates (a whole self-graph again when many failed), then :func:`_exact_rows` for the rest."""
+    centre = base.mean(0, dtype=torch.float64).to(base.dtype)
+    idx, dist, ok = _certified_search(query, base, k, backend, offset, centre, _EXTRA_CANDIDATES)
+    failed = (~ok).nonzero().squeeze(1)
+    if failed.numel():
+        if failed.numel() > query.shape[0] // 8 and backend == "native" and offset == 0 and query is base:
+            idx, dist, ok = _certified_search(query, base, k, backend, offset, centre, _WIDE_EXTRA)
+        else:
+            idx[failed], dist[failed], ok[failed] = _certified_search(query, base, k, backend, offset, centre,
+                                                                      _WIDE_EXTRA, failed)
     _redo_rows(query, base, k, offset, ~ok, idx, dist)
     return idx, dist
 
@@ -240,12 +271,12 @@ def _redo_rows(query, base, k, offset, redo, idx, dist) -> None:
 
 def _exact_rows(query, base, k, exclude):
     """Exact (idx [nq, k], dist [nq, k] float64) by the careful path: float64 product form with
-    ``2 (k + 4)`` candidates, each group of nearby rows (locality order) centred on its own mean,
+    ``k + 32`` candidates, each group of nearby rows (locality order) centred on its own mean,
     certified; rows still uncertified (ties) by direct differences. ``exclude``: [nq] base row of
     each query's point itself, or None."""
     nq, nb = query.shape[0], base.shape[0]
     available = nb - (exclude is not None)
-    kc = min(available, 2 * (k + _EXTRA_CANDIDATES))
+    kc = min(available, k + _WIDE_EXTRA)
     order = locality_order(query) if nq > 2 * _FALLBACK_GROUP else torch.arange(nq, device=query.device)
     cand = torch.empty(nq, kc, dtype=torch.int64, device=query.device)
     spread = torch.empty(nq, dtype=torch.float64, device=query.device)
@@ -358,7 +389,7 @@ def knn_search(query: torch.Tensor, base: torch.Tensor, k: int, *, backend="auto
         if isinstance(chosen, ApproximateKNN):
             idx, dist = _approximate(q, b, k, chosen, offset)
         else:
-            idx, dist = _exact(q, b, k, chosen, offset, self_graph)
+            idx, dist = _exact(q, b, k, chosen, offset)
     return idx, dist.to(query.dtype)
 
 

@@ -117,3 +117,30 @@ def test_wnll_float32_agrees_with_float64_on_offset_features():
     idx32, _ = knn_graph(x.float(), 15)
     assert (idx32.sort(1).values == idx64.sort(1).values).all(1).float().mean() > 0.99
     assert (u32.argmax(1) == u64.argmax(1)).float().mean() > 0.99
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_near_duplicates_are_certified_with_more_candidates(monkeypatch, backend):
+    """40 groups of 60 near-duplicates: the 15th and 19th distances are too close for the bound, so
+    about half the rows fail the first certificate; searched again with k + 32 candidates they all
+    pass (none reaches the float64 re-search), and the graph is exact."""
+    g = torch.Generator().manual_seed(5)
+    x = (10 * torch.randn(40, 16, generator=g)).repeat_interleave(60, 0) + 0.1 * torch.randn(2400, 16, generator=g)
+    searches, redone = [], []
+    certified_search, exact_rows = knn_module._certified_search, knn_module._exact_rows
+
+    def spy_search(*args):
+        result = certified_search(*args)
+        searches.append((args[6], int((~result[2]).sum())))
+        return result
+
+    def spy_rows(query, *args):
+        redone.append(query.shape[0])
+        return exact_rows(query, *args)
+
+    monkeypatch.setattr(knn_module, "_certified_search", spy_search)
+    monkeypatch.setattr(knn_module, "_exact_rows", spy_rows)
+    idx, dist = knn_graph(x, 15, backend=backend)
+    assert searches[0][0] == 4 and searches[0][1] > 500
+    assert searches[1] == (32, 0) and redone == []
+    assert_exact(x, x, 15, idx, dist, offset=0)
