@@ -11,11 +11,14 @@ Each (n, method) runs in a fresh subprocess, so that its peak memory is its own:
   extra_mib     peak resident memory during the calls minus the resident memory before them
                 (the data, the extension and torch already loaded), Linux's VmHWM after a reset;
   peak_rss_mib  the subprocess's peak resident memory (ru_maxrss);
+(each saved as <out>/result_<n>_<method>.json with the graph; --reuse takes them instead of measuring)
 then, in the parent:
   recall        mean fraction of the exact graph's k neighbours found per point (the exact graph is
                 the first exact method's of the run);
   accuracy      WNLL accuracy on the queries (first third of the points templates, the rest queries,
-                k_sigma = 8, the paper's mu) with the method's graph and distances (fastwnll.wnll_solve).
+                k_sigma = 8, the paper's mu) with the method's graph and distances (fastwnll.wnll_solve);
+                not measured when some queries reach no template (with jittered repeats, a group of
+                copies that holds no template can be a component of the graph of its own).
 
 Usage:
   python benchmarks/bench_knn.py --sizes 10000 200000 --methods native torch faiss hnsw ivf --repeats 3
@@ -51,7 +54,7 @@ def _status(key: str) -> int:
 
 
 def child(n: int, method: str, repeats: int, out: Path) -> None:
-    """Time one method on the saved points of size n; save its graph; print one JSON line."""
+    """Time one method on the saved points of size n; save its graph and measurements."""
     import fastwnll
 
     x = torch.from_numpy(np.load(out / f"points_{n}.npy"))
@@ -70,7 +73,8 @@ def child(n: int, method: str, repeats: int, out: Path) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
     np.save(out / f"idx_{n}_{method}.npy", idx.numpy().astype(np.int32))
     np.save(out / f"dist_{n}_{method}.npy", dist.numpy())
-    print(json.dumps(dict(time_s=statistics.median(times), extra_mib=extra / 2**20, peak_rss_mib=peak / 2**20)))
+    result = dict(time_s=statistics.median(times), extra_mib=extra / 2**20, peak_rss_mib=peak / 2**20)
+    (out / f"result_{n}_{method}.json").write_text(json.dumps(result))
 
 
 def recall(idx: np.ndarray, ref: np.ndarray) -> float:
@@ -82,29 +86,36 @@ def recall(idx: np.ndarray, ref: np.ndarray) -> float:
     return found / ref.size
 
 
-def accuracy(idx: np.ndarray, dist: np.ndarray, labels: np.ndarray) -> float:
-    """WNLL accuracy on the queries with the given graph (templates: the first third)."""
+def accuracy(idx: np.ndarray, dist: np.ndarray, labels: np.ndarray):
+    """WNLL accuracy on the queries with the given graph (templates: the first third); "" when some
+    queries reach no template (jittered repeats form isolated groups of copies)."""
     import fastwnll
 
     n = len(labels)
     m = n // 3
     w = fastwnll.weights_from_distances(torch.from_numpy(dist).double(), k_sigma=K_SIGMA)
     onehot = torch.nn.functional.one_hot(torch.from_numpy(labels[:m]), CLASSES).double()
-    u = fastwnll.wnll_solve(torch.from_numpy(idx).long(), w, onehot, mu=n / m - 1.0, tol=1e-6, max_iter=5000,
-                            on_nonconvergence="warn")
+    try:
+        u = fastwnll.wnll_solve(torch.from_numpy(idx).long(), w, onehot, mu=n / m - 1.0, tol=1e-6, max_iter=5000,
+                                on_nonconvergence="warn")
+    except fastwnll.WNLLUnreachableError as exc:
+        print(f"accuracy not measured: {str(exc).split(':')[0]}", flush=True)
+        return ""
     return float((u.argmax(1).numpy() == labels[m:]).mean())
 
 
-def run_size(n: int, methods: list[str], repeats: int, out: Path) -> list[dict]:
+def run_size(n: int, methods: list[str], repeats: int, out: Path, reuse: bool) -> list[dict]:
     x, y = mnist_pca(DIM, n)
     np.save(out / f"points_{n}.npy", x)
     rows = []
     for method in methods:
-        cmd = [sys.executable, __file__, "--child", str(n), method, "--repeats", str(repeats), "--out", str(out)]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode:
-            raise RuntimeError(f"{method} at n={n} failed:\n{result.stderr}")
-        row = dict(n=n, method=method, exact=method in EXACT, **json.loads(result.stdout.strip().splitlines()[-1]))
+        saved = out / f"result_{n}_{method}.json"
+        if not (reuse and saved.exists()):
+            cmd = [sys.executable, __file__, "--child", str(n), method, "--repeats", str(repeats), "--out", str(out)]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode:
+                raise RuntimeError(f"{method} at n={n} failed:\n{result.stderr}")
+        row = dict(n=n, method=method, exact=method in EXACT, **json.loads(saved.read_text()))
         rows.append(row)
         print(f"n={n} {method}: {row['time_s']:.2f} s, +{row['extra_mib']:.0f} MiB", flush=True)
     reference = next((m for m in methods if m in EXACT), None)
@@ -122,6 +133,8 @@ def main():
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per method (medians); 1 above 50,000")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the measurements (result_<n>_<method>.json and graphs) already in --out")
     parser.add_argument("--child", nargs=2, metavar=("N", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -130,12 +143,13 @@ def main():
         return
     rows = []
     for n in args.sizes:
-        rows += run_size(n, args.methods, args.repeats if n <= 50_000 else 1, args.out)
+        rows += run_size(n, args.methods, args.repeats if n <= 50_000 else 1, args.out, args.reuse)
     threads = torch.get_num_threads()
     write_csv(args.out / f"knn_cpu_{threads}threads.csv", rows)
     fmt = [dict(r, time_s=f"{r['time_s']:.2f}", extra_mib=f"{r['extra_mib']:.0f}",
-                peak_rss_mib=f"{r['peak_rss_mib']:.0f}", recall=f"{r['recall']:.4f}" if r["recall"] != "" else "",
-                accuracy=f"{r['accuracy']:.4f}") for r in rows]
+                peak_rss_mib=f"{r['peak_rss_mib']:.0f}" if r["peak_rss_mib"] is not None else "",
+                recall=f"{r['recall']:.4f}" if r["recall"] != "" else "",
+                accuracy=f"{r['accuracy']:.4f}" if r["accuracy"] != "" else "") for r in rows]
     print(f"{os.cpu_count()} cores, {threads} torch threads")
     print(markdown_table(fmt, ["n", "method", "exact", "time_s", "extra_mib", "peak_rss_mib", "recall", "accuracy"]))
 
