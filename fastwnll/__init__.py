@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "knn_graph": "fastwnll.knn",
     "knn_search": "fastwnll.knn",
+    "ApproximateKNN": "fastwnll.knn",
     "gaussian_weights": "fastwnll.graph",
     "weights_from_distances": "fastwnll.graph",
     "wnll_solve": "fastwnll.solver",

@@ -1,45 +1,54 @@
-"""Exact k-nearest-neighbour search: fastwnll's C++ kernel (CPU), faiss (CPU, or GPU when faiss has
-GPUs) or a tiled torch path (any device).
+"""k-nearest-neighbour search: exact by default (fastwnll's C++ kernel on the CPU, faiss's flat index,
+or a tiled torch path on any device), approximate on request (faiss HNSW or IVF-Flat).
 
-All backends return the same thing: candidate neighbours found by the backend are re-scored with
-exact Euclidean distances in the input dtype, the point itself is excluded by index (duplicates of
-it are kept, at distance 0), and the ``k`` best are sorted by ascending distance.
+How the exact search stays exact in floating point. The fast backends rank points by squared
+distances in the matrix-product form ``|q|^2 + |b|^2 - 2 <q, b>``, whose rounding error is about
+``d * eps * (|q|^2 + |b|^2)``: with features that share a large offset it exceeds the distances
+themselves. So
+
+1. both sets are first centred on the base's mean (this removes a common offset);
+2. the backend returns ``k + 4`` candidates per row, which are re-scored with exact (direct
+   difference) distances;
+3. each row is *certified* with a rigorous bound of the product-form error: it passes when no
+   point outside its candidates can be closer than its k-th re-scored neighbour (see
+   :func:`_certified`);
+4. rows that fail are searched again with ``k + 32`` candidates (this certifies rows among many
+   near-duplicates, whose k-th and (k+4)-th distances are too close for the bound); rows failing
+   again (far-apart clusters, where no single centre helps; large ties) are searched in float64,
+   each group of nearby rows centred on its own mean, and certified again; the few that still fail
+   are searched by direct differences.
+
+The result equals a brute-force search in exact arithmetic, up to ties within the rounding of the
+returned distances. Half-precision features (float16, bfloat16) are searched in float32.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
 from fastwnll import _ext
+from fastwnll.knn_faiss import (APPROXIMATE_METHODS, GPU_MAX_K, ApproximateKNN, approximate_candidates,
+                                flat_candidates, has_gpu, load_faiss)
+from fastwnll.knn_torch import locality_order, refine, smallest
 
-BACKENDS = ("auto", "native", "faiss", "torch")
-# Extra candidates fetched before exact re-scoring, so near-ties lost to round-off are recovered.
+__all__ = ["ApproximateKNN", "BACKENDS", "check_points", "knn_graph", "knn_search"]
+
+BACKENDS = ("auto", "native", "faiss", "torch") + APPROXIMATE_METHODS
+# Extra candidates fetched before exact re-scoring; they also give the certificate its margin. Rows
+# not certified (e.g. among many near-duplicates at the k-th distance) are searched again with more.
 _EXTRA_CANDIDATES = 4
-# Largest tile of squared distances the torch path materialises at once (elements).
-_TILE_ELEMENTS = 1 << 25
-# Largest tile of gathered candidate coordinates the exact re-scoring materialises (elements; kept
-# cache-sized, which is several times faster on CPUs than one big gather).
-_REFINE_TILE_ELEMENTS = 1 << 20
+_WIDE_EXTRA = 32
 # On CUDA, faiss-gpu is used by `auto` only above this many base points.
 _FAISS_GPU_MIN_BASE = 1 << 16
-# The native self-graph search first orders the points by a few k-means (Lloyd) iterations with one
-# centroid per this many points, so that its distance tiles hold nearby points.
-_LOCALITY_CLUSTER = 256
-_LOCALITY_ITERATIONS = 2
-
-
-def _faiss():
-    try:
-        import faiss
-    except ImportError:
-        return None
-    return faiss
-
-
-def _faiss_has_gpu(faiss) -> bool:
-    return faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+# The native self-graph search puts the points in locality order above this many points.
+_LOCALITY_MIN_POINTS = 512
+# Rows re-searched together around one centre by the float64 fallback.
+_FALLBACK_GROUP = 256
 
 
 def check_points(name: str, x: torch.Tensor) -> None:
+    """Raise a clear error unless ``x`` is a finite, non-empty floating-point ``[n, d]`` tensor."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 2:
@@ -53,22 +62,28 @@ def check_points(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name} contains NaN or Inf values (in {bad} rows)")
 
 
-def _check_no_overflow(query: torch.Tensor, base: torch.Tensor, dtype: torch.dtype) -> None:
+def _check_no_overflow(query: torch.Tensor, base: torch.Tensor, dtype: torch.dtype, input_dtype) -> None:
     """Squared distances in the matmul form |q|^2 + |b|^2 - 2<q, b> must be finite in ``dtype``."""
     largest = max(float(t.abs().max()) for t in ((query,) if base is query else (query, base)))
     limit = (torch.finfo(dtype).max / (4.0 * query.shape[1])) ** 0.5
     if largest > limit:
         raise ValueError(
-            f"features are too large for {dtype} distances (max |x| = {largest:.3g} > {limit:.3g}: "
+            f"features are too large for {dtype} distances (max |x - mean| = {largest:.3g} > {limit:.3g}: "
             "squared distances would overflow); rescale them"
-            + (" (faiss always computes in float32)" if dtype != query.dtype else " or use float64")
+            + (" (faiss always computes in float32)" if dtype != input_dtype else " or use float64")
         )
 
 
-def _choose_backend(backend: str, query: torch.Tensor, base: torch.Tensor) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown kNN backend {backend!r}; choose one of {BACKENDS}")
-    faiss = _faiss()
+def _resolve_backend(backend, query: torch.Tensor, nb: int, kc: int):
+    """The backend that runs for ``kc`` candidates per row: an exact backend name, or an
+    :class:`ApproximateKNN`."""
+    if isinstance(backend, ApproximateKNN):
+        return backend
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"unknown kNN backend {backend!r}; choose one of {BACKENDS} or pass an ApproximateKNN")
+    if backend in APPROXIMATE_METHODS:
+        return ApproximateKNN(method=backend)
+    faiss = load_faiss()
     if backend == "faiss" and faiss is None:
         raise ImportError("backend='faiss' needs the faiss package (pip install faiss-cpu)")
     if backend == "native":
@@ -76,137 +91,275 @@ def _choose_backend(backend: str, query: torch.Tensor, base: torch.Tensor) -> st
     if backend != "auto":
         return backend
     if query.is_cuda:
-        return "faiss" if _faiss_has_gpu(faiss) and base.shape[0] >= _FAISS_GPU_MIN_BASE else "torch"
+        return "faiss" if has_gpu(faiss) and nb >= _FAISS_GPU_MIN_BASE and kc <= GPU_MAX_K else "torch"
     if _ext.available():
         return "native"
     return "faiss" if faiss is not None else "torch"
 
 
-def locality_order(x: torch.Tensor) -> torch.Tensor:
-    """Permutation [n] int64 that groups nearby rows of ``x`` ([n, d], any float dtype and device).
+@contextlib.contextmanager
+def exact_arithmetic(device: torch.device):
+    """Within: autocast off (CPU and ``device``) and IEEE float32 matrix products (no TF32 or
+    bf16 inner products), whatever the caller enabled; restored after. The precision settings are
+    process-wide, so a matrix product running concurrently in another thread sees them too."""
+    flags = []
+    for name in ("cuda", "mkldnn"):
+        matmul = getattr(getattr(torch.backends, name, None), "matmul", None)
+        try:
+            flags.append((matmul, matmul.fp32_precision))
+        except AttributeError:  # torch before the fp32_precision settings: the legacy global switch
+            flags = None
+            break
+    legacy = torch.get_float32_matmul_precision() if flags is None else None
+    devices = {"cpu", device.type}
+    with contextlib.ExitStack() as stack:
+        for device_type in devices:
+            stack.enter_context(torch.autocast(device_type, enabled=False))
+        try:
+            if flags is None:
+                torch.set_float32_matmul_precision("highest")
+            else:
+                for matmul, _ in flags:
+                    matmul.fp32_precision = "ieee"
+            yield
+        finally:
+            if flags is None:
+                torch.set_float32_matmul_precision(legacy)
+            else:
+                for matmul, value in flags:
+                    matmul.fp32_precision = value
 
-    Rows are sorted by their nearest centroid after a few Lloyd iterations with ``n // 256``
-    centroids started from a fixed random sample (deterministic). Any permutation gives the same
-    kNN result; a good one makes the native search faster.
+
+def _rho(dtype: torch.dtype, dim: int) -> float:
+    """Relative error unit of a length-``dim`` inner product, squared norm or distance in ``dtype``:
+    ``(dim + 5) u`` (``u`` the unit roundoff), above the worst case ``gamma_{dim+2} + 2u`` of any
+    summation order, the centring's rounding included."""
+    return (dim + 5) * torch.finfo(dtype).eps / 2
+
+
+def _certified(dist: torch.Tensor, k: int, spread: torch.Tensor, rho_search: float, rho_refine: float,
+               available: int) -> torch.Tensor:
+    """[nq] bool: rows whose k nearest candidates are provably the k nearest of all points.
+
+    ``dist`` ``[nq, kc]``: re-scored distances of a row's candidates, ascending (inf for invalid
+    entries and the point itself), each with relative error ``<= rho_refine``. The candidates are
+    the ``kc`` smallest product-form squared distances of centred points, each within
+    ``rho_search (2 a + d)^2`` of the true ``d^2`` (``a^2 = spread``, the query's squared distance
+    from the centre; ``d`` the point's distance). So ``T``, the largest product-form value kept,
+    is ``>= d_M^2 - rho (2a + d_M)^2`` for the farthest candidate ``d_M``, and a point left out
+    (product-form value ``>= T``) closer than ``d_M`` lies at squared distance
+    ``>= d_M^2 - 2 rho (2a + d_M)^2``. The row passes when that is ``>= D_k^2`` (``D_k`` the k-th
+    distance; both taken at their error bounds), when ``D_k = 0``, or when every point is a candidate.
     """
-    n = x.shape[0]
-    clusters = max(1, n // _LOCALITY_CLUSTER)
-    start = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:clusters].to(x.device)
-    centroids = x[start]
-    for _ in range(_LOCALITY_ITERATIONS):
-        assign = ((centroids * centroids).sum(1) - 2.0 * (x @ centroids.T)).argmin(1)
-        counts = torch.bincount(assign, minlength=clusters).clamp_min(1).unsqueeze(1).to(x.dtype)
-        centroids = torch.zeros_like(centroids).index_add_(0, assign, x) / counts
-    assign = ((centroids * centroids).sum(1) - 2.0 * (x @ centroids.T)).argmin(1)
-    return torch.argsort(assign, stable=True)
+    count = torch.isfinite(dist).sum(1)  # ascending rows: the finite entries come first
+    dk = dist[:, k - 1].to(torch.float64) * (1 + rho_refine)
+    far = dist.gather(1, (count - 1).clamp_min(0).unsqueeze(1)).squeeze(1).to(torch.float64) * (1 - rho_refine)
+    lower = far.square() - 2 * rho_search * (2 * spread.sqrt() + far).square()
+    return (count >= available) | ((count >= k) & ((dk == 0) | (lower >= dk.square())))
 
 
-def _candidates_native(query, base, kc, self_graph):
-    """Indices [nq, kc] from fastwnll's C++ blocked search (on the CPU; CUDA inputs are copied).
+def _candidates_native(query, base, kc):
+    """Indices [nq, kc] of fastwnll's C++ blocked search of centred ``query`` in ``base`` (on the
+    CPU; CUDA inputs are copied). The extension is loaded (by :func:`_resolve_backend`)."""
+    return torch.ops.fastwnll.knn_candidates(query.cpu(), base.cpu(), kc, False).to(query.device)
 
-    For a self-graph the points are first put in locality order (see :func:`locality_order`) and
-    each pair is scored once; the point itself is never a candidate. The extension is loaded
-    (by :func:`_choose_backend`).
+
+def _native_graph(x, centre, kc):
+    """(candidates [n, kc], spread [n] float64) of the self-graph of ``x`` by the C++ search, which
+    scores each pair once and never returns the point itself; ``spread`` is ``|x_i - centre|^2``.
+
+    Above a few tiles the points are first put in locality order (see
+    :func:`fastwnll.knn_torch.locality_order`), centred in the same copy, so the search holds one
+    copy of the points.
     """
-    q, b = query.cpu(), base.cpu()
-    if not self_graph:
-        return torch.ops.fastwnll.knn_candidates(q, b, kc, False).to(query.device)
-    if q.shape[0] <= 2 * _LOCALITY_CLUSTER:  # one or two tiles: nothing to gain from an order
-        return torch.ops.fastwnll.knn_candidates(q, q, kc, True).to(query.device)
-    perm = locality_order(q)
-    xp = q[perm].contiguous()
-    cand = torch.ops.fastwnll.knn_candidates(xp, xp, kc, True)
-    cand = torch.where(cand >= 0, perm[cand.clamp_min(0)], cand)
-    out = torch.empty_like(cand)
-    out[perm] = cand
-    return out.to(query.device)
+    device, x, centre = x.device, x.cpu(), centre.cpu()
+    perm = locality_order(x) if x.shape[0] > _LOCALITY_MIN_POINTS else None
+    xc = x - centre if perm is None else x.index_select(0, perm).sub_(centre)
+    _check_no_overflow(xc, xc, xc.dtype, xc.dtype)
+    cand = torch.ops.fastwnll.knn_candidates(xc, xc, kc, True)
+    spread = torch.linalg.vector_norm(xc, dim=1, dtype=torch.float64).square()
+    del xc
+    if perm is not None:  # back to the caller's numbering, rows and entries
+        valid = cand >= 0
+        cand = perm[cand.clamp_min_(0)].masked_fill_(~valid, -1)
+        del valid
+        cand = torch.empty_like(cand).index_copy_(0, perm, cand)
+        spread = torch.empty_like(spread).index_copy_(0, perm, spread)
+    return cand.to(device), spread.to(device)
 
 
-def _candidates_torch(query, base, kc, self_offset):
-    """Indices [nq, kc] of the kc smallest matmul-form squared distances, tile by tile."""
-    nq, nb = query.shape[0], base.shape[0]
-    base_sq = (base * base).sum(1)
-    tile = max(1, min(nq, _TILE_ELEMENTS // nb))
-    out = torch.empty(nq, kc, dtype=torch.int64, device=query.device)
-    for start in range(0, nq, tile):
-        q = query[start:start + tile]
-        d2 = (q * q).sum(1, keepdim=True) + base_sq - 2.0 * (q @ base.T)
-        if self_offset is not None:
-            rows = torch.arange(q.shape[0], device=q.device)
-            d2[rows, rows + start + self_offset] = float("inf")
-        out[start:start + tile] = d2.topk(kc, dim=1, largest=False).indices
-    return out
-
-
-def _candidates_faiss(query, base, kc):
-    """Indices [nq, kc] from a flat (exact) faiss L2 index, on the GPU when query is CUDA and faiss has GPUs."""
-    faiss = _faiss()
-    q = query.detach().float().contiguous()
-    b = base.detach().float().contiguous()
-    d = b.shape[1]
-    if q.is_cuda and _faiss_has_gpu(faiss):
-        import faiss.contrib.torch_utils  # noqa: F401  (lets faiss take torch CUDA tensors)
-
-        index = faiss.GpuIndexFlatL2(faiss.StandardGpuResources(), d)
-        index.add(b)
-        _, ids = index.search(q, kc)
-        return ids.to(torch.int64)
-    index = faiss.IndexFlatL2(d)
-    index.add(b.cpu().numpy())
-    _, ids = index.search(q.cpu().numpy(), kc)
-    return torch.from_numpy(ids).to(device=query.device, dtype=torch.int64)
-
-
-def _refine(query, base, cand, k, self_offset):
-    """Exact distances of the candidates; drop self and invalid (-1) entries; keep the k nearest, sorted.
-
-    CPU tensors go through the C++ op ``fastwnll::knn_refine`` when the extension is built; the
-    torch code below (used on other devices) computes the same thing.
-    """
+def _refine(query, base, cand, k, offset):
+    """:func:`fastwnll.knn_torch.refine` with the point itself at ``base[row + offset]``; CPU tensors
+    go through the equivalent C++ op ``fastwnll::knn_refine`` when the extension is built."""
     if query.device.type == "cpu" and _ext.available():
-        return torch.ops.fastwnll.knn_refine(query, base, cand, k, self_offset)
-    nq = query.shape[0]
-    idx = torch.empty(nq, k, dtype=torch.int64, device=query.device)
-    dist = torch.empty(nq, k, dtype=query.dtype, device=query.device)
-    tile = max(1, min(nq, _REFINE_TILE_ELEMENTS // (cand.shape[1] * query.shape[1])))
-    for start in range(0, nq, tile):
-        c = cand[start:start + tile]
-        q = query[start:start + tile]
-        d = torch.linalg.vector_norm(base[c.clamp_min(0)] - q.unsqueeze(1), dim=-1)
-        invalid = c < 0
-        if self_offset is not None:
-            rows = torch.arange(start, start + q.shape[0], device=c.device) + self_offset
-            invalid |= c == rows.unsqueeze(1)
-        d = d.masked_fill(invalid, float("inf"))
-        best, order = d.sort(dim=1, stable=True)
-        idx[start:start + tile] = c.gather(1, order[:, :k])
-        dist[start:start + tile] = best[:, :k]
+        return torch.ops.fastwnll.knn_refine(query, base, cand, k, offset)
+    exclude = None if offset is None else torch.arange(query.shape[0], device=query.device) + offset
+    return refine(query, base, cand, k, exclude=exclude)
+
+
+def _centred(query, base, centre, search_dtype):
+    """(query - centre, base - centre) (one tensor when ``query is base``), checked for overflow of
+    squared distances in ``search_dtype``."""
+    base_c = base - centre
+    query_c = base_c if query is base else query - centre
+    _check_no_overflow(query_c, base_c, search_dtype, query.dtype)
+    return query_c, base_c
+
+
+def _certified_search(query, base, k, backend, offset, centre, extra, rows=None):
+    """(idx [r, k], dist [r, k], ok [r] bool) for the query rows ``rows`` (None: all): ``k + extra``
+    candidates from ``backend`` on points centred on ``centre``, re-scored and certified."""
+    nb, dim = base.shape
+    available = nb - (offset is not None)
+    search_dtype = torch.float32 if backend == "faiss" else query.dtype
+    kc = min(k + extra + (offset is not None), nb)
+    if rows is None and backend == "native" and offset == 0 and query is base:
+        # a self-graph: the point itself is never a candidate, no extra slot for it
+        cand, spread = _native_graph(query, centre, min(k + extra, available))
+    else:
+        sub = query if rows is None else query[rows]
+        query_c, base_c = _centred(sub, base, centre, search_dtype)
+        if backend == "native":
+            cand = _candidates_native(query_c, base_c, kc)
+        elif backend == "faiss":
+            cand = flat_candidates(query_c, base_c, kc)
+        else:
+            cand = smallest(query_c, base_c, min(kc, available), exclude=_own_rows(query, rows, offset))
+        spread = torch.linalg.vector_norm(query_c, dim=1, dtype=torch.float64).square()
+        del base_c, query_c
+    if rows is None:
+        idx, dist = _refine(query, base, cand, cand.shape[1], offset)
+    else:
+        idx, dist = refine(query[rows], base, cand, cand.shape[1], exclude=_own_rows(query, rows, offset))
+    del cand
+    ok = _certified(dist, k, spread, _rho(search_dtype, dim), _rho(query.dtype, dim), available)
+    return idx[:, :k].contiguous(), dist[:, :k].contiguous(), ok
+
+
+def _own_rows(query, rows, offset):
+    """[r] int64: the base row of each query row's point itself (None without one)."""
+    if offset is None:
+        return None
+    return (torch.arange(query.shape[0], device=query.device) if rows is None else rows) + offset
+
+
+def _exact(query, base, k, backend, offset):
+    """Exact (idx [nq, k], dist [nq, k]) in the input dtype (float32/float64): steps 1-3 of the
+    module docstring on ``backend``, rows not certified searched again with ``_WIDE_EXTRA``
+    candidates (a whole self-graph again when many failed), then :func:`_exact_rows` for the rest."""
+    centre = base.mean(0, dtype=torch.float64).to(base.dtype)
+    idx, dist, ok = _certified_search(query, base, k, backend, offset, centre, _EXTRA_CANDIDATES)
+    failed = (~ok).nonzero().squeeze(1)
+    if failed.numel():
+        if failed.numel() > query.shape[0] // 8 and backend == "native" and offset == 0 and query is base:
+            idx, dist, ok = _certified_search(query, base, k, backend, offset, centre, _WIDE_EXTRA)
+        else:
+            idx[failed], dist[failed], ok[failed] = _certified_search(query, base, k, backend, offset, centre,
+                                                                      _WIDE_EXTRA, failed)
+    _redo_rows(query, base, k, offset, ~ok, idx, dist)
     return idx, dist
 
 
-def knn_search(query: torch.Tensor, base: torch.Tensor, k: int, *, backend: str = "auto",
-               exclude_self: bool = False, self_offset: int = 0):
-    """Exact k nearest neighbours in ``base`` of every row of ``query``.
+def _redo_rows(query, base, k, offset, redo, idx, dist) -> None:
+    """Overwrite the rows ``redo`` ([nq] bool) of ``idx``/``dist`` with :func:`_exact_rows`."""
+    rows = redo.nonzero().squeeze(1)
+    if rows.numel():
+        exclude = None if offset is None else rows + offset
+        idx[rows], sub = _exact_rows(query[rows], base, k, exclude)
+        dist[rows] = sub.to(dist.dtype)
+
+
+def _exact_rows(query, base, k, exclude):
+    """Exact (idx [nq, k], dist [nq, k] float64) by the careful path: float64 product form with
+    ``k + 32`` candidates, each group of nearby rows (locality order) centred on its own mean,
+    certified; rows still uncertified (ties) by direct differences. ``exclude``: [nq] base row of
+    each query's point itself, or None."""
+    nq, nb = query.shape[0], base.shape[0]
+    available = nb - (exclude is not None)
+    kc = min(available, k + _WIDE_EXTRA)
+    order = locality_order(query) if nq > 2 * _FALLBACK_GROUP else torch.arange(nq, device=query.device)
+    cand = torch.empty(nq, kc, dtype=torch.int64, device=query.device)
+    spread = torch.empty(nq, dtype=torch.float64, device=query.device)
+    for start in range(0, nq, _FALLBACK_GROUP):
+        rows = order[start:start + _FALLBACK_GROUP]
+        group = query[rows].to(torch.float64)
+        centre = group.mean(0)
+        cand[rows] = smallest(group, base, kc, exclude=None if exclude is None else exclude[rows], centre=centre,
+                              dtype=torch.float64)
+        spread[rows] = (group - centre).square().sum(1)
+    idx, dist = refine(query, base, cand, kc, exclude=exclude, dtype=torch.float64)
+    rho = _rho(torch.float64, query.shape[1])
+    ok = _certified(dist, k, spread, rho, rho, available)
+    idx, dist = idx[:, :k].contiguous(), dist[:, :k].contiguous()
+    rows = (~ok).nonzero().squeeze(1)
+    if rows.numel():
+        sub_exclude = None if exclude is None else exclude[rows]
+        direct = smallest(query[rows], base, k, exclude=sub_exclude, form="direct", dtype=torch.float64)
+        idx[rows], dist[rows] = refine(query[rows], base, direct, k, exclude=sub_exclude, dtype=torch.float64)
+    return idx, dist
+
+
+def _approximate(query, base, k, options, offset):
+    """(idx, dist) from a faiss approximate index, re-scored exactly; rows with fewer than ``k``
+    valid neighbours (the index returned -1 entries) are searched exactly instead."""
+    query_c, base_c = _centred(query, base, base.mean(0, dtype=torch.float64).to(base.dtype), torch.float32)
+    kc = min(k + _EXTRA_CANDIDATES + (offset is not None), base.shape[0])
+    cand = approximate_candidates(query_c, base_c, kc, options)
+    del base_c, query_c
+    idx, dist = _refine(query, base, cand, k, offset)
+    _redo_rows(query, base, k, offset, ~torch.isfinite(dist[:, -1]), idx, dist)
+    return idx, dist
+
+
+def _check_self(exclude_self, self_offset, nq: int, nb: int):
+    """The validated offset of the query rows in the base (None without ``exclude_self``)."""
+    if not isinstance(exclude_self, bool):
+        raise TypeError(f"exclude_self must be a bool, got {type(exclude_self).__name__}")
+    if not exclude_self:
+        if self_offset is not None:
+            raise ValueError("self_offset is only used with exclude_self=True (query row i is base row "
+                             "i + self_offset)")
+        return None
+    if self_offset is None:
+        self_offset = 0
+    if isinstance(self_offset, bool) or not isinstance(self_offset, int):
+        raise TypeError(f"self_offset must be an int, got {type(self_offset).__name__}")
+    if not 0 <= self_offset <= nb - nq:
+        raise ValueError(f"self_offset={self_offset} out of range: query rows i + self_offset must be base rows, "
+                         f"so 0 <= self_offset <= nb - nq = {nb - nq}")
+    return self_offset
+
+
+def knn_search(query: torch.Tensor, base: torch.Tensor, k: int, *, backend="auto", exclude_self: bool = False,
+               self_offset: int | None = None):
+    """The k nearest neighbours in ``base`` of every row of ``query``: exact unless an approximate
+    backend is chosen.
 
     Args:
-        query: ``[nq, d]`` float32/float64, CPU or CUDA.
+        query: ``[nq, d]`` float32/float64 (float16/bfloat16: searched in float32), CPU or CUDA.
         base: ``[nb, d]``, same dtype and device as ``query``.
         k: neighbours per query, ``1 <= k <= nb`` (``k <= nb - 1`` with ``exclude_self``).
-        backend: ``"native"`` (fastwnll's C++ kernel: blocked matrix products and a vectorised
-            threshold filter, multi-threaded; on the CPU, CUDA inputs are copied; for a graph each
-            pair of points is scored once), ``"faiss"`` (flat exact index; GPU index for CUDA
-            tensors when faiss has GPUs, otherwise the search runs on the CPU), ``"torch"`` (tiled
-            matmul + top-k, never more than ~32M distances in memory at once, any device) or
-            ``"auto"`` (native for CPU tensors, else faiss, else torch; torch for CUDA tensors
-            unless faiss-gpu is present and ``nb >= 65536``).
+        backend: exact: ``"native"`` (fastwnll's C++ kernel: blocked matrix products and a
+            vectorised threshold filter, multi-threaded; on the CPU, CUDA inputs are copied; for a
+            graph each pair of points is scored once), ``"faiss"`` (flat index, float32; GPU index
+            on the tensors' device for CUDA tensors when faiss has GPUs, otherwise the search runs
+            on the CPU), ``"torch"`` (tiled matmul + top-k, tiles sized by memory, any device) or
+            ``"auto"`` (native for CPU tensors, else faiss, else torch; for CUDA tensors torch, or
+            faiss-gpu when present and ``nb >= 65536``: never a copy to the host). Every exact
+            backend gives the same neighbours (see the module docstring for how they are made exact).
+            Approximate: ``"hnsw"``, ``"ivf"`` or an :class:`ApproximateKNN` with its options
+            (faiss indexes; **not exact**: true neighbours may be missed; distances are exact for
+            the points returned; rows for which the index returns fewer than ``k`` points are
+            searched exactly instead).
         exclude_self: query row ``i`` is base row ``i + self_offset`` and must not be returned
             as its own neighbour (used for graphs; duplicates of the point are still returned).
-        self_offset: see ``exclude_self``.
+        self_offset: int in ``[0, nb - nq]``, default 0; only with ``exclude_self``.
 
     Returns:
         ``(idx, dist)``: ``idx`` ``[nq, k]`` int64 indices into ``base``; ``dist`` ``[nq, k]``
-        exact Euclidean distances in the input dtype, ascending along each row. Both are on the
-        input device and carry no gradient.
+        Euclidean distances (computed from coordinate differences) in the input dtype, ascending
+        along each row. Both are on the input device and carry no gradient. Autocast and TF32 are
+        switched off inside (see :func:`exact_arithmetic`).
     """
     check_points("query", query)
     if base is not query:
@@ -217,7 +370,8 @@ def knn_search(query: torch.Tensor, base: torch.Tensor, k: int, *, backend: str 
         raise TypeError(f"query is {query.dtype} but base is {base.dtype}")
     if query.shape[1] != base.shape[1]:
         raise ValueError(f"query has {query.shape[1]} features but base has {base.shape[1]}")
-    nb = base.shape[0]
+    nq, nb = query.shape[0], base.shape[0]
+    offset = _check_self(exclude_self, self_offset, nq, nb)
     available = nb - 1 if exclude_self else nb
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -226,34 +380,32 @@ def knn_search(query: torch.Tensor, base: torch.Tensor, k: int, *, backend: str 
             f"k={k} is too large: only {available} neighbours exist"
             + (f" (k must be < n={nb}, the point itself is excluded)" if exclude_self else f" (nb={nb})")
         )
-    self_graph = exclude_self and self_offset == 0 and query is base
-    query = query.detach()
-    base = query if self_graph else base.detach()
-    offset = self_offset if exclude_self else None
-    kc = min(k + _EXTRA_CANDIDATES + (1 if exclude_self else 0), nb)
-    chosen = _choose_backend(backend, query, base)
-    _check_no_overflow(query, base, torch.float32 if chosen == "faiss" else query.dtype)
-    if chosen == "native":
-        # a native self-graph never returns the point itself: no extra slot for it
-        cand = _candidates_native(query, base, min(k + _EXTRA_CANDIDATES, available) if self_graph else kc,
-                                  self_graph)
-    elif chosen == "faiss":
-        cand = _candidates_faiss(query, base, kc)
-    else:
-        cand = _candidates_torch(query, base, min(kc, available), offset)
-    return _refine(query, base, cand, k, offset)
+    chosen = _resolve_backend(backend, query, nb, k + _EXTRA_CANDIDATES + 1)
+    work = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype
+    self_graph = offset == 0 and query is base
+    q = query.detach().to(work)
+    b = q if self_graph else base.detach().to(work)
+    with exact_arithmetic(q.device):
+        if isinstance(chosen, ApproximateKNN):
+            idx, dist = _approximate(q, b, k, chosen, offset)
+        else:
+            idx, dist = _exact(q, b, k, chosen, offset)
+    return idx, dist.to(query.dtype)
 
 
-def knn_graph(x: torch.Tensor, k: int, *, backend: str = "auto"):
-    """Exact kNN graph of the rows of ``x``, each point itself excluded.
+def knn_graph(x: torch.Tensor, k: int, *, backend="auto"):
+    """kNN graph of the rows of ``x``, each point itself excluded (exact unless ``backend`` is
+    approximate).
 
     Args:
-        x: ``[n, d]`` float32/float64, CPU or CUDA, finite.
+        x: ``[n, d]`` floating point (half precision is searched in float32), CPU or CUDA, finite.
         k: neighbours per point, ``1 <= k < n``.
-        backend: ``"auto"``, ``"native"``, ``"faiss"`` or ``"torch"`` (see :func:`knn_search`).
+        backend: as in :func:`knn_search` (``"auto"``, ``"native"``, ``"faiss"``, ``"torch"``;
+            approximate ``"hnsw"``, ``"ivf"`` or an :class:`ApproximateKNN`).
 
     Returns:
-        ``(idx [n, k] int64, dist [n, k])`` with Euclidean distances ascending along each row.
+        ``(idx [n, k] int64, dist [n, k])`` with Euclidean distances in ``x``'s dtype, ascending
+        along each row.
     """
     check_points("x", x)
     return knn_search(x, x, k, backend=backend, exclude_self=True)

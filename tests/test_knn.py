@@ -1,15 +1,16 @@
-"""kNN search against brute-force torch.cdist, for both backends, and its input errors."""
+"""kNN search against a brute-force float64 reference, for every exact backend, and its input errors."""
 import pytest
 import torch
 
 from fastwnll import knn as knn_module
+from fastwnll import knn_torch
 from fastwnll.knn import knn_graph, knn_search
 
 BACKENDS = ["native", "torch", "faiss"]
 
 
 def brute_force(query, base, k, exclude_self):
-    d = torch.cdist(query.double(), base.double())
+    d = torch.cdist(query.double(), base.double(), compute_mode="donot_use_mm_for_euclid_dist")
     if exclude_self:
         d.fill_diagonal_(float("inf"))
     dist, idx = d.sort(dim=1, stable=True)
@@ -55,7 +56,8 @@ def test_tiled_torch_path_equals_untiled(monkeypatch):
     g = torch.Generator().manual_seed(2)
     x = torch.randn(257, 8, generator=g, dtype=torch.float64)
     whole = knn_graph(x, 6, backend="torch")
-    monkeypatch.setattr(knn_module, "_TILE_ELEMENTS", 1000)  # forces ~4 rows per tile
+    monkeypatch.setattr(knn_torch, "_CPU_TILE_BYTES", 2000)  # 14 rows x 11 columns per tile
+    assert knn_torch.tile_shape(257, 257, 11, 8, torch.float64, 2000) == (14, 11)
     tiled = knn_graph(x, 6, backend="torch")
     assert torch.equal(whole[0], tiled[0])
     torch.testing.assert_close(whole[1], tiled[1])
@@ -63,7 +65,7 @@ def test_tiled_torch_path_equals_untiled(monkeypatch):
 
 def test_auto_uses_the_native_kernel_on_cpu():
     x = torch.randn(50, 3)
-    assert knn_module._choose_backend("auto", x, x) == "native"
+    assert knn_module._resolve_backend("auto", x, 50, 20) == "native"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -89,7 +91,7 @@ def test_native_search_between_sets_and_offset_self():
     torch.testing.assert_close(dist, ref_dist)
     # query rows 0..99 are base rows 300..399: themselves excluded by index
     idx, dist = knn_search(base[300:400], base, 4, backend="native", exclude_self=True, self_offset=300)
-    d = torch.cdist(base[300:400], base)
+    d = torch.cdist(base[300:400], base, compute_mode="donot_use_mm_for_euclid_dist")
     d[torch.arange(100), torch.arange(300, 400)] = float("inf")
     torch.testing.assert_close(dist, d.sort(dim=1).values[:, :4])
 
@@ -120,7 +122,7 @@ def test_locality_order_is_a_permutation_grouping_clusters():
     centres = 10 * torch.randn(4, 8, generator=g)
     labels = torch.arange(1024) % 4
     x = centres[labels] + torch.randn(1024, 8, generator=g)
-    perm = knn_module.locality_order(x)
+    perm = knn_torch.locality_order(x)
     assert torch.equal(perm.sort().values, torch.arange(1024))
     runs = (labels[perm][1:] != labels[perm][:-1]).sum()
     assert runs <= 8  # the four clusters come out (almost) contiguous
@@ -211,3 +213,32 @@ def test_bad_arguments():
         knn_search(x, torch.randn(10, 4), 3)
     with pytest.raises(TypeError, match="float64"):
         knn_search(x, x.double(), 3)
+    with pytest.raises(ValueError, match="unknown kNN backend"):
+        knn_graph(x, 3, backend=None)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(exclude_self=True, self_offset=-1), ValueError,
+         r"self_offset=-1 out of range.*0 <= self_offset <= nb - nq = 6"),
+        (dict(exclude_self=True, self_offset=7), ValueError, r"self_offset=7 out of range"),
+        (dict(self_offset=2), ValueError, "only used with exclude_self=True"),
+        (dict(exclude_self=False, self_offset=0), ValueError, "only used with exclude_self=True"),
+        (dict(exclude_self=True, self_offset=2.0), TypeError, "self_offset must be an int, got float"),
+        (dict(exclude_self=True, self_offset=True), TypeError, "self_offset must be an int, got bool"),
+        (dict(exclude_self=1), TypeError, "exclude_self must be a bool"),
+    ],
+)
+def test_bad_self_offset(kwargs, error, match):
+    base = torch.randn(10, 3)
+    with pytest.raises(error, match=match):
+        knn_search(base[:4], base, 2, **kwargs)
+
+
+def test_self_offset_at_both_ends_of_its_range():
+    g = torch.Generator().manual_seed(7)
+    base = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    for offset in (0, 30):
+        idx, _ = knn_search(base[offset:offset + 10], base, 3, exclude_self=True, self_offset=offset)
+        assert not (idx == torch.arange(offset, offset + 10).unsqueeze(1)).any()

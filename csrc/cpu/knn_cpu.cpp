@@ -4,10 +4,12 @@
 // tiles of inner products) and a vectorised threshold filter in front of a sorted insertion into
 // per-row candidate lists ordered by (distance, index). For a self-graph (query is base) each
 // unordered pair {i, j} is scored once, in a tile on or above the diagonal, and offered to both rows'
-// lists: half the matrix-product work of a plain search. Tile pairs are visited nearest-first in
-// rounds of disjoint tiles (parallel without locks); the caller (fastwnll/knn.py) first puts the
-// points in locality order so that near tiles hold near points and thresholds tighten early. The
-// result does not depend on the number of threads.
+// lists: half the matrix-product work of a plain search. Tile pairs are visited in rounds of disjoint
+// tiles (parallel without locks), each tile with its nearest tiles first (see Schedule; extra memory
+// O(n) overall); the caller (fastwnll/knn.py) first puts the points in locality order so that near
+// tiles hold near points and thresholds tighten early. The result does not depend on the number of
+// threads. The caller centres the points: the kernel ranks by matrix-product-form distances, whose
+// rounding error grows with the norms, and certifies the candidates afterwards.
 //
 // knn_refine: exact Euclidean distances of given candidates and the k nearest, sorted.
 #include <ATen/ATen.h>
@@ -103,37 +105,88 @@ void scan_tile(const scalar_t* g, const scalar_t* qn, const scalar_t* bn, int64_
   }
 }
 
-// Rounds of pairwise disjoint tile pairs (r, c), r <= c, covering every pair once, nearest tiles (by the
-// distance between tile means) first: each pair goes to the earliest round after the last round using
-// either of its tiles. Tiles within a round share no rows, so a round runs in parallel without locks.
-// With spatially coherent tiles, every row meets its nearest tiles first, its threshold tightens early
-// and later tiles rarely pass the filter.
-std::vector<std::vector<std::pair<int64_t, int64_t>>> schedule(const at::Tensor& x, int64_t tiles) {
-  const int64_t n = x.size(0);
-  std::vector<at::Tensor> means;
-  for (int64_t r = 0; r < tiles; ++r) {
-    means.push_back(x.narrow(0, r * kTile, std::min(n, (r + 1) * kTile) - r * kTile).mean(0));
+// Tiles each tile is paired with first (besides itself), nearest by the distance between tile means.
+constexpr int64_t kNearTiles = 16;
+// Rows of tile means whose distances to all tile means are held at once while finding the nearest.
+constexpr int64_t kMeanBlock = 256;
+
+// The order in which a self-graph visits the pairs (r, c), r <= c, of its row tiles, as rounds of pairwise
+// disjoint pairs (tiles within a round share no rows, so a round runs in parallel without locks). Memory is
+// O(tiles * kNearTiles), never O(tiles^2):
+//  - near rounds: each tile with itself and its kNearTiles nearest tiles (by the distance between tile
+//    means), nearest pairs first, each pair in the earliest round after the last round using either tile;
+//  - far rounds: every other pair, in the rounds of a round-robin tournament (circle method), generated on
+//    the fly by far_round().
+// With spatially coherent tiles every row meets its nearest tiles first, its threshold tightens early and
+// the far tiles rarely pass the filter.
+class Schedule {
+ public:
+  Schedule(const at::Tensor& x, int64_t tiles) : tiles_(tiles), players_(tiles + (tiles & 1)), near_(tiles) {
+    const int64_t n = x.size(0);
+    std::vector<at::Tensor> means;
+    for (int64_t r = 0; r < tiles; ++r) {
+      means.push_back(x.narrow(0, r * kTile, std::min(n, (r + 1) * kTile) - r * kTile).mean(0));
+    }
+    const at::Tensor m = at::stack(means).to(at::kDouble);
+    const int64_t nearest = std::min(tiles, kNearTiles + 1);
+    std::vector<std::tuple<double, int64_t, int64_t>> pairs;  // (gap, r, c), r <= c
+    for (int64_t r0 = 0; r0 < tiles; r0 += kMeanBlock) {
+      const int64_t len = std::min(kMeanBlock, tiles - r0);
+      const auto [gap, col] = at::cdist(m.narrow(0, r0, len), m).topk(nearest, 1, /*largest=*/false);
+      const at::Tensor g = gap.contiguous(), c = col.contiguous();
+      const double* gp = g.const_data_ptr<double>();
+      const int64_t* cp = c.const_data_ptr<int64_t>();
+      for (int64_t i = 0; i < len; ++i) {
+        const int64_t r = r0 + i;
+        pairs.emplace_back(0.0, r, r);
+        for (int64_t t = 0; t < nearest; ++t) {
+          const int64_t other = cp[i * nearest + t];
+          if (other != r) pairs.emplace_back(gp[i * nearest + t], std::min(r, other), std::max(r, other));
+        }
+      }
+    }
+    std::stable_sort(pairs.begin(), pairs.end());
+    pairs.erase(std::unique(pairs.begin(), pairs.end(),
+                            [](const auto& a, const auto& b) {
+                              return std::get<1>(a) == std::get<1>(b) && std::get<2>(a) == std::get<2>(b);
+                            }),
+                pairs.end());
+    std::vector<int64_t> next_free(tiles, 0);
+    for (const auto& [gap, r, c] : pairs) {
+      if (r != c && is_near(r, c)) continue;  // the same pair from the other tile's list, at another gap
+      const int64_t k = std::max(next_free[r], next_free[c]);
+      if (k == static_cast<int64_t>(near_rounds_.size())) near_rounds_.emplace_back();
+      near_rounds_[k].emplace_back(r, c);
+      next_free[r] = next_free[c] = k + 1;
+      if (r != c) {
+        near_[r].insert(std::lower_bound(near_[r].begin(), near_[r].end(), c), c);
+        near_[c].insert(std::lower_bound(near_[c].begin(), near_[c].end(), r), r);
+      }
+    }
   }
-  const at::Tensor m = at::stack(means).to(at::kDouble);
-  const at::Tensor gap = at::cdist(m, m).contiguous();
-  const double* gp = gap.const_data_ptr<double>();
-  std::vector<std::pair<int64_t, int64_t>> pairs;
-  for (int64_t r = 0; r < tiles; ++r) {
-    for (int64_t c = r; c < tiles; ++c) pairs.emplace_back(r, c);
+
+  const std::vector<std::vector<std::pair<int64_t, int64_t>>>& near_rounds() const { return near_rounds_; }
+  int64_t far_rounds() const { return players_ - 1; }
+
+  // Round t of the tournament among players_ (tiles plus one bye when odd): player players_ - 1 meets t,
+  // and (t + i) meets (t - i) mod (players_ - 1); pairs with the bye or already in the near rounds dropped.
+  void far_round(int64_t t, std::vector<std::pair<int64_t, int64_t>>& out) const {
+    out.clear();
+    const int64_t m = players_ - 1;
+    for (int64_t i = 0; i < players_ / 2; ++i) {
+      const int64_t a = i == 0 ? m : (t + i) % m, b = i == 0 ? t : (t - i + m) % m;
+      if (a >= tiles_ || b >= tiles_ || is_near(a, b)) continue;
+      out.emplace_back(std::min(a, b), std::max(a, b));
+    }
   }
-  std::stable_sort(pairs.begin(), pairs.end(), [&](const auto& a, const auto& b) {
-    return gp[a.first * tiles + a.second] < gp[b.first * tiles + b.second];
-  });
-  std::vector<std::vector<std::pair<int64_t, int64_t>>> rounds;
-  std::vector<int64_t> next_free(tiles, 0);
-  for (const auto& [r, c] : pairs) {
-    const int64_t k = std::max(next_free[r], next_free[c]);
-    if (k == static_cast<int64_t>(rounds.size())) rounds.emplace_back();
-    rounds[k].emplace_back(r, c);
-    next_free[r] = next_free[c] = k + 1;
-  }
-  return rounds;
-}
+
+ private:
+  bool is_near(int64_t r, int64_t c) const { return std::binary_search(near_[r].begin(), near_[r].end(), c); }
+
+  int64_t tiles_, players_;
+  std::vector<std::vector<int64_t>> near_;  // per tile, the other tiles of its near-round pairs, sorted
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> near_rounds_;
+};
 
 template <typename scalar_t>
 void search(const at::Tensor& query, const at::Tensor& base, bool self_graph, int64_t kc, at::Tensor& out) {
@@ -163,11 +216,18 @@ void search(const at::Tensor& query, const at::Tensor& base, bool self_graph, in
     }
   };
 
+  auto run_round = [&](const std::vector<std::pair<int64_t, int64_t>>& round) {
+    at::parallel_for(0, static_cast<int64_t>(round.size()), 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t p = lo; p < hi; ++p) tile(round[p].first, round[p].second);
+    });
+  };
   if (self_graph) {
-    for (const auto& round : schedule(query, row_tiles)) {
-      at::parallel_for(0, static_cast<int64_t>(round.size()), 1, [&](int64_t lo, int64_t hi) {
-        for (int64_t p = lo; p < hi; ++p) tile(round[p].first, round[p].second);
-      });
+    const Schedule schedule(query, row_tiles);
+    for (const auto& round : schedule.near_rounds()) run_round(round);
+    std::vector<std::pair<int64_t, int64_t>> round;
+    for (int64_t t = 0; t < schedule.far_rounds(); ++t) {
+      schedule.far_round(t, round);
+      run_round(round);
     }
   } else {  // each thread owns whole row tiles
     at::parallel_for(0, row_tiles, 1, [&](int64_t lo, int64_t hi) {
