@@ -17,6 +17,7 @@ import inspect
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Callable, Iterator, TypeVar
 
 import torch
@@ -33,6 +34,9 @@ __all__ = [
 
 BACKENDS = ("auto", "nccl", "gloo")
 T = TypeVar("T")
+# How long a process that stops with an error waits for the others to stop too before it leaves the
+# group (gloo), so that what it sent last still reaches them.
+SETTLE_TIMEOUT = timedelta(seconds=60)
 # DistributedDataParallel without buffer broadcasts before every forward: torch 2.14 names the option
 # forward_sync_buffers (deprecating broadcast_buffers), torch 2.4 to 2.13 broadcast_buffers.
 NO_FORWARD_BUFFER_SYNC = ({"forward_sync_buffers": False}
@@ -136,7 +140,11 @@ def process_group(device: torch.device, backend: str | None = None) -> Iterator[
 
     - A default process group already initialized (by the caller): it is used as it is.
     - Launched by ``torchrun`` with ``WORLD_SIZE > 1``: joins the group (``env://`` rendezvous,
-      backend from :func:`choose_backend`), and leaves it (destroys it) at the end of the block.
+      backend from :func:`choose_backend`), and leaves it (destroys it) at the end of the block, after
+      a barrier: no process leaves while the others may still be receiving what it sent. When the
+      block raises (every process raising at the same point, as the run's checks do), the barrier is
+      a gloo ``monitored_barrier`` bounded by :data:`SETTLE_TIMEOUT` (none with nccl), so that a
+      process whose peers are busy elsewhere still leaves.
     - Otherwise a single process (:data:`SINGLE`); an explicit ``backend`` other than ``"auto"``
       is then an error (it would suggest a distributed launch that did not happen).
 
@@ -167,8 +175,22 @@ def process_group(device: torch.device, backend: str | None = None) -> Iterator[
     dist.init_process_group(chosen, init_method="env://")
     try:
         yield current()
+        dist.barrier()
+    except BaseException:
+        _settle()
+        raise
     finally:
         dist.destroy_process_group()
+
+
+def _settle() -> None:
+    """Wait (boundedly, gloo only) for the other processes before leaving the group after an error."""
+    if dist.get_backend() != dist.Backend.GLOO:
+        return
+    try:
+        dist.monitored_barrier(timeout=SETTLE_TIMEOUT)
+    except RuntimeError:  # the others are elsewhere: leave anyway, the error that brought us here is raised
+        pass
 
 
 def add_backend_flag(parser) -> None:

@@ -193,8 +193,7 @@ def _run(cfg: TrainConfig, payload: dict | None, stop_after_epochs: int | None, 
     checkpoint_path = out / CHECKPOINT_NAME
     device = process_device(resolve_device(cfg.device), processes)
     precision = amp_dtype(device, cfg.amp)
-    main = processes.is_main
-    progress = progress and main
+    progress = progress and processes.is_main
     (x_train, y_train), (x_test, y_test) = _load_data(cfg, processes)
     num_classes = int(y_train.max()) + 1
     if int(y_test.max()) >= num_classes:
@@ -226,10 +225,14 @@ def _run(cfg: TrainConfig, payload: dict | None, stop_after_epochs: int | None, 
         if cfg.adv == "pgd":
             bank_rows(y_train, cfg, adversarial=True)
     log_path = out / LOG_NAME
-    if main:
+
+    def start_files() -> None:
         out.mkdir(parents=True, exist_ok=True)
         if payload is not None:  # a resumed run's log holds exactly the epochs of its checkpoint
             log_path.write_text("".join(json.dumps(record) + "\n" for record in history))
+
+    # Process 0 writes; the others wait for it, so the files exist (or its error is everyone's) after each write.
+    main_result(start_files, processes)
 
     stage = bank = net = None
     ran = 0
@@ -266,18 +269,15 @@ def _run(cfg: TrainConfig, payload: dict | None, stop_after_epochs: int | None, 
         record["eval_time_s"] = time.perf_counter() - started
         history.append(record)
         states = gather_objects(rng_state(generator), processes)
-        if main:
-            checkpoint = {
-                "config": cfg.to_dict(), "num_classes": num_classes, "in_channels": in_channels, "epoch": epoch + 1,
-                "history": history, "model": model.state_dict(), "stage": None if last else stage.state_dict(),
-                "rng": states[0], "finished": last,
-            }
-            if processes.enabled:
-                checkpoint["distributed"] = {"world_size": processes.world_size, "backend": processes.backend,
-                                             "graph": graph, "rng": states}
-            save_checkpoint(checkpoint_path, checkpoint)
-            with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+        checkpoint = {
+            "config": cfg.to_dict(), "num_classes": num_classes, "in_channels": in_channels, "epoch": epoch + 1,
+            "history": history, "model": model.state_dict(), "stage": None if last else stage.state_dict(),
+            "rng": states[0], "finished": last,
+        }
+        if processes.enabled:
+            checkpoint["distributed"] = {"world_size": processes.world_size, "backend": processes.backend,
+                                         "graph": graph, "rng": states}
+        main_result(lambda: _write_epoch(checkpoint_path, checkpoint, log_path, record), processes)
         if progress:
             tqdm.write(_epoch_line(record, len(plan)))
             sys.stdout.flush()
@@ -288,6 +288,13 @@ def _run(cfg: TrainConfig, payload: dict | None, stop_after_epochs: int | None, 
             return {"stopped_after_epoch": epoch + 1, "epochs": len(plan), "checkpoint": str(checkpoint_path),
                     "log": str(log_path)}
     return _summary(cfg, num_classes, history, model, device, x_test.shape[0], out, processes, graph)
+
+
+def _write_epoch(checkpoint_path: Path, checkpoint: dict, log_path: Path, record: dict) -> None:
+    """Save an epoch's checkpoint and append its record to the log."""
+    save_checkpoint(checkpoint_path, checkpoint)
+    with log_path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def _load_data(cfg: TrainConfig, processes: Processes) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
@@ -336,8 +343,7 @@ def _summary(cfg: TrainConfig, num_classes: int, history: list[dict], model: nn.
         summary.update(backend=processes.backend, graph=graph)
     if "test_acc_linear" in final:
         summary["test_accuracy_linear"] = final["test_acc_linear"]
-    if processes.is_main:
-        (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    main_result(lambda: (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n"), processes)
     return summary
 
 
