@@ -376,6 +376,13 @@ def test_cli_backend_without_torchrun_exits_1(tmp_path, capsys):
     assert main(["train", "--graph", "diagonal"]) == 2
 
 
+@pytest.mark.parametrize("argv", [["demo"], ["report", "--model", "a=b", "--out", "x"], ["info"]])
+def test_commands_of_one_process_refuse_a_torchrun_launch(argv, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(argv) == 1
+    assert "runs in one process, but torchrun launched 2" in capsys.readouterr().err
+
+
 def test_backend_choice():
     assert choose_backend(torch.device("cpu")) == "gloo"
     assert choose_backend(torch.device("cuda"), "auto") == "nccl"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from fastwnll.attacks.registry import ATTACKS, NORMS, PROTOCOLS
-from fastwnll.runtime.distributed import add_backend_flag
+from fastwnll.runtime.distributed import add_distributed_flags
 from fastwnll.runtime.ranges import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE
 
 from .targets import HEADS
@@ -79,13 +79,14 @@ def register(subparsers) -> None:
     attack.add_argument("--transfer-from", default=None,
                         help="craft on this checkpoint (black box for the target), evaluate on --checkpoint")
     attack.add_argument("--transfer-head", default="auto", help="head of the transfer source (auto/linear/wnll)")
-    attack.add_argument("--n", type=COUNT.parse, default=None,
-                        help=f"test images (a fixed seeded subset; default {DEFAULT_N} or the whole split if smaller)")
+    attack.add_argument("--n", "--images", type=COUNT.parse, default=None,
+                        help=f"test images (a fixed seeded subset; default {DEFAULT_N} or the whole split if smaller; "
+                             "--images under torchrun, which takes --n for its own --nnodes)")
     attack.add_argument("--tvm-iters", type=COUNT.parse, default=None, help="TVM iterations (default 100)")
     attack.add_argument("--json", default=None, help="also write the result as JSON to this file (an existing one "
                                                      "is refused unless --overwrite)")
     _add_common(attack)
-    add_backend_flag(attack)
+    add_distributed_flags(attack)
     attack.set_defaults(handler=attack_command)
 
     report = subparsers.add_parser(

@@ -8,7 +8,7 @@ process's loss into the rows' owner), the global batch is split into templates a
 same seeded rule on every process (checked here), and each process keeps the output rows of its own
 queries. With the loss of each process scaled to ``world_size / (queries of the global batch)``
 times the sum of its rows' losses, DDP's gradient average equals the gradient of one process holding
-the whole batch (docs/design.md, section 6 and the README's section on several GPUs).
+the whole batch (docs/design.md, section 7).
 
 This module only communicates; it builds no graph and needs an initialized process group.
 """

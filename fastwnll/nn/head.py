@@ -109,6 +109,8 @@ class WNLLBatch:
             batch; then the sorted row indices of the templates and of the queries (the rows the
             head outputs). Every head of the model reuses the same split. With ``graph="global"``
             heads they are this process's rows among the global batch's templates and queries.
+        global_split: with ``graph="global"`` heads, the split of the whole batch
+            (:class:`fastwnll.nn.distributed_graph.GlobalSplit`); otherwise ``None``.
     """
 
     def __init__(self, labels: torch.Tensor, generator: torch.Generator | None, split: str):
@@ -127,11 +129,14 @@ class WNLLBatch:
         batch, otherwise all of ``labels``."""
         return self.labels if self.query_index is None else self.labels[self.query_index]
 
-    def _split_for(self, rows: int, template_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check_rows(self, rows: int) -> None:
         if rows != self.labels.shape[0]:
             raise ValueError(
                 f"wnll_batch was given {self.labels.shape[0]} labels but the WNLL head received {rows} rows"
             )
+
+    def _split_for(self, rows: int, template_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_rows(rows)
         if self.global_split is not None:
             raise RuntimeError("the WNLL heads of one model mix graph='local' and graph='global'")
         if self.query_index is None:
@@ -141,10 +146,7 @@ class WNLLBatch:
         return self.template_index, self.query_index
 
     def _global_split_for(self, rows: int, template_fraction: float) -> GlobalSplit:
-        if rows != self.labels.shape[0]:
-            raise ValueError(
-                f"wnll_batch was given {self.labels.shape[0]} labels but the WNLL head received {rows} rows"
-            )
+        self._check_rows(rows)
         if self.global_split is None:
             if self.query_index is not None:
                 raise RuntimeError("the WNLL heads of one model mix graph='local' and graph='global'")
@@ -201,7 +203,7 @@ class WNLLHead(nn.Module):
       split into ``N`` interleaved chunks, each interpolated separately, and the scores averaged
       (the paper's protocol: several template batches, scores summed).
 
-    ``graph`` (training only; docs/design.md, section 6): ``"local"`` (the default) builds the
+    ``graph`` (training only; docs/design.md, section 7): ``"local"`` (the default) builds the
     training graph over the rows this process holds; ``"global"``, for data-parallel training under an
     initialized ``torch.distributed`` process group, over the rows of every process (gathered with a
     differentiable all-gather, split by the same seeded rule on every process; the output holds this

@@ -27,9 +27,9 @@ from torch import nn
 from fastwnll.nn.distributed_graph import GRAPHS, communication_device, gather_rows
 
 __all__ = [
-    "BACKENDS", "GRAPHS", "Processes", "ProcessZeroError", "SINGLE", "add_backend_flag", "all_sum", "batch_seed", "choose_backend",
-    "current", "gather_batches", "gather_objects", "is_main_process", "launched_world_size", "main_result",
-    "process_device", "process_group", "shard_batches", "shard_rows", "sync_buffers", "wrap_model",
+    "BACKENDS", "GRAPHS", "Processes", "ProcessZeroError", "SINGLE", "add_distributed_flags", "all_sum", "batch_seed",
+    "choose_backend", "current", "gather_batches", "gather_objects", "is_main_process", "launched_world_size",
+    "main_result", "process_device", "process_group", "shard_batches", "shard_rows", "sync_buffers", "wrap_model",
 ]
 
 BACKENDS = ("auto", "nccl", "gloo")
@@ -193,11 +193,13 @@ def _settle() -> None:
         pass
 
 
-def add_backend_flag(parser) -> None:
-    """Add ``--backend`` (one of :data:`BACKENDS`, default None: auto) to the argparse ``parser`` of a
-    command that runs under torchrun."""
+def add_distributed_flags(parser) -> None:
+    """Mark the argparse ``parser`` of a command as one that runs under torchrun (``distributed=True``
+    in its parsed arguments; the command line refuses the others there) and add ``--backend`` (one
+    of :data:`BACKENDS`, default None: auto)."""
     parser.add_argument("--backend", choices=BACKENDS, default=None,
                         help="under torchrun: the torch.distributed backend (auto: nccl on CUDA, gloo on the CPU)")
+    parser.set_defaults(distributed=True)
 
 
 def main_result(work: Callable[[], T], processes: Processes) -> T:

@@ -15,7 +15,7 @@ from fastwnll.runtime.config import (
     ADVERSARIES, DEFAULT_ADV_TEMPLATES, DEFAULT_TEMPLATES, FIELD_RANGES, TrainConfig,
 )
 from fastwnll.runtime.device import AMP, DEVICES
-from fastwnll.runtime.distributed import GRAPHS, add_backend_flag
+from fastwnll.runtime.distributed import GRAPHS, add_distributed_flags
 from fastwnll.runtime.ranges import COUNT, NON_NEGATIVE_INT, POSITIVE
 
 # (TrainConfig field, argparse keywords, help). Every flag defaults to "not given" so that
@@ -91,7 +91,7 @@ def _add_train(subparsers) -> None:
     parser.add_argument("--stop-after", type=COUNT.parse, metavar="EPOCHS",
                         help="stop after this many epochs of this call (continue later with --resume)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
-    add_backend_flag(parser)
+    add_distributed_flags(parser)
     parser.add_argument("--graph", choices=GRAPHS, default=None,
                         help="under torchrun: the WNLL training graph over the whole batch (global, the default) or "
                              "over each process's share (local)")
@@ -168,7 +168,7 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--batch-size", type=COUNT.parse, help="queries per forward (default: the training config's)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    add_backend_flag(parser)
+    add_distributed_flags(parser)
     parser.set_defaults(handler=_evaluate)
 
 
