@@ -177,13 +177,15 @@ def _training_phase(rank: int, root: Path) -> None:
     under ``root`` recorded)."""
     whole, parts = root / "whole", root / "parts"
     recorder = WriteRecorder(str(root))
-    output, codes = io.StringIO(), []
-    with contextlib.redirect_stdout(output), (recorder.active() if rank else contextlib.nullcontext()):
+    output, errors, codes = io.StringIO(), io.StringIO(), []
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(errors), \
+            (recorder.active() if rank else contextlib.nullcontext()):
         codes.append(main(["train", *RUN, "--out", str(whole)]))
         codes.append(main(["train", *RUN, "--out", str(parts), "--stop-after", "1"]))
         codes.append(main(["train", "--resume", "--out", str(parts), "--quiet"]))
+        codes.append(main(["train", *RUN, "--out", str(whole)]))  # refused by process 0: a run is there
     (root / f"training{rank}.json").write_text(json.dumps({"codes": codes, "stdout": output.getvalue(),
-                                                           "writes": recorder.paths}))
+                                                           "stderr": errors.getvalue(), "writes": recorder.paths}))
 
 
 def _worker(rank: int, root: str, ports: list[int]) -> None:
@@ -218,8 +220,11 @@ def _records(run_dir: Path) -> list[dict]:
 
 def test_two_process_training_writes_only_on_process_0(runs):
     root, ranks = runs
-    assert [r["codes"] for r in ranks] == [[0, 0, 0], [0, 0, 0]]
+    assert [r["codes"] for r in ranks] == [[0, 0, 0, 1], [0, 0, 0, 1]]
     assert ranks[1]["writes"] == [] and ranks[1]["stdout"] == ""
+    # Process 0's refusal to replace the run is every process's error.
+    assert "already exists: resume it (--resume)" in ranks[0]["stderr"]
+    assert "process 0 stopped the run: FileExistsError" in ranks[1]["stderr"]
     assert "test accuracy: WNLL head" in ranks[0]["stdout"] and "continue with" in ranks[0]["stdout"]
     summary = json.loads((root / "whole" / "summary.json").read_text())
     assert (summary["world_size"], summary["backend"], summary["graph"]) == (2, "gloo", "global")

@@ -37,8 +37,8 @@ T = TypeVar("T")
 # How long a process that stops with an error waits for the others to stop too before it leaves the
 # group (gloo), so that what it sent last still reaches them.
 SETTLE_TIMEOUT = timedelta(seconds=60)
-# DistributedDataParallel without buffer broadcasts before every forward: torch 2.14 names the option
-# forward_sync_buffers (deprecating broadcast_buffers), torch 2.4 to 2.13 broadcast_buffers.
+# DistributedDataParallel without buffer broadcasts before every forward: newer torch (2.14) names the
+# option forward_sync_buffers and deprecates broadcast_buffers, which older releases have.
 NO_FORWARD_BUFFER_SYNC = ({"forward_sync_buffers": False}
                           if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
                           else {"broadcast_buffers": False})
