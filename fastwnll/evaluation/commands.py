@@ -79,7 +79,7 @@ def register(subparsers) -> None:
     attack.add_argument("--transfer-from", default=None,
                         help="craft on this checkpoint (black box for the target), evaluate on --checkpoint")
     attack.add_argument("--transfer-head", default="auto", help="head of the transfer source (auto/linear/wnll)")
-    attack.add_argument("--n", "--images", type=COUNT.parse, default=None,
+    attack.add_argument("--images", "--n", dest="n", type=COUNT.parse, default=None,
                         help=f"test images (a fixed seeded subset; default {DEFAULT_N} or the whole split if smaller; "
                              "--images under torchrun, which takes --n for its own --nnodes)")
     attack.add_argument("--tvm-iters", type=COUNT.parse, default=None, help="TVM iterations (default 100)")
