@@ -93,8 +93,8 @@ def _gradient_phase(rank: int, out: Path) -> None:
         loss, _, out_rows, targets = batch_loss(net, x[SHARES[rank]], y[SHARES[rank]], CPU, None, current(),
                                                 torch.Generator().manual_seed(5))
         loss.backward()
-        results[gradient, stage_name] = {"grads": {n: p.grad for n, p in model.named_parameters() if p.grad is not None},
-                                         "out": out_rows.detach(), "targets": targets}
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        results[gradient, stage_name] = {"grads": grads, "out": out_rows.detach(), "targets": targets}
         del net
     # (d) a global graph whose split is drawn from generators that differ between the processes
     model, x, y = _step_setup("surrogate", "wnll")
@@ -246,7 +246,8 @@ def test_two_process_resume_continues_identically(runs):
     for name, value in whole["model"].items():
         assert torch.equal(parts["model"][name], value), name
     for key in ("torch", "data"):
-        assert all(torch.equal(a[key], b[key]) for a, b in zip(whole["distributed"]["rng"], parts["distributed"]["rng"]))
+        pairs = zip(whole["distributed"]["rng"], parts["distributed"]["rng"])
+        assert all(torch.equal(a[key], b[key]) for a, b in pairs)
 
 
 def test_resume_needs_the_same_number_of_processes(runs, tmp_path):
@@ -309,7 +310,8 @@ def test_sharded_evaluation_equals_one_process(runs, tmp_path, capsys):
     single = json.loads(capsys.readouterr().out.splitlines()[0])
     assert sharded == single and set(single["accuracy"]) == {"linear", "wnll"}
     assert main([*ATTACK, "--checkpoint", checkpoint, "--json", str(tmp_path / "attack.json")]) == 0
-    one, two = json.loads((tmp_path / "attack.json").read_text()), json.loads((root / "attack-sharded.json").read_text())
+    one = json.loads((tmp_path / "attack.json").read_text())
+    two = json.loads((root / "attack-sharded.json").read_text())
     for key in ("n", "clean_accuracy", "robust_accuracy", "budget"):
         assert one[key] == two[key], key
     assert 0 < one["robust_accuracy"] < one["clean_accuracy"]

@@ -120,7 +120,8 @@ class Evaluator:
             defense = "none" if tvm_attack is None else "tvm"
             if spec.gradient:
                 kwargs["gradient"] = setting.gradient
-            bar = tqdm(self._batches(x.shape[0]), desc=f"{source.name} {attack} {eps if eps is not None else ''}".strip(),
+            bar = tqdm(self._batches(x.shape[0]),
+                       desc=f"{source.name} {attack} {eps if eps is not None else ''}".strip(),
                        disable=not self.progress, leave=False, dynamic_ncols=True)
             parts = []
             for b, start, stop in bar:

@@ -98,7 +98,6 @@ def _add_train(subparsers) -> None:
     parser.set_defaults(handler=_train)
 
 
-
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
