@@ -34,9 +34,9 @@ CPU = torch.device("cpu")
 # A short PGD + WNLL run of a ResNet (BatchNorm) on digits whose batches, template banks and test batches
 # are all shared out unevenly between two processes (shares of 48, 100, 2 + 1 test batches, 2 + 1 bank
 # batches).
-RUN = ["--dataset", "digits", "--model", "resnet20", "--head", "wnll", "--epochs", "1", "--stage2-epochs", "1", "--adv", "pgd", "--steps",
-       "2", "--tvm-augment", "0.25", "--batch-size", "96", "--stage2-batch-size", "200", "--templates", "300",
-       "--adv-templates", "200", "--eval-batch-size", "120", "--device", "cpu", "--quiet"]
+RUN = ["--dataset", "digits", "--model", "resnet20", "--head", "wnll", "--epochs", "1", "--stage2-epochs", "1",
+       "--adv", "pgd", "--steps", "2", "--tvm-augment", "0.25", "--batch-size", "96", "--stage2-batch-size", "200",
+       "--templates", "300", "--adv-templates", "200", "--eval-batch-size", "120", "--device", "cpu", "--quiet"]
 
 
 def free_port() -> int:
@@ -347,6 +347,29 @@ def test_torchrun_launch(runs, tmp_path):
     printed = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(printed) == 1  # process 0 only
     assert json.loads(printed[0])["n"] == 359
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_two_gpus_with_nccl_and_sync_batchnorm(tmp_path):
+    """The run of RUN on two GPUs (nccl, SyncBatchNorm), and its checkpoint evaluated on two GPUs and on
+    one: the same accuracies, up to the GPUs' non-deterministic rounding (two images)."""
+    out = tmp_path / "run"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "fastwnll"]
+    on_cuda = ["cuda" if a == "cpu" else a for a in RUN]
+    done = subprocess.run([*launch, "train", *on_cuda, "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["world_size"], summary["backend"], summary["graph"], summary["device"]) == \
+        (2, "nccl", "global", "cuda:0")
+    done = subprocess.run([*launch, "evaluate", "--checkpoint", str(out), "--batch-size", "120", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    sharded = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))["accuracy"]
+    single = evaluate_checkpoint(out, device="cuda", batch_size=120)["accuracy"]
+    for head, accuracy in single.items():
+        assert sharded[head] == pytest.approx(accuracy, abs=2 / 359 + 1e-9)
+    assert single["wnll"] == pytest.approx(summary["test_accuracy"], abs=2 / 359 + 1e-9)
 
 
 # ----------------------------------------------------------------------------------------- (d) errors
