@@ -12,6 +12,11 @@ while running (ValueError, TypeError, OSError, RuntimeError raised by the librar
 printed as ``fastwnll <command>: error: ...`` (set ``FASTWNLL_TRACEBACK=1`` to see the traceback
 instead); 130 when interrupted by Ctrl-C (one line, no traceback; ``train`` says how to resume).
 ``--help`` and ``--version`` exit with 0.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) only the commands that share their work between processes
+run (``train``, ``evaluate``, ``attack``: their parsers are marked by
+:func:`fastwnll.runtime.distributed.add_distributed_flags`); the others exit with 1 and say so
+rather than run once per process and write the same files.
 """
 from __future__ import annotations
 
@@ -63,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if "WORLD_SIZE" in os.environ and not getattr(args, "distributed", False):
+        from fastwnll.runtime.distributed import launched_world_size
+
+        if launched_world_size() > 1:
+            print(f"fastwnll {args.command}: error: runs in one process, but torchrun launched "
+                  f"{launched_world_size()}: launch it without torchrun (train, evaluate and attack share their "
+                  "work between processes)", file=sys.stderr)
+            return 1
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

@@ -44,11 +44,18 @@ def commands() -> list[tuple[int, list[str]]]:
 
 
 def fastwnll_argv(argv: list[str]) -> list[str] | None:
-    """The arguments after ``fastwnll`` / ``python -m fastwnll``; None for another program."""
+    """The arguments after ``fastwnll`` / ``python -m fastwnll`` / ``torchrun ... -m fastwnll`` (whose
+    torchrun options must parse with torchrun's own parser); None for another program."""
     if argv[0] == "fastwnll":
         return argv[1:]
     if argv[:3] == ["python", "-m", "fastwnll"]:
         return argv[3:]
+    if argv[0] == "torchrun":
+        from torch.distributed.run import get_args_parser
+
+        launched = get_args_parser().parse_args(argv[1:])
+        assert launched.module and launched.training_script == "fastwnll", argv
+        return launched.training_script_args
     return None
 
 

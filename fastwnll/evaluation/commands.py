@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from fastwnll.attacks.registry import ATTACKS, NORMS, PROTOCOLS
+from fastwnll.runtime.distributed import add_distributed_flags
 from fastwnll.runtime.ranges import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE
 
 from .targets import HEADS
@@ -78,12 +79,14 @@ def register(subparsers) -> None:
     attack.add_argument("--transfer-from", default=None,
                         help="craft on this checkpoint (black box for the target), evaluate on --checkpoint")
     attack.add_argument("--transfer-head", default="auto", help="head of the transfer source (auto/linear/wnll)")
-    attack.add_argument("--n", type=COUNT.parse, default=None,
-                        help=f"test images (a fixed seeded subset; default {DEFAULT_N} or the whole split if smaller)")
+    attack.add_argument("--images", "--n", dest="n", type=COUNT.parse, default=None,
+                        help=f"test images (a fixed seeded subset; default {DEFAULT_N} or the whole split if smaller; "
+                             "--images under torchrun, which takes --n for its own --nnodes)")
     attack.add_argument("--tvm-iters", type=COUNT.parse, default=None, help="TVM iterations (default 100)")
     attack.add_argument("--json", default=None, help="also write the result as JSON to this file (an existing one "
                                                      "is refused unless --overwrite)")
     _add_common(attack)
+    add_distributed_flags(attack)
     attack.set_defaults(handler=attack_command)
 
     report = subparsers.add_parser(
@@ -115,14 +118,15 @@ def register(subparsers) -> None:
 
 
 def attack_command(args: argparse.Namespace) -> int:
+    """``fastwnll attack``; under torchrun every process attacks its share of the batches and process 0
+    prints (and writes) the result, the same as one process's."""
     from fastwnll.attacks import attack_spec
     from fastwnll.attacks.checks import check_eps
     from fastwnll.runtime import resolve_device
+    from fastwnll.runtime.distributed import process_device, process_group
     from fastwnll.runtime.files import check_outputs
 
     from .defense import check_defense
-    from .robustness import Evaluator
-    from .targets import check_same_data, eval_data, load_target
 
     if args.json:
         check_outputs([args.json], args.overwrite, "the result")
@@ -130,7 +134,15 @@ def attack_command(args: argparse.Namespace) -> int:
     if check_eps(args.eps) is None and not spec.minimum_norm:
         raise ValueError(f"attack {args.attack!r} needs an {NORMS[spec.norm]} radius: pass --eps")
     check_defense(args.defense)
-    device = resolve_device(args.device or "auto")
+    with process_group(resolve_device(args.device or "auto"), args.backend) as processes:
+        return _attack(args, spec, process_device(resolve_device(args.device or "auto"), processes), processes)
+
+
+def _attack(args: argparse.Namespace, spec, device, processes) -> int:
+    """The body of :func:`attack_command` on this process's ``device``."""
+    from .robustness import Evaluator
+    from .targets import check_same_data, eval_data, load_target
+
     target = load_target(args.checkpoint, name=args.checkpoint, head=args.head, device=device)
     source = None
     if args.transfer_from is not None:
@@ -142,7 +154,7 @@ def attack_command(args: argparse.Namespace) -> int:
     x, y = eval_data(target, n, seed)
     tvm = {} if args.tvm_iters is None else {"iters": args.tvm_iters}
     evaluator = Evaluator(x, y, dataset=target.dataset, tvm=tvm, seed=seed, batch_size=args.batch_size or 500,
-                          device=device, progress=not args.no_progress)
+                          device=device, progress=not args.no_progress, processes=processes)
     cw = {k: v for k, v in (("c", args.c), ("lr", args.lr), ("binary_search_steps", args.binary_search_steps))
           if v is not None}
     rows, survived = [], None
@@ -151,6 +163,8 @@ def attack_command(args: argparse.Namespace) -> int:
                                                  steps=args.steps, alpha=args.alpha, restarts=args.restarts, cw=cw)
         rows.append(row)
         survived = mask if survived is None else survived & mask
+    if not processes.is_main:
+        return 0
     origin = "white box" if source is None else f"transfer from {source.name}"
     print(f"model {target.name} ({target.config.model}, {target.head} head) on {rows[0]['n']} {target.dataset} test "
           f"images, defence {args.defense}")

@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from fastwnll.attacks import attack_spec, correct_mask, get_attack
 from fastwnll.attacks.checks import check_eps, check_inputs
+from fastwnll.runtime.distributed import SINGLE, Processes, batch_seed, gather_batches, shard_batches
 
 from .budgets import attack_kwargs
 from .defense import attack_target, check_defense, defended, make_tvm
@@ -23,12 +24,17 @@ class Evaluator:
     there already). For WNLL heads the rows of one batch are interpolated together, so crafting and
     evaluation use the same batches. ``tvm`` holds the TVM settings (see
     :func:`fastwnll.evaluation.defense.make_tvm`); the defender's masks are seeded with ``seed`` and
-    the attacker's with ``seed + 1`` (independent streams), so every number is reproducible and
-    does not depend on the order of the calls.
+    the attacker's with ``seed + 1`` (independent streams), and the random starts with ``seed``,
+    each batch with its own seed (:func:`fastwnll.runtime.distributed.batch_seed`; the first batch's is
+    the seed itself), so every number is reproducible and depends neither on the order of the calls
+    nor on which process runs a batch. With several ``processes`` (every one constructs the
+    evaluator and makes the same calls) each crafts and evaluates its share of the batches and the
+    results are gathered: the numbers of one process.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, *, dataset: str, tvm: dict | None = None, seed: int = 0,
-                 batch_size: int = 500, device: torch.device | str = "cpu", progress: bool = False):
+                 batch_size: int = 500, device: torch.device | str = "cpu", progress: bool = False,
+                 processes: Processes = SINGLE):
         if x.shape[0] != y.shape[0] or x.shape[0] == 0:
             raise ValueError(f"x and y must hold the same (non-zero) number of examples, got {x.shape[0]} and "
                              f"{y.shape[0]}")
@@ -41,7 +47,8 @@ class Evaluator:
         make_tvm(self.tvm_settings)  # validate now, not in the middle of a grid
         self.seed = seed
         self.batch_size = batch_size
-        self.progress = progress
+        self.progress = progress and processes.is_main
+        self.processes = processes
         self._adversarial: dict[tuple, tuple[torch.Tensor, float]] = {}
         self._clean: dict[tuple, float] = {}
 
@@ -52,16 +59,22 @@ class Evaluator:
             raise ValueError(f"n must be an integer in [1, {total}], got {n!r}")
         return self.x[:n], self.y[:n]
 
-    def _defended(self, target: Target, defense: str):
-        return defended(target.model, defense, make_tvm(self.tvm_settings, seed=self.seed)
+    def _defended(self, target: Target, defense: str, batch: int = 0):
+        return defended(target.model, defense, make_tvm(self.tvm_settings, seed=batch_seed(self.seed, batch))
                         if check_defense(defense) == "tvm" else None)
+
+    def _batches(self, n: int) -> list[tuple[int, int, int]]:
+        """``(batch index, start, stop)`` of this process's batches of the first ``n`` rows."""
+        return shard_batches(n, self.batch_size, self.processes)
 
     def correct(self, target: Target, x_eval: torch.Tensor, defense: str) -> torch.Tensor:
         """Bool [n]: which rows of ``x_eval`` (matching the first n of ``self.y``) ``target`` behind
         ``defense`` classifies correctly (batches of ``batch_size``; fresh defender TVM masks)."""
-        model, y = self._defended(target, defense), self.y[:x_eval.shape[0]]
-        check_inputs(model, x_eval, y)
-        return correct_mask(model, x_eval, y, self.batch_size)
+        y = self.y[:x_eval.shape[0]]
+        check_inputs(self._defended(target, defense), x_eval, y)
+        parts = [correct_mask(self._defended(target, defense, b), x_eval[start:stop], y[start:stop])
+                 for b, start, stop in self._batches(x_eval.shape[0])]
+        return gather_batches(parts, self.device, self.processes)
 
     def accuracy(self, target: Target, x_eval: torch.Tensor, defense: str) -> float:
         """Accuracy in [0, 1] of ``target`` behind ``defense`` on ``x_eval`` (rows matching ``self.y``)."""
@@ -105,17 +118,20 @@ class Evaluator:
             x_adv = x.clone()
         else:
             defense = "none" if tvm_attack is None else "tvm"
-            model = attack_target(source.model, defense, tvm_attack, setting.eot,
-                                  tvm=make_tvm(self.tvm_settings, seed=self.seed + 1) if defense == "tvm" else None)
-            if spec.takes_generator:  # reproducible random starts
-                kwargs["generator"] = torch.Generator(device=x.device).manual_seed(self.seed)
             if spec.gradient:
                 kwargs["gradient"] = setting.gradient
-            run = get_attack(attack, **kwargs)
-            batches = range(0, x.shape[0], self.batch_size)
-            bar = tqdm(batches, desc=f"{source.name} {attack} {eps if eps is not None else ''}".strip(),
+            bar = tqdm(self._batches(x.shape[0]),
+                       desc=f"{source.name} {attack} {eps if eps is not None else ''}".strip(),
                        disable=not self.progress, leave=False, dynamic_ncols=True)
-            x_adv = torch.cat([run(model, x[i:i + self.batch_size], y[i:i + self.batch_size]) for i in bar])
+            parts = []
+            for b, start, stop in bar:
+                model = attack_target(source.model, defense, tvm_attack, setting.eot,
+                                      tvm=make_tvm(self.tvm_settings, seed=batch_seed(self.seed + 1, b))
+                                      if defense == "tvm" else None)
+                if spec.takes_generator:  # reproducible random starts
+                    kwargs["generator"] = torch.Generator(device=x.device).manual_seed(batch_seed(self.seed, b))
+                parts.append(get_attack(attack, **kwargs)(model, x[start:stop], y[start:stop]))
+            x_adv = gather_batches(parts, self.device, self.processes)
         seconds = time.perf_counter() - started
         self._adversarial[key] = (x_adv, seconds)
         return x_adv, {"budget": budget, "craft_time_s": seconds, "reused": False}

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributed_graph import GRAPHS, GlobalSplit, gather_rows, split_global_batch
 from .modes import eval_mode
 
 MODES = ("wnll", "linear")
@@ -106,7 +107,10 @@ class WNLLBatch:
         labels: ``[B]`` int64 labels of the batch rows.
         template_index, query_index: ``None`` until a WNLL head in training + wnll mode splits the
             batch; then the sorted row indices of the templates and of the queries (the rows the
-            head outputs). Every head of the model reuses the same split.
+            head outputs). Every head of the model reuses the same split. With ``graph="global"``
+            heads they are this process's rows among the global batch's templates and queries.
+        global_split: with ``graph="global"`` heads, the split of the whole batch
+            (:class:`fastwnll.nn.distributed_graph.GlobalSplit`); otherwise ``None``.
     """
 
     def __init__(self, labels: torch.Tensor, generator: torch.Generator | None, split: str):
@@ -117,6 +121,7 @@ class WNLLBatch:
         self.split = split
         self.template_index: torch.Tensor | None = None
         self.query_index: torch.Tensor | None = None
+        self.global_split: GlobalSplit | None = None
 
     @property
     def targets(self) -> torch.Tensor:
@@ -124,16 +129,32 @@ class WNLLBatch:
         batch, otherwise all of ``labels``."""
         return self.labels if self.query_index is None else self.labels[self.query_index]
 
-    def _split_for(self, rows: int, template_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check_rows(self, rows: int) -> None:
         if rows != self.labels.shape[0]:
             raise ValueError(
                 f"wnll_batch was given {self.labels.shape[0]} labels but the WNLL head received {rows} rows"
             )
+
+    def _split_for(self, rows: int, template_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_rows(rows)
+        if self.global_split is not None:
+            raise RuntimeError("the WNLL heads of one model mix graph='local' and graph='global'")
         if self.query_index is None:
             self.template_index, self.query_index = split_batch(
                 self.labels, template_fraction, generator=self.generator, split=self.split
             )
         return self.template_index, self.query_index
+
+    def _global_split_for(self, rows: int, template_fraction: float) -> GlobalSplit:
+        self._check_rows(rows)
+        if self.global_split is None:
+            if self.query_index is not None:
+                raise RuntimeError("the WNLL heads of one model mix graph='local' and graph='global'")
+            self.global_split = split_global_batch(self.labels, lambda labels: split_batch(
+                labels, template_fraction, generator=self.generator, split=self.split))
+            self.template_index = self.global_split.local_template_index
+            self.query_index = self.global_split.local_query_index
+        return self.global_split
 
 
 @contextmanager
@@ -182,6 +203,16 @@ class WNLLHead(nn.Module):
       split into ``N`` interleaved chunks, each interpolated separately, and the scores averaged
       (the paper's protocol: several template batches, scores summed).
 
+    ``graph`` (training only; docs/design.md, section 7): ``"local"`` (the default) builds the
+    training graph over the rows this process holds; ``"global"``, for data-parallel training under an
+    initialized ``torch.distributed`` process group, over the rows of every process (gathered with a
+    differentiable all-gather, split by the same seeded rule on every process; the output holds this
+    process's query rows, see :mod:`fastwnll.nn.distributed_graph`), so that the graph, and with the
+    loss normalized over the global batch's queries the gradients, are those of one process holding
+    the whole batch. ``"local"`` is the default because a layer must not start collective
+    communication on its own: every process must then run every training forward, and a single
+    process has no group to gather from (``"global"`` without one is an error).
+
     WNLL probabilities are floored at ``1e-8`` and renormalized before the log. ``gradient``:
     ``"surrogate"`` (the paper's): ``out = lin + (wnll - lin).detach()`` with
     ``lin = log_softmax(linear(x))``, i.e. WNLL's value, the linear layer's backward;
@@ -199,13 +230,14 @@ class WNLLHead(nn.Module):
         template_fraction: fraction of a training batch used as templates, in (0, 1); the paper's
             stage 2 used 1/3 (2,000 templates and 4,000 queries).
         template_batches: number of template chunks at evaluation.
+        graph: ``"local"`` or ``"global"`` (see above).
         device, dtype: of the linear layer and the bank.
     """
 
     def __init__(self, in_features: int, num_classes: int, *, k: int = 15, k_sigma: int = 8,
                  mu: float | None = None, template_fraction: float = 1 / 3, gradient: str = "surrogate",
                  mode: str = "wnll", tol: float | None = None, max_iter: int = 1000, kernel: str = "gaussian",
-                 template_batches: int = 1, device=None, dtype=None):
+                 template_batches: int = 1, graph: str = "local", device=None, dtype=None):
         super().__init__()
         self.in_features = _positive_int("in_features", in_features)
         self.num_classes = _positive_int("num_classes", num_classes, 2)
@@ -225,6 +257,7 @@ class WNLLHead(nn.Module):
         self.template_batches = _positive_int("template_batches", template_batches)
         self.gradient = gradient
         self.mode = mode
+        self.graph = graph
         self._check_settings()
         self.linear = nn.Linear(in_features, num_classes, device=device, dtype=dtype)
         bank_dtype = dtype if dtype is not None else torch.get_default_dtype()
@@ -234,7 +267,7 @@ class WNLLHead(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, num_classes={self.num_classes}, mode={self.mode!r}, "
-                f"gradient={self.gradient!r}, k={self.k}, k_sigma={self.k_sigma}, "
+                f"gradient={self.gradient!r}, graph={self.graph!r}, k={self.k}, k_sigma={self.k_sigma}, "
                 f"template_fraction={self.template_fraction:.3g}, templates={self.num_templates}")
 
     @property
@@ -247,6 +280,8 @@ class WNLLHead(nn.Module):
             raise ValueError(f"WNLLHead.mode must be one of {MODES}, got {self.mode!r}")
         if self.gradient not in GRADIENTS:
             raise ValueError(f"WNLLHead.gradient must be one of {GRADIENTS}, got {self.gradient!r}")
+        if self.graph not in GRAPHS:
+            raise ValueError(f"WNLLHead.graph must be one of {GRAPHS}, got {self.graph!r}")
 
     # ----------------------------------------------------------------------------- template bank
     def set_templates(self, features: torch.Tensor, labels: torch.Tensor) -> None:
@@ -309,9 +344,17 @@ class WNLLHead(nn.Module):
                     "inside `with fastwnll.nn.wnll_batch(model, y) as batch:` and compute the loss against "
                     "batch.targets (or call model.eval() / set head.mode = 'linear')"
                 )
-            template_rows, query_rows = self._batch._split_for(features.shape[0], self.template_fraction)
-            templates, labels = features[template_rows], self._batch.labels[template_rows]
-            queries = features[query_rows]
+            own = None  # with a global graph: which of the graph's query rows are this process's
+            if self.graph == "global":
+                split = self._batch._global_split_for(features.shape[0], self.template_fraction)
+                everyone = gather_rows(features, split.counts, differentiable=True)
+                templates, labels = everyone[split.template_index], split.labels[split.template_index]
+                queries, own = everyone[split.query_index], split.own_queries
+                local_queries = features[split.local_query_index]
+            else:
+                template_rows, query_rows = self._batch._split_for(features.shape[0], self.template_fraction)
+                templates, labels = features[template_rows], self._batch.labels[template_rows]
+                queries = local_queries = features[query_rows]
             chunks = 1
         else:
             if self.num_templates == 0:
@@ -331,11 +374,15 @@ class WNLLHead(nn.Module):
                 )
             templates, labels, queries, chunks = self.template_features, self.template_labels, features, \
                 self.template_batches
+            local_queries, own = queries, None
         if self.gradient == "exact":
-            return self._wnll_log_probs(templates.to(work), labels, queries.to(work), chunks)
+            out = self._wnll_log_probs(templates.to(work), labels, queries.to(work), chunks)
+            return out if own is None else out[own]
         with torch.no_grad():
             wnll = self._wnll_log_probs(templates.detach().to(work), labels, queries.detach().to(work), chunks)
-        lin = F.log_softmax(self.linear(queries).to(work), dim=1)
+        if own is not None:
+            wnll = wnll[own]
+        lin = F.log_softmax(self.linear(local_queries).to(work), dim=1)
         return lin + (wnll - lin).detach()
 
     @torch.compiler.disable

@@ -15,6 +15,7 @@ from fastwnll.runtime.config import (
     ADVERSARIES, DEFAULT_ADV_TEMPLATES, DEFAULT_TEMPLATES, FIELD_RANGES, TrainConfig,
 )
 from fastwnll.runtime.device import AMP, DEVICES
+from fastwnll.runtime.distributed import GRAPHS, add_distributed_flags
 from fastwnll.runtime.ranges import COUNT, NON_NEGATIVE_INT, POSITIVE
 
 # (TrainConfig field, argparse keywords, help). Every flag defaults to "not given" so that
@@ -90,6 +91,10 @@ def _add_train(subparsers) -> None:
     parser.add_argument("--stop-after", type=COUNT.parse, metavar="EPOCHS",
                         help="stop after this many epochs of this call (continue later with --resume)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    add_distributed_flags(parser)
+    parser.add_argument("--graph", choices=GRAPHS, default=None,
+                        help="under torchrun: the WNLL training graph over the whole batch (global, the default) or "
+                             "over each process's share (local)")
     parser.set_defaults(handler=_train)
 
 
@@ -97,6 +102,7 @@ def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fastwnll.runtime import CHECKPOINT_NAME, load_checkpoint
+    from fastwnll.runtime.distributed import is_main_process
 
     from .trainer import TrainingInterrupted, train
 
@@ -109,8 +115,10 @@ def _train(args: argparse.Namespace) -> int:
         config = TrainConfig(**given)
     try:
         summary = train(config, resume=args.resume, overwrite=args.overwrite, stop_after_epochs=args.stop_after,
-                        progress=not args.quiet)
+                        progress=not args.quiet, backend=args.backend, graph=args.graph)
     except TrainingInterrupted as stop:
+        if not is_main_process():
+            return 128 + signal.SIGINT
         if stop.checkpoint is None:
             print("fastwnll train: interrupted before the first epoch ended; nothing to resume: run the command "
                   "again", file=sys.stderr)
@@ -120,6 +128,8 @@ def _train(args: argparse.Namespace) -> int:
         else:
             print(f"fastwnll train: interrupted; resume with: {_resume_command(config.out)}", file=sys.stderr)
         return 128 + signal.SIGINT  # the shell's status of a command stopped by Ctrl-C
+    if not is_main_process():
+        return 0
     if "stopped_after_epoch" in summary:
         print(f"stopped after epoch {summary['stopped_after_epoch']}/{summary['epochs']}; "
               f"continue with: {_resume_command(config.out)}")
@@ -157,15 +167,20 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--batch-size", type=COUNT.parse, help="queries per forward (default: the training config's)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_distributed_flags(parser)
     parser.set_defaults(handler=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from fastwnll.runtime.distributed import is_main_process
+
     from .evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
                                  head=args.head, templates=args.templates, device=args.device,
-                                 batch_size=args.batch_size)
+                                 batch_size=args.batch_size, backend=args.backend)
+    if not is_main_process():
+        return 0
     if args.json:
         print(json.dumps(result))
         return 0

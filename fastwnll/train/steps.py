@@ -1,5 +1,6 @@
 """One training epoch: the stage set-up (what is trained, with which optimizer), PGD examples,
-TVM augmentation, and the optimization steps with a progress bar."""
+TVM augmentation, and the optimization steps with a progress bar, in one process or in each process
+of a data-parallel run (every process takes its share of each batch of the run's own batch order)."""
 from __future__ import annotations
 
 import torch
@@ -11,6 +12,7 @@ from fastwnll.nn.head import set_head_mode, wnll_batch, wnll_heads
 from fastwnll.nn.modes import eval_mode
 from fastwnll.runtime import TrainConfig, autocast, template_rows
 from fastwnll.runtime.config import DEFAULT_ADV_TEMPLATES, DEFAULT_TEMPLATES
+from fastwnll.runtime.distributed import SINGLE, Processes, all_sum, shard_rows
 
 
 class Stage:
@@ -114,16 +116,23 @@ def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config
         return pgd(model, x, y, config.eps, config.alpha, config.steps, random_start=True, gradient=gradient)
 
 
-def tvm_augment(x: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
+def tvm_augment(x: torch.Tensor, fraction: float, generator: torch.Generator, batch_rows: int | None = None,
+                first: int = 0) -> torch.Tensor:
     """``x`` [B, C, H, W] with ``round(fraction * B)`` rows (chosen with ``generator``, a CPU
     generator) replaced by their TV minimization (``fastwnll.tvm``, Guo et al.'s drop rate 0.5 and
-    lam 0.03; the mask from torch's global generator on x's device). Returns a new tensor."""
+    lam 0.03; the mask from torch's global generator on x's device). Returns a new tensor.
+
+    With ``batch_rows``, ``x`` is the rows ``first .. first + B - 1`` of a batch of ``batch_rows`` rows
+    shared out between processes: the rows are chosen in the whole batch (every process draws the
+    same ones from its copy of ``generator``, which stays the same on every process) and ``x``'s are
+    replaced."""
     from fastwnll.tv import tvm
 
-    count = int(round(fraction * x.shape[0]))
+    count = int(round(fraction * (x.shape[0] if batch_rows is None else batch_rows)))
     if count == 0:
         return x
-    rows = torch.randperm(x.shape[0], generator=generator)[:count].to(x.device)
+    rows = torch.randperm(x.shape[0] if batch_rows is None else batch_rows, generator=generator)[:count]
+    rows = (rows[(rows >= first) & (rows < first + x.shape[0])] - first).to(x.device)
     x = x.clone()
     with torch.no_grad():
         x[rows] = tvm(x[rows])
@@ -137,39 +146,75 @@ def batch_order(n: int, batch_size: int, generator: torch.Generator) -> list[tor
     return [order[i:i + batch_size] for i in range(0, max(n - batch_size, 0) + 1, batch_size)]
 
 
+def batch_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+               precision: torch.dtype | None, processes: Processes = SINGLE, generator: torch.Generator | None = None,
+               desc: str = "") -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
+    """The loss of one optimization step of ``net`` on this process's rows ``x`` / ``y`` of a batch.
+
+    ``generator`` splits a WNLL training batch (None: torch's global generator; a global graph needs one
+    seeded identically on every process). Returns ``(loss, loss_sum, out, targets)``: the loss to
+    backpropagate, the sum of the output rows' cross-entropies (a float), the output rows and their
+    labels. For one process ``loss`` is the mean cross-entropy of the rows; for several it is the sum
+    of this process's rows' cross-entropies times ``world_size / (output rows of all processes)``, so
+    that DistributedDataParallel's average of the processes' gradients is the gradient of the mean over
+    the whole batch, however unevenly the rows (a WNLL graph's queries) fall on the processes.
+    A loss that is not finite on some process is a RuntimeError on every process.
+    """
+    with autocast(device, precision), wnll_batch(net, y, generator=generator) as batch:
+        out = net(x)
+        if not processes.enabled:
+            loss = F.cross_entropy(out.float(), batch.targets)
+            summed = loss
+        else:
+            summed = F.cross_entropy(out.float(), batch.targets, reduction="sum")
+    targets = batch.targets
+    rows, failed = all_sum([targets.shape[0], float(not torch.isfinite(summed))], processes, device)
+    if failed:
+        value = summed.item() if not torch.isfinite(summed) else "not finite on another process"
+        raise RuntimeError(f"the training loss became {value} ({desc}); try a lower learning rate")
+    if not processes.enabled:
+        return loss, loss.item() * targets.shape[0], out, targets
+    return summed * (processes.world_size / rows), summed.item(), out, targets
+
+
 def train_epoch(model: nn.Module, stage: Stage, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
                 generator: torch.Generator, device: torch.device, precision: torch.dtype | None,
-                bank: AttackBank | None, desc: str, progress: bool) -> dict:
+                bank: AttackBank | None, desc: str, progress: bool, *, net: nn.Module | None = None,
+                processes: Processes = SINGLE, split_generator: torch.Generator | None = None) -> dict:
     """One epoch over ``x`` [N, C, H, W] / ``y`` [N] (CPU tensors, moved to ``device`` batch by batch).
 
     Per batch: PGD examples when ``config.adv == "pgd"``, TVM on a fraction when
     ``config.tvm_augment > 0``, then one SGD step on the cross-entropy of the model's output rows
-    (with a WNLL head in training mode: the batch's query rows). Returns ``{"train_loss",
-    "train_acc"}``, averaged over those rows.
+    (with a WNLL head in training mode: the batch's query rows; see :func:`batch_loss`). Returns
+    ``{"train_loss", "train_acc"}``, averaged over those rows (of every process).
+
+    Several processes: ``net`` is ``model`` wrapped in DistributedDataParallel (``model`` itself
+    crafts the PGD examples, per process), ``generator`` is the same on every process, each batch of
+    the run's order is shared out (:func:`fastwnll.runtime.distributed.shard_rows`: a contiguous
+    slice of it per process, so the global batch is ``stage.batch_size``) and ``split_generator``
+    splits WNLL batches (see :func:`batch_loss`).
     """
+    net = model if net is None else net
     stage.set_modes(model)
     total_loss = 0.0
     correct = rows = 0
     batches = batch_order(x.shape[0], stage.batch_size, generator)
     bar = tqdm(batches, desc=desc, disable=None if progress else True, leave=False, dynamic_ncols=True)
     for index in bar:
-        xb, yb = x[index].to(device), y[index].to(device)
+        part = shard_rows(index.shape[0], processes)
+        xb, yb = x[index[part]].to(device), y[index[part]].to(device)
         if config.adv == "pgd":
             xb = adversarial_batch(model, xb, yb, config, stage, bank, device, precision)
         if config.tvm_augment > 0:
-            xb = tvm_augment(xb, config.tvm_augment, generator)
+            xb = tvm_augment(xb, config.tvm_augment, generator, index.shape[0], part.start)
         stage.optimizer.zero_grad(set_to_none=True)
-        with autocast(device, precision), wnll_batch(model, yb) as batch:
-            out = model(xb)
-            loss = F.cross_entropy(out.float(), batch.targets)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"the training loss became {loss.item()} ({desc}); try a lower learning rate")
+        loss, summed, out, targets = batch_loss(net, xb, yb, device, precision, processes, split_generator, desc)
         stage.scaler.scale(loss).backward()
         stage.scaler.step(stage.optimizer)
         stage.scaler.update()
-        count = batch.targets.shape[0]
-        total_loss += loss.item() * count
-        correct += int((out.argmax(1) == batch.targets).sum())
-        rows += count
-        bar.set_postfix(loss=f"{total_loss / rows:.4f}", acc=f"{correct / rows:.4f}")
+        total_loss += summed
+        correct += int((out.argmax(1) == targets).sum())
+        rows += targets.shape[0]
+        bar.set_postfix(loss=f"{total_loss / max(rows, 1):.4f}", acc=f"{correct / max(rows, 1):.4f}")
+    total_loss, correct, rows = all_sum([total_loss, correct, rows], processes, device)
     return {"train_loss": total_loss / rows, "train_acc": correct / rows}
