@@ -558,6 +558,26 @@ def wnll_heads(model: nn.Module) -> list[WNLLHead]:
     return [m for m in model.modules() if isinstance(m, WNLLHead)]
 
 
+def graph_summary(model: nn.Module, batch_size: int) -> dict | None:
+    """How the WNLL heads of ``model`` build their evaluation graphs when a forward gets ``batch_size``
+    rows: ``inference``, ``templates`` (per graph: per chunk of the bank), ``template_batches``,
+    ``queries_per_graph`` (``batch_size``, at most, transductive; 1 inductive), ``k``, ``k_sigma``,
+    ``knn_backend`` (its name) and ``exact_knn``: a JSON-serialisable dict for results, so that a number
+    always says which graph produced it (a transductive result depends on the batch size). ``None``
+    when the model's output is not the interpolation (no WNLL head, or not all in wnll mode); the first
+    head's settings when there are several."""
+    if not uses_wnll(model):
+        return None
+    head = wnll_heads(model)[0]
+    inductive = head.inference == "inductive"
+    backend = head.knn_backend
+    return {"inference": head.inference, "templates": head.num_templates // head.template_batches,
+            "template_batches": head.template_batches, "queries_per_graph": 1 if inductive else int(batch_size),
+            "k": head.k, "k_sigma": head.k_sigma,
+            "knn_backend": backend.method if isinstance(backend, ApproximateKNN) else backend,
+            "exact_knn": head.exact_knn}
+
+
 def uses_wnll(model: nn.Module) -> bool:
     """True when ``model`` has WNLL heads and all of them are in wnll mode (its output is the interpolation)."""
     heads = wnll_heads(model)
