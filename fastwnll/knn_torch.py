@@ -118,7 +118,8 @@ def distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         for lane in range(8):
             acc = acc + lanes[..., lane]
     if acc.device.type == "cpu":
-        return torch.from_numpy(np.sqrt(acc.numpy()))
+        np.sqrt(acc.numpy(), out=acc.numpy())  # acc is a new tensor: in place
+        return acc
     return acc.sqrt()
 
 
