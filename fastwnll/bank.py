@@ -48,8 +48,10 @@ _SCALES = 4
 
 def contents_stamp(t: torch.Tensor) -> tuple:
     """What identifies the contents of ``t`` without reading them: storage, layout and version counter
-    (which every in-place change through autograd-visible tensors increments)."""
-    return t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device, t._version
+    (which every in-place change through autograd-visible tensors increments). An inference tensor has
+    no version counter: its stamp equals no other, so whatever depends on it is always rebuilt."""
+    version = object() if t.is_inference() else t._version
+    return t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device, version
 
 
 def _tracked(t: torch.Tensor) -> torch.Tensor:
@@ -95,8 +97,9 @@ class _Index:
         templates are not copied on every call)."""
         m, q = self.m, queries.shape[0]
         if self.points.shape[0] < m + q:
-            grown = self.points.new_empty(m + max(q, self.points.shape[0] - m), self.points.shape[1])
-            grown[:m] = self.points[:m]
+            with torch.inference_mode(False):  # a normal tensor, written in place in any mode
+                grown = self.points.new_empty(m + max(q, self.points.shape[0] - m), self.points.shape[1])
+                grown[:m] = self.points[:m]
             self.points = grown
         self.points[m:m + q] = queries
         return self.points[:m + q]
@@ -170,8 +173,10 @@ class TemplateBank:
         self._num_classes = num_classes
         self._validate()
 
+    @torch.inference_mode(False)
     def _validate(self) -> None:
-        """Checks the values of the bank and (re)sets what depends on them; drops the indexes."""
+        """Checks the values of the bank and (re)sets what depends on them; drops the indexes. Its
+        tensors are normal ones even when called in inference mode (they are reused outside it)."""
         check_points("features", self.features)
         lo, hi = (int(v) for v in torch.stack(torch.aminmax(self.labels)).tolist())
         self.num_classes = classes_of(lo, hi, self._num_classes, "labels")
@@ -205,9 +210,11 @@ class TemplateBank:
         if validate:
             check_points("queries", queries)
 
+    @torch.inference_mode(False)
     def _index(self, queries: torch.Tensor) -> _Index:
         """The index at the scale of the full rebuild with these queries (the largest magnitude of
-        all points, as a power of two), built on first use."""
+        all points, as a power of two), built on first use (normal tensors even in inference mode:
+        the index is reused outside it)."""
         scale = torch.maximum(self._scale, power_of_two_below(queries.detach().abs().amax()))
         key = float(scale)
         index = self._indexes.pop(key, None)

@@ -226,3 +226,20 @@ def test_graph_summary():
     model[1].mode = "linear"
     assert graph_summary(model, 64) is None
     assert graph_summary(nn.Linear(3, 2), 64) is None
+
+
+def test_an_index_built_in_inference_mode_serves_gradients():
+    """Evaluation under torch.inference_mode (which builds the index), then an attack's gradient."""
+    x, y = clustered(120, dtype=torch.float64, spread=3.0)
+    head = eval_head(x[:100], y[:100], k=8)
+    reference = eval_head(x[:90], y[:90], k=8)
+    with torch.inference_mode():
+        head(x[100:])
+        head.set_templates(x[:90], y[:90])
+        head(x[100:])
+    grads = []
+    for h in (head, reference):
+        q = x[100:].clone().requires_grad_(True)
+        F.nll_loss(h(q), y[100:]).backward()
+        grads.append(q.grad)
+    assert torch.equal(grads[0], grads[1]) and grads[0].abs().sum() > 0

@@ -336,8 +336,9 @@ class WNLLHead(nn.Module):
                           f"{' ...' if len(missing) > 10 else ''} (of {self.num_classes}): the WNLL head can never "
                           "predict them", RuntimeWarning, stacklevel=2)
         bank = self.template_features
-        self.template_features = features.detach().to(device=bank.device, dtype=bank.dtype).clone()
-        self.template_labels = labels.detach().to(bank.device).clone()
+        with torch.inference_mode(False):  # normal tensors, whose in-place changes the index can see
+            self.template_features = features.detach().to(device=bank.device, dtype=bank.dtype).clone()
+            self.template_labels = labels.detach().to(bank.device).clone()
 
     def clear_templates(self) -> None:
         """Empty the template bank."""
