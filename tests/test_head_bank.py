@@ -140,7 +140,8 @@ def test_template_batches_hold_every_class_when_labels_cycle():
     assert (out.argmax(1) == y[300:]).float().mean() > 0.9
     expected = sum(wnll_interpolate(x[:300][c], y[:300][c], x[300:], k=8, num_classes=3) for c in chunks) / 3
     torch.testing.assert_close(out, log_probs(expected))
-    head.set_templates(x[:302], torch.cat([y[:300], torch.tensor([0, 0])]).clamp(max=1))  # class 2 absent
+    with pytest.warns(RuntimeWarning, match=r"class\(es\) \[2\]"):
+        head.set_templates(x[:302], torch.cat([y[:300], torch.tensor([0, 0])]).clamp(max=1))  # class 2 absent
     head.template_labels[:3] = torch.tensor([2, 2, 1])  # then 2 templates of class 2 for 3 chunks
     with pytest.raises(ValueError, match="cannot each hold every class"):
         head(x[300:])
