@@ -303,7 +303,7 @@ class TemplateBank:
         rows are over ``base`` (templates then queries, each query's own row excluded); otherwise over
         the templates alone. Returns ``(idx [q, k], dist [q, k], pairs [2, p])``, the (query,
         template) pairs that may enter a template's list (``_Index.enter_bound``)."""
-        m, q, k = self.num_templates, xs.shape[0], self.k
+        m, q = self.num_templates, xs.shape[0]
         centred = xs - index.centre
         sq = (centred * centred).sum(1)
         spread = torch.linalg.vector_norm(centred, dim=1, dtype=torch.float64).square()
@@ -320,8 +320,10 @@ class TemplateBank:
                                       alpha=-2.0).add_(sq[rows].unsqueeze(1))
                 parts = [to_bank]
                 if transductive:
-                    to_queries = torch.addmm(sq.unsqueeze(0), centred[rows], centred.T, alpha=-2.0).add_(sq[rows].unsqueeze(1))
-                    to_queries[torch.arange(to_queries.shape[0]), own[rows] - m] = float("inf")  # the point itself
+                    to_queries = torch.addmm(sq.unsqueeze(0), centred[rows], centred.T,
+                                             alpha=-2.0).add_(sq[rows].unsqueeze(1))
+                    itself = torch.arange(to_queries.shape[0], device=xs.device)
+                    to_queries[itself, own[rows] - m] = float("inf")
                     parts.append(to_queries)
             found = self._nearest(base, xs[rows], parts, spread[rows], available, None if own is None else own[rows])
             idx.append(found[0])
@@ -439,7 +441,8 @@ class TemplateBank:
         at = number[g.rows]
         idx = torch.arange(mp, device=x.device).unsqueeze(1).repeat(1, k)
         idx[at] = torch.where(to_query, g.row_idx - m + mp, at.unsqueeze(1))
-        idx = torch.cat([idx, torch.where(g.query_idx >= m, g.query_idx - m + mp, number[g.query_idx.clamp(max=m - 1)])])
+        query_idx = torch.where(g.query_idx >= m, g.query_idx - m + mp, number[g.query_idx.clamp(max=m - 1)])
+        idx = torch.cat([idx, query_idx])
         w = torch.cat([w.new_zeros(mp, k).index_copy(0, at, torch.where(to_query, row_w, 0)), query_w])
         if validate:
             check_reachable(*host_copies(idx, w), mp)
@@ -470,14 +473,14 @@ class TemplateBank:
         d = refine_candidates(templates[j], xs, i.unsqueeze(1), 1)[1].squeeze(1)
         enter = d < index.kth[j]
         i, j, d = i[enter], j[enter], d[enter]
+        # each entered template row with the query inserted at its place in (distance, index) order
+        # (after the templates at its distance: they have smaller indices); k <= K + 1 columns
+        listed = torch.cat([index.dist[j], index.dist.new_full((j.shape[0], 1), float("inf"))], 1)
+        at = (listed <= d.unsqueeze(1)).sum(1, keepdim=True)
         if torch.is_grad_enabled() and x.requires_grad:
             xg = x / index.scale
             query_dist = torch.linalg.vector_norm(xg.unsqueeze(1) - templates[query_idx], dim=-1)
             d = torch.linalg.vector_norm(templates[j] - xg[i], dim=-1)
-        # each entered template row with the query inserted at its place in (distance, index) order
-        # (after the templates at its distance: they have smaller indices); k <= K + 1 columns
-        listed = torch.cat([index.dist[j], index.dist.new_full((j.shape[0], 1), float("inf"))], 1)
-        at = (listed <= d.detach().unsqueeze(1)).sum(1, keepdim=True)
         column = torch.arange(k, device=x.device).unsqueeze(0)
         after = listed.gather(1, (column - 1).clamp_min(0).expand(j.shape[0], -1))
         merged = torch.where(column < at, listed[:, :k], torch.where(column == at, d.unsqueeze(1), after))
