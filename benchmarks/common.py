@@ -46,17 +46,25 @@ def device_name(device: str) -> str:
 
 def timeit(fn, repeats: int, device: str = "cpu", warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeats`` runs (CUDA-synchronised)."""
+    return timings(fn, repeats, device, warmup)[0]
+
+
+def timings(fn, repeats: int, device: str = "cpu", warmup: int = 1) -> tuple[float, float]:
+    """Medians of the wall time and of the process CPU time of ``fn()`` in seconds over ``repeats``
+    runs (CUDA-synchronised). On a shared machine the CPU time of a one-thread run is the steadier of
+    the two (it does not count the time the process waits for a core)."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for _ in range(warmup):
         fn()
     sync()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def mnist_images(data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ _EXPORTS = {
     "WNLLConvergenceError": "fastwnll.solver",
     "WNLLUnreachableError": "fastwnll.solver",
     "wnll_interpolate": "fastwnll.interpolate",
+    "TemplateBank": "fastwnll.bank",
     "tv_denoise": "fastwnll.tv",
     "tvm": "fastwnll.tv",
     "keep_mask": "fastwnll.tv",

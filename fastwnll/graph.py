@@ -104,10 +104,10 @@ def unit_scale(x: torch.Tensor) -> torch.Tensor:
     differentiable (the scale is a constant). The squared distances of unit-scale features neither
     overflow nor underflow: a difference would have to be below ``1e-19 * max|x|`` (float32) to
     vanish, far below the features' own resolution."""
-    return x / _power_of_two_below(x.detach().abs().amax())
+    return x / power_of_two_below(x.detach().abs().amax())
 
 
-def _power_of_two_below(v: torch.Tensor) -> torch.Tensor:
+def power_of_two_below(v: torch.Tensor) -> torch.Tensor:
     """The power of two ``2^e <= v < 2^(e+1)`` elementwise (0.5 for ``v == 0``), in ``v``'s dtype: dividing
     by it is exact and maps ``v`` to ``[1, 2)``."""
     _, exponent = torch.frexp(v)
@@ -117,7 +117,7 @@ def _power_of_two_below(v: torch.Tensor) -> torch.Tensor:
 def _weights(dist: torch.Tensor, k_sigma: int, kernel: str) -> torch.Tensor:
     """``exp(-(d / sigma)^2)`` (or that ratio squared once more, kernel "seed") with ``sigma`` column
     ``k_sigma - 2`` of the distances ``dist`` ``[n, k]`` (in any per-row unit), floored per row."""
-    r = dist / _power_of_two_below(dist.detach().amax(dim=1, keepdim=True))  # row maximum in [1, 2)
+    r = dist / power_of_two_below(dist.detach().amax(dim=1, keepdim=True))  # row maximum in [1, 2)
     sigma = r[:, k_sigma - 2 : k_sigma - 1].clamp_min(torch.finfo(r.dtype).eps)
     ratio = (r / sigma).square()
     return torch.exp(-(ratio * ratio if kernel == "seed" else ratio))

@@ -10,7 +10,8 @@ from fastwnll.precision import full_precision, working_dtype
 from fastwnll.solver import check_mu_range, check_options, check_reachable, host_copies, solve
 
 
-def _check_features(name: str, x) -> None:
+def check_features(name: str, x) -> None:
+    """A floating-point ``[n, d]`` tensor with ``n, d >= 1`` (values not checked)."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         kind = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
         raise TypeError(f"{name} must be a floating-point torch.Tensor, got {kind}")
@@ -18,7 +19,8 @@ def _check_features(name: str, x) -> None:
         raise ValueError(f"{name} must be a non-empty [n, d] tensor, got shape {tuple(x.shape)}")
 
 
-def _check_labels(y, m: int, num_classes, device) -> None:
+def check_labels(y, m: int, num_classes, device) -> None:
+    """``y``: ``[m]`` int64 labels on ``device``; ``num_classes``: None or a positive int (values not checked)."""
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"y_templates must be a torch.Tensor of int64 labels, got {type(y).__name__}")
     if y.dtype != torch.int64:
@@ -39,11 +41,31 @@ def _check_values(x_templates, x_queries, y, num_classes) -> int:
     for name, bad in (("x_templates", stats[0]), ("x_queries", stats[1])):
         if bad:
             raise ValueError(f"{name} contains NaN or Inf values (in {bad} rows)")
-    lo, hi = stats[2], stats[3]
+    return classes_of(stats[2], stats[3], num_classes)
+
+
+def classes_of(lo: int, hi: int, num_classes: int | None, name: str = "y_templates") -> int:
+    """``num_classes`` (default ``hi + 1``) after checking that labels in ``[lo, hi]`` fit in it."""
     num_classes = hi + 1 if num_classes is None else num_classes
     if lo < 0 or hi >= num_classes:
-        raise ValueError(f"y_templates has labels in [{lo}, {hi}], outside [0, num_classes={num_classes})")
+        raise ValueError(f"{name} has labels in [{lo}, {hi}], outside [0, num_classes={num_classes})")
     return num_classes
+
+
+def solver_options(mu, k: int, n: int, m: int, tol, max_iter, on_nonconvergence, dtype) -> tuple[float, float]:
+    """``(mu, tol)`` of the solve of a graph of ``n`` nodes, ``m`` of them templates, ``k``
+    neighbours each, in ``dtype``: ``mu=None`` is the paper's ``n/m - 1``; all options checked."""
+    mu, tol = check_options(n / m - 1.0 if mu is None else mu, tol, max_iter, on_nonconvergence, dtype)
+    check_mu_range(mu, float(k + n), n, dtype)  # weights <= 1: a node's weighted degree is below k + n
+    return mu, tol
+
+
+def in_dtype(out, dtype: torch.dtype, return_info: bool):
+    """The scores ``out`` (or ``(scores, info)`` with ``return_info``) cast to ``dtype`` (no copy
+    when they have it)."""
+    if return_info:
+        return out[0].to(dtype), out[1]
+    return out.to(dtype)
 
 
 def wnll_interpolate(x_templates: torch.Tensor, y_templates: torch.Tensor, x_queries: torch.Tensor, *,
@@ -94,8 +116,8 @@ def wnll_interpolate(x_templates: torch.Tensor, y_templates: torch.Tensor, x_que
         fastwnll.WNLLUnreachableError: some queries are not connected to any template in the graph.
         fastwnll.WNLLConvergenceError: the solve did not converge (``on_nonconvergence="raise"``).
     """
-    _check_features("x_templates", x_templates)
-    _check_features("x_queries", x_queries)
+    check_features("x_templates", x_templates)
+    check_features("x_queries", x_queries)
     if x_templates.shape[1] != x_queries.shape[1]:
         raise ValueError(
             f"x_templates has {x_templates.shape[1]} features but x_queries has {x_queries.shape[1]}"
@@ -105,15 +127,14 @@ def wnll_interpolate(x_templates: torch.Tensor, y_templates: torch.Tensor, x_que
     if x_templates.dtype != x_queries.dtype:
         raise TypeError(f"x_templates is {x_templates.dtype} but x_queries is {x_queries.dtype}")
     m, n = x_templates.shape[0], x_templates.shape[0] + x_queries.shape[0]
-    _check_labels(y_templates, m, num_classes, x_templates.device)
+    check_labels(y_templates, m, num_classes, x_templates.device)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n:
         raise ValueError(f"k={k!r} must be an integer with 1 <= k < n={n} (templates + queries)")
     k_sigma = check_graph_options(k, k_sigma, kernel)
     if knn_backend not in BACKENDS:
         raise ValueError(f"unknown kNN backend {knn_backend!r}; choose one of {BACKENDS}")
     dtype = working_dtype(x_templates.dtype)
-    mu, tol = check_options(n / m - 1.0 if mu is None else mu, tol, max_iter, on_nonconvergence, dtype)
-    check_mu_range(mu, float(k + n), n, dtype)  # weights <= 1: a node's weighted degree is below k + n
+    mu, tol = solver_options(mu, k, n, m, tol, max_iter, on_nonconvergence, dtype)
     if validate:
         num_classes = _check_values(x_templates, x_queries, y_templates, num_classes)
     elif num_classes is None:
@@ -132,6 +153,4 @@ def wnll_interpolate(x_templates: torch.Tensor, y_templates: torch.Tensor, x_que
             check_reachable(*host_copies(idx, w), m)
         out = solve(idx, w, labels, mu=mu, tol=tol, max_iter=max_iter, on_nonconvergence=on_nonconvergence,
                     return_info=return_info)
-    if dtype == x_templates.dtype:
-        return out
-    return (out[0].to(x_templates.dtype), out[1]) if return_info else out.to(x_templates.dtype)
+    return in_dtype(out, x_templates.dtype, return_info)

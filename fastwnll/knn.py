@@ -8,18 +8,24 @@ themselves. So
 
 1. both sets are first centred on the base's mean (this removes a common offset);
 2. the backend returns ``k + 4`` candidates per row, which are re-scored with exact (direct
-   difference) distances;
-3. each row is *certified* with a rigorous bound of the product-form error: it passes when no
-   point outside its candidates can be closer than its k-th re-scored neighbour (see
-   :func:`_certified`);
+   difference) distances (:func:`refine_candidates`);
+3. each row is *certified* with a rigorous bound of the product-form error: it passes when every
+   point outside its candidates is provably farther than its k-th re-scored neighbour (see
+   :func:`certified`);
 4. rows that fail are searched again with ``k + 32`` candidates (this certifies rows among many
    near-duplicates, whose k-th and (k+4)-th distances are too close for the bound); rows failing
    again (far-apart clusters, where no single centre helps; large ties) are searched in float64,
    each group of nearby rows centred on its own mean, and certified again; the few that still fail
-   are searched by direct differences.
+   are scanned with the re-scoring distances themselves.
 
-The result equals a brute-force search in exact arithmetic, up to ties within the rounding of the
-returned distances. Half-precision features (float16, bfloat16) are searched in float32.
+**The result is a function of the points alone** (whatever the backend, the centre, the candidates
+or the path a row took): the neighbours of row ``i`` are the ``k`` smallest pairs
+``(dist(i, j), j)`` in lexicographic order, ties broken by the smaller index, where ``dist`` is the
+one re-scoring distance of the working dtype (:func:`fastwnll.knn_torch.distances`: a fixed order
+of summation, symmetric bit for bit, the same on every device). So a graph can be updated by
+merging (``fastwnll.TemplateBank``) and give the very graph a full search gives. Half-precision
+features (float16, bfloat16) are searched in float32. Distances rely on no underflow of squared
+coordinate differences (differences below ``1e-19`` of the largest coordinate in float32).
 """
 from __future__ import annotations
 
@@ -32,7 +38,8 @@ from fastwnll.knn_faiss import (APPROXIMATE_METHODS, GPU_MAX_K, ApproximateKNN, 
                                 flat_candidates, has_gpu, load_faiss)
 from fastwnll.knn_torch import locality_order, refine, smallest
 
-__all__ = ["ApproximateKNN", "BACKENDS", "check_points", "knn_graph", "knn_search"]
+__all__ = ["ApproximateKNN", "BACKENDS", "certified", "check_points", "knn_graph", "knn_search", "refine_candidates",
+           "relative_error"]
 
 BACKENDS = ("auto", "native", "faiss", "torch") + APPROXIMATE_METHODS
 # Extra candidates fetched before exact re-scoring; they also give the certificate its margin. Rows
@@ -45,6 +52,8 @@ _FAISS_GPU_MIN_BASE = 1 << 16
 _LOCALITY_MIN_POINTS = 512
 # Rows re-searched together around one centre by the float64 fallback.
 _FALLBACK_GROUP = 256
+# Candidate coordinates (rows x columns x features) the last-resort scan re-scores at once.
+_SCAN_CHUNK_ELEMENTS = 1 << 22
 
 
 def check_points(name: str, x: torch.Tensor) -> None:
@@ -130,32 +139,36 @@ def exact_arithmetic(device: torch.device):
                     matmul.fp32_precision = value
 
 
-def _rho(dtype: torch.dtype, dim: int) -> float:
+def relative_error(dtype: torch.dtype, dim: int) -> float:
     """Relative error unit of a length-``dim`` inner product, squared norm or distance in ``dtype``:
     ``(dim + 5) u`` (``u`` the unit roundoff), above the worst case ``gamma_{dim+2} + 2u`` of any
     summation order, the centring's rounding included."""
     return (dim + 5) * torch.finfo(dtype).eps / 2
 
 
-def _certified(dist: torch.Tensor, k: int, spread: torch.Tensor, rho_search: float, rho_refine: float,
-               available: int) -> torch.Tensor:
-    """[nq] bool: rows whose k nearest candidates are provably the k nearest of all points.
+def certified(dist: torch.Tensor, k: int, spread: torch.Tensor, rho_search: float, rho_refine: float,
+              available: int) -> torch.Tensor:
+    """[nq] bool: rows whose k smallest candidates, in ``(distance, index)`` order, are provably the
+    k smallest of all points in that order.
 
     ``dist`` ``[nq, kc]``: re-scored distances of a row's candidates, ascending (inf for invalid
-    entries and the point itself), each with relative error ``<= rho_refine``. The candidates are
-    the ``kc`` smallest product-form squared distances of centred points, each within
-    ``rho_search (2 a + d)^2`` of the true ``d^2`` (``a^2 = spread``, the query's squared distance
-    from the centre; ``d`` the point's distance). So ``T``, the largest product-form value kept,
-    is ``>= d_M^2 - rho (2a + d_M)^2`` for the farthest candidate ``d_M``, and a point left out
+    entries and the point itself), each within relative error ``rho_refine`` of the exact distance.
+    The candidates are the ``kc`` smallest product-form squared distances of centred points, each
+    within ``rho_search (2 a + d)^2`` of the true ``d^2`` (``a^2 = spread``, the query's squared
+    distance from the centre; ``d`` the point's distance). So ``T``, the largest product-form value
+    kept, is ``>= d_M^2 - rho (2a + d_M)^2`` for the farthest candidate ``d_M``, and a point left out
     (product-form value ``>= T``) closer than ``d_M`` lies at squared distance
-    ``>= d_M^2 - 2 rho (2a + d_M)^2``. The row passes when that is ``>= D_k^2`` (``D_k`` the k-th
-    distance; both taken at their error bounds), when ``D_k = 0``, or when every point is a candidate.
+    ``L = d_M^2 - 2 rho (2a + d_M)^2`` or more. The row passes when every point left out is provably
+    re-scored *strictly* above the k-th distance ``D_k`` (so that no left-out point ties with it
+    and could win on the index): ``L > (D_k / (1 - rho_refine))^2`` (also when ``D_k = 0``: then
+    every duplicate of the point must be a candidate), or when every point is a candidate. All
+    bounds taken at their error margins, in float64.
     """
     count = torch.isfinite(dist).sum(1)  # ascending rows: the finite entries come first
-    dk = dist[:, k - 1].to(torch.float64) * (1 + rho_refine)
+    dk = dist[:, k - 1].to(torch.float64) / (1 - rho_refine)
     far = dist.gather(1, (count - 1).clamp_min(0).unsqueeze(1)).squeeze(1).to(torch.float64) * (1 - rho_refine)
     lower = far.square() - 2 * rho_search * (2 * spread.sqrt() + far).square()
-    return (count >= available) | ((count >= k) & ((dk == 0) | (lower >= dk.square())))
+    return (count >= available) | ((count >= k) & (lower > dk.square()))
 
 
 def _candidates_native(query, base, kc):
@@ -188,12 +201,25 @@ def _native_graph(x, centre, kc):
     return cand.to(device), spread.to(device)
 
 
-def _refine(query, base, cand, k, offset):
-    """:func:`fastwnll.knn_torch.refine` with the point itself at ``base[row + offset]``; CPU tensors
-    go through the equivalent C++ op ``fastwnll::knn_refine`` when the extension is built."""
+def refine_candidates(query: torch.Tensor, base: torch.Tensor, cand: torch.Tensor, k: int,
+                      exclude: torch.Tensor | None = None):
+    """The ``k`` smallest candidates of each row in ``(distance, index)`` order, with the re-scoring
+    distance of every exact path (:func:`fastwnll.knn_torch.distances`; on the CPU the equivalent
+    C++ op ``fastwnll::knn_refine`` when the extension is built).
+
+    Args:
+        query: ``[nq, d]``, base: ``[nb, d]`` float32/float64, one dtype and device.
+        cand: ``[nq, kc]`` int64 indices into ``base`` (``-1``: no candidate), ``k <= kc``.
+        exclude: ``[nq]`` int64 base row never returned for each query row (the point itself), or None.
+
+    Returns:
+        ``(idx [nq, k] int64, dist [nq, k] in query's dtype)``; entries without a candidate are
+        ``(-1, inf)`` and come last.
+    """
     if query.device.type == "cpu" and _ext.available():
-        return torch.ops.fastwnll.knn_refine(query, base, cand, k, offset)
-    exclude = None if offset is None else torch.arange(query.shape[0], device=query.device) + offset
+        if exclude is not None:
+            cand = cand.masked_fill(cand == exclude.unsqueeze(1), -1)
+        return torch.ops.fastwnll.knn_refine(query, base, cand, k, None)
     return refine(query, base, cand, k, exclude=exclude)
 
 
@@ -227,12 +253,10 @@ def _certified_search(query, base, k, backend, offset, centre, extra, rows=None)
             cand = smallest(query_c, base_c, min(kc, available), exclude=_own_rows(query, rows, offset))
         spread = torch.linalg.vector_norm(query_c, dim=1, dtype=torch.float64).square()
         del base_c, query_c
-    if rows is None:
-        idx, dist = _refine(query, base, cand, cand.shape[1], offset)
-    else:
-        idx, dist = refine(query[rows], base, cand, cand.shape[1], exclude=_own_rows(query, rows, offset))
+    sub = query if rows is None else query[rows]
+    idx, dist = refine_candidates(sub, base, cand, cand.shape[1], _own_rows(query, rows, offset))
     del cand
-    ok = _certified(dist, k, spread, _rho(search_dtype, dim), _rho(query.dtype, dim), available)
+    ok = certified(dist, k, spread, relative_error(search_dtype, dim), relative_error(query.dtype, dim), available)
     return idx[:, :k].contiguous(), dist[:, :k].contiguous(), ok
 
 
@@ -270,9 +294,9 @@ def _redo_rows(query, base, k, offset, redo, idx, dist) -> None:
 
 
 def _exact_rows(query, base, k, exclude):
-    """Exact (idx [nq, k], dist [nq, k] float64) by the careful path: float64 product form with
-    ``k + 32`` candidates, each group of nearby rows (locality order) centred on its own mean,
-    certified; rows still uncertified (ties) by direct differences. ``exclude``: [nq] base row of
+    """Exact (idx [nq, k], dist [nq, k]) by the careful path: float64 product form with ``k + 32``
+    candidates, each group of nearby rows (locality order) centred on its own mean, re-scored and
+    certified; rows still uncertified (ties) by :func:`_scan_rows`. ``exclude``: [nq] base row of
     each query's point itself, or None."""
     nq, nb = query.shape[0], base.shape[0]
     available = nb - (exclude is not None)
@@ -287,15 +311,26 @@ def _exact_rows(query, base, k, exclude):
         cand[rows] = smallest(group, base, kc, exclude=None if exclude is None else exclude[rows], centre=centre,
                               dtype=torch.float64)
         spread[rows] = (group - centre).square().sum(1)
-    idx, dist = refine(query, base, cand, kc, exclude=exclude, dtype=torch.float64)
-    rho = _rho(torch.float64, query.shape[1])
-    ok = _certified(dist, k, spread, rho, rho, available)
+    idx, dist = refine_candidates(query, base, cand, kc, exclude)
+    dim = query.shape[1]
+    ok = certified(dist, k, spread, relative_error(torch.float64, dim), relative_error(query.dtype, dim), available)
     idx, dist = idx[:, :k].contiguous(), dist[:, :k].contiguous()
     rows = (~ok).nonzero().squeeze(1)
     if rows.numel():
-        sub_exclude = None if exclude is None else exclude[rows]
-        direct = smallest(query[rows], base, k, exclude=sub_exclude, form="direct", dtype=torch.float64)
-        idx[rows], dist[rows] = refine(query[rows], base, direct, k, exclude=sub_exclude, dtype=torch.float64)
+        idx[rows], dist[rows] = _scan_rows(query[rows], base, k, None if exclude is None else exclude[rows])
+    return idx, dist
+
+
+def _scan_rows(query, base, k, exclude):
+    """(idx [nq, k], dist [nq, k]): every point of ``base`` re-scored (:func:`refine_candidates`), a
+    chunk of columns at a time merged with the best so far; exact by construction, O(nq nb d)."""
+    nq, nb = query.shape[0], base.shape[0]
+    chunk = max(k + 1, _SCAN_CHUNK_ELEMENTS // max(1, nq * query.shape[1]))
+    idx = dist = None
+    for start in range(0, nb, chunk):
+        cols = torch.arange(start, min(nb, start + chunk), device=query.device).expand(nq, -1)
+        cand = cols if idx is None else torch.cat([idx, cols], 1)
+        idx, dist = refine_candidates(query, base, cand, min(k, cand.shape[1]), exclude)
     return idx, dist
 
 
@@ -306,7 +341,7 @@ def _approximate(query, base, k, options, offset):
     kc = min(k + _EXTRA_CANDIDATES + (offset is not None), base.shape[0])
     cand = approximate_candidates(query_c, base_c, kc, options)
     del base_c, query_c
-    idx, dist = _refine(query, base, cand, k, offset)
+    idx, dist = refine_candidates(query, base, cand, k, _own_rows(query, None, offset))
     _redo_rows(query, base, k, offset, ~torch.isfinite(dist[:, -1]), idx, dist)
     return idx, dist
 

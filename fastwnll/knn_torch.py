@@ -6,6 +6,7 @@ Every function here works in bounded extra memory: distance tiles are sized by a
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 # Byte budget of one tile of distances on the CPU (cache-friendly tiles are no slower than big ones).
@@ -45,18 +46,16 @@ def tile_shape(nq: int, nb: int, kc: int, dim: int, dtype: torch.dtype, budget: 
 
 
 def smallest(query: torch.Tensor, base: torch.Tensor, kc: int, *, exclude: torch.Tensor | None = None,
-             centre: torch.Tensor | None = None, form: str = "product",
-             dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Indices ``[nq, kc]`` int64 of the ``kc`` rows of ``base`` nearest to each row of ``query``.
+             centre: torch.Tensor | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Indices ``[nq, kc]`` int64 of the ``kc`` rows of ``base`` nearest to each row of ``query`` by
+    squared distances in the matrix-product form ``|q|^2 + |b|^2 - 2 <q, b>`` (candidates: the error
+    is about ``d * eps * (|q|^2 + |b|^2)``, so centre the points first; ties in any order).
 
     Args:
         query: ``[nq, d]``, base: ``[nb, d]``, floating point, on one device.
         kc: ``1 <= kc <= nb`` (``nb - 1`` with ``exclude``).
         exclude: ``[nq]`` int64 base row never returned for each query row (the point itself).
         centre: ``[d]``; both sets are shifted by ``-centre`` (tile by tile) before the distances.
-        form: ``"product"``, squared distances as ``|q|^2 + |b|^2 - 2 <q, b>`` (matrix products; the
-            error is about ``d * eps * (|q|^2 + |b|^2)``, so centre the points first), or
-            ``"direct"``, ``sum (q - b)^2`` (slower; exact up to rounding of the distance itself).
         dtype: arithmetic dtype (tiles are cast to it); default the input dtype.
 
     A tile (distances and the shifted base rows) takes at most :func:`tile_budget` bytes (base
@@ -68,14 +67,11 @@ def smallest(query: torch.Tensor, base: torch.Tensor, kc: int, *, exclude: torch
     out = torch.empty(nq, kc, dtype=torch.int64, device=query.device)
     for r0 in range(0, nq, rows):
         q = _shifted(query[r0:r0 + rows], centre, dtype)
-        qn = (q * q).sum(1, keepdim=True) if form == "product" else None
+        qn = (q * q).sum(1, keepdim=True)
         best_d = best_i = None
         for c0 in range(0, nb, cols):
             b = _shifted(base[c0:c0 + cols], centre, dtype)
-            if form == "product":
-                d2 = torch.addmm((b * b).sum(1).unsqueeze(0), q, b.T, alpha=-2.0).add_(qn)
-            else:
-                d2 = torch.cdist(q, b, compute_mode="donot_use_mm_for_euclid_dist")
+            d2 = torch.addmm((b * b).sum(1).unsqueeze(0), q, b.T, alpha=-2.0).add_(qn)
             if exclude is not None:
                 own = exclude[r0:r0 + rows] - c0
                 hit = ((own >= 0) & (own < b.shape[0])).nonzero().squeeze(1)
@@ -96,11 +92,43 @@ def _shifted(x: torch.Tensor, centre: torch.Tensor | None, dtype: torch.dtype) -
     return x if centre is None else x - centre.to(dtype)
 
 
+def distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances ``|a - b|`` along the last dimension (``a``, ``b`` broadcastable
+    ``[..., d]``), from coordinate differences, with one fixed order of summation: the same
+    floating-point operations as the C++ op ``fastwnll::knn_refine`` (eight running sums over the
+    columns ``t = l mod 8`` of the whole groups of eight, then the remaining columns in order, then
+    the eight sums in order). Elementwise operations only, so a pair's distance does not depend on
+    the shapes or the device it is computed with, and ``distances(a, b) == distances(b, a)`` bit for
+    bit: every exact kNN path computes distances this way (on the CPU through the C++ op). The
+    square root is correctly rounded (IEEE): torch's vectorised CPU ``sqrt`` is not always (it is
+    off by one unit in the last place for about 1 % of float64 inputs), so CPU tensors take
+    numpy's."""
+    diff = a - b
+    sq = diff * diff
+    d = sq.shape[-1]
+    whole = d - d % 8
+    acc = torch.zeros_like(sq[..., 0])
+    for t in range(whole, d):
+        acc = acc + sq[..., t]
+    if whole:
+        groups = sq[..., :whole].unflatten(-1, (whole // 8, 8))
+        lanes = groups[..., 0, :]
+        for g in range(1, whole // 8):
+            lanes = lanes + groups[..., g, :]
+        for lane in range(8):
+            acc = acc + lanes[..., lane]
+    if acc.device.type == "cpu":
+        np.sqrt(acc.numpy(), out=acc.numpy())  # acc is a new tensor: in place
+        return acc
+    return acc.sqrt()
+
+
 def refine(query: torch.Tensor, base: torch.Tensor, cand: torch.Tensor, k: int, *,
            exclude: torch.Tensor | None = None, dtype: torch.dtype | None = None):
-    """Exact Euclidean distances of the candidates ``cand`` ``[nq, kc]`` (direct differences in
-    ``dtype``, default the input dtype); ``-1`` entries and ``cand == exclude[row]`` count as inf;
-    the ``k`` nearest per row, stably sorted: ``(idx [nq, k] int64, dist [nq, k] in dtype)``.
+    """Exact Euclidean distances of the candidates ``cand`` ``[nq, kc]`` (:func:`distances`, in
+    ``dtype``, default the input dtype); ``-1`` entries and ``cand == exclude[row]`` count as inf
+    (and are returned as ``-1``); the ``k`` smallest per row in ascending ``(distance, index)``
+    order: ``(idx [nq, k] int64, dist [nq, k] in dtype)``.
 
     The same computation as the C++ op ``fastwnll::knn_refine`` (used for CPU tensors), for any
     device and with a per-row excluded index.
@@ -113,11 +141,11 @@ def refine(query: torch.Tensor, base: torch.Tensor, cand: torch.Tensor, k: int, 
     for start in range(0, nq, tile):
         c = cand[start:start + tile]
         q = query[start:start + tile].to(dtype)
-        d = torch.linalg.vector_norm(base[c.clamp_min(0)].to(dtype) - q.unsqueeze(1), dim=-1)
         invalid = c < 0
         if exclude is not None:
             invalid |= c == exclude[start:start + tile].unsqueeze(1)
-        d = d.masked_fill(invalid, float("inf"))
+        c = c.masked_fill(invalid, -1).sort(dim=1).values  # ties are broken by the index
+        d = distances(base[c.clamp_min(0)].to(dtype), q.unsqueeze(1)).masked_fill_(c < 0, float("inf"))
         best, order = d.sort(dim=1, stable=True)
         idx[start:start + tile] = c.gather(1, order[:, :k])
         dist[start:start + tile] = best[:, :k]

@@ -129,24 +129,33 @@ def test_locality_order_is_a_permutation_grouping_clusters():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cpp_refine_equals_the_torch_refine(monkeypatch, dtype):
-    """The C++ re-scoring of CPU candidates and the torch one used on other devices agree, including
-    -1 entries, the point itself (self_offset), duplicate points (ties keep the candidates' order)."""
+@pytest.mark.parametrize("dim", [9, 16, 5])
+def test_cpp_refine_equals_the_torch_refine_bit_for_bit(monkeypatch, dtype, dim):
+    """The C++ re-scoring of CPU candidates and the torch one used on other devices give the same
+    bits (one order of summation), including -1 entries, the point itself, duplicate candidates and
+    duplicate points, whose ties are broken by the index whatever the candidates' order."""
     g = torch.Generator().manual_seed(6)
-    base = torch.randn(50, 9, generator=g).to(dtype)
+    base = torch.randn(50, dim, generator=g).to(dtype)
     base[7] = base[3]  # a duplicate pair
     query = base[10:40]
     cand = torch.randint(0, 50, (30, 12), generator=g)
     cand[:, 0] = torch.arange(10, 40)  # the point itself
     cand[::4, 5] = -1
-    cand[0, :3] = torch.tensor([3, 7, 3])
-    for offset in (10, None):
-        ours = knn_module._refine(query, base, cand, 8, offset)
+    cand[0, :3] = torch.tensor([7, 3, 7])
+    for exclude in (torch.arange(10, 40), None):
+        ours = knn_module.refine_candidates(query, base, cand, 8, exclude)
         monkeypatch.setattr(knn_module._ext, "available", lambda: False)
-        ref = knn_module._refine(query, base, cand, 8, offset)
+        ref = knn_module.refine_candidates(query, base, cand, 8, exclude)
         monkeypatch.undo()
-        assert torch.equal(ours[0], ref[0])
-        torch.testing.assert_close(ours[1], ref[1])
+        assert torch.equal(ours[0], ref[0]) and torch.equal(ours[1], ref[1])
+    idx, dist = ours
+    tie = dist[:, 1:] == dist[:, :-1]
+    assert tie[0].any() and (idx[:, 1:][tie] >= idx[:, :-1][tie]).all()  # equal distances: ascending index
+    # symmetric bit for bit, and the same as a direct evaluation in the fixed order
+    forward = knn_torch.distances(base[:20].unsqueeze(1), base[20:].unsqueeze(0))
+    assert torch.equal(forward, knn_torch.distances(base[20:].unsqueeze(0), base[:20].unsqueeze(1)))
+    sq = (base[:20].unsqueeze(1) - base[20:].unsqueeze(0)).double().square().sum(-1).sqrt()
+    torch.testing.assert_close(forward.double(), sq)
     bad = cand.clone()
     bad[1, 1] = 50
     with pytest.raises(RuntimeError, match="candidate 50 out of range"):

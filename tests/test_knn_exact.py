@@ -93,14 +93,18 @@ def test_rows_are_redone_only_when_the_certificate_fails(monkeypatch):
 
 def test_certificate_rejects_a_wrong_candidate_set():
     """A row whose k-th re-scored distance is not clearly below the farthest candidate's is not
-    certified; one with a clear gap is; a complete candidate set always is."""
-    dist = torch.tensor([[1.0, 2.0, 3.0, 3.0], [1.0, 2.0, 3.0, 9.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
-    spread = torch.tensor([1.0, 1.0, 1e6], dtype=torch.float64)
-    ok = knn_module._certified(dist, 3, spread, 1e-6, 1e-6, available=10)
-    assert ok.tolist() == [False, True, True]
+    certified; one with a clear gap is; a complete candidate set always is. A row whose k nearest
+    are duplicates (distance 0) passes only when a candidate is farther: otherwise a duplicate of
+    lower index may have been left out."""
+    dist = torch.tensor([[1.0, 2.0, 3.0, 3.0], [1.0, 2.0, 3.0, 9.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]],
+                        dtype=torch.float64)
+    spread = torch.tensor([1.0, 1.0, 1e-6, 1e-6], dtype=torch.float64)
+    ok = knn_module.certified(dist, 3, spread, 1e-6, 1e-6, available=10)
+    assert ok.tolist() == [False, True, False, True]
     # a huge spread (query far from the centre) voids the margin
-    assert not knn_module._certified(dist[1:2], 3, torch.tensor([1e7], dtype=torch.float64), 1e-6, 1e-6, 10).any()
-    assert knn_module._certified(dist[:1], 3, spread[:1], 1e-6, 1e-6, available=4).all()
+    assert not knn_module.certified(dist[1:2], 3, torch.tensor([1e7], dtype=torch.float64), 1e-6, 1e-6, 10).any()
+    assert knn_module.certified(dist[:1], 3, spread[:1], 1e-6, 1e-6, available=4).all()
+    assert knn_module.certified(dist[2:3], 3, spread[2:3], 1e-6, 1e-6, available=4).all()
 
 
 def test_wnll_float32_agrees_with_float64_on_offset_features():

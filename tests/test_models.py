@@ -99,7 +99,7 @@ def test_bad_inputs(name, x, error, message):
     ({"name": "resnet20", "in_channels": 0}, ValueError, "in_channels must be a positive integer"),
     ({"name": "resnet20", "head": "softmax"}, ValueError, r"head must be one of \('linear', 'wnll'\)"),
     ({"name": "resnet20", "head": "linear", "k": 5}, TypeError, r"head='linear' takes no head options, got \['k'\]"),
-    ({"name": "resnet20", "head": "wnll", "k_sigma": 50}, ValueError, "k_sigma=50 must be <= k"),
+    ({"name": "resnet20", "head": "wnll", "k_sigma": 50}, ValueError, r"k_sigma=50 must be an integer in \[2, k\+1"),
     ({"name": "resnet20", "head": "wnll", "bogus": 1}, TypeError, "bogus"),
 ])
 def test_build_errors(kwargs, error, message):

@@ -266,7 +266,8 @@ at::Tensor knn_candidates_cpu(const at::Tensor& query_in, const at::Tensor& base
   return idx;
 }
 
-// sum_t (a[t] - b[t])^2 with kLanes partial sums, so that the compiler vectorises it.
+// sum_t (a[t] - b[t])^2 with kLanes partial sums, so that the compiler vectorises it; the order of the
+// operations is also that of fastwnll.knn_torch.distances (the same distances on every device).
 template <typename scalar_t>
 scalar_t squared_distance(const scalar_t* a, const scalar_t* b, int64_t dim) {
   constexpr int64_t kLanes = 8;
@@ -282,8 +283,8 @@ scalar_t squared_distance(const scalar_t* a, const scalar_t* b, int64_t dim) {
 }
 
 // Exact Euclidean distances of the candidates (direct differences, in the input dtype), -1 entries and
-// the point itself (candidate == row + self_offset) at inf; the k nearest per row, stably sorted by
-// distance (ties keep the candidates' order).
+// the point itself (candidate == row + self_offset) at inf and returned as -1; the k smallest per row in
+// ascending (distance, index) order, so that ties are broken by the index whatever the candidates' order.
 std::tuple<at::Tensor, at::Tensor> knn_refine_cpu(const at::Tensor& query_in, const at::Tensor& base_in,
                                                   const at::Tensor& cand_in, int64_t k,
                                                   std::optional<int64_t> self_offset) {
@@ -314,14 +315,13 @@ std::tuple<at::Tensor, at::Tensor> knn_refine_cpu(const at::Tensor& query_in, co
         const scalar_t* qr = q + r * dim;
         for (int64_t s = 0; s < kc; ++s) {
           const int64_t j = c[r * kc + s];
-          scalar_t d = std::numeric_limits<scalar_t>::infinity();
           if (j >= 0 && !(self_offset && j == r + *self_offset)) {
-            const scalar_t* bj = b + j * dim;
-            d = std::sqrt(squared_distance(qr, bj, dim));
+            row[s] = {std::sqrt(squared_distance(qr, b + j * dim, dim)), j};
+          } else {
+            row[s] = {std::numeric_limits<scalar_t>::infinity(), -1};
           }
-          row[s] = {d, j};
         }
-        std::stable_sort(row.begin(), row.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+        std::sort(row.begin(), row.end());  // lexicographic: (distance, index)
         for (int64_t s = 0; s < k; ++s) {
           od[r * k + s] = row[s].first;
           oi[r * k + s] = row[s].second;

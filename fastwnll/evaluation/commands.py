@@ -169,6 +169,12 @@ def _attack(args: argparse.Namespace, spec, device, processes) -> int:
     print(f"model {target.name} ({target.config.model}, {target.head} head) on {rows[0]['n']} {target.dataset} test "
           f"images, defence {args.defense}")
     print(f"clean accuracy  {rows[0]['clean_accuracy']:.4f}")
+    graph = rows[0].get("wnll_graph")
+    if graph:
+        queries = ("1 query per graph (inductive)" if graph["inference"] == "inductive" else
+                   f"up to {graph['queries_per_graph']} queries per graph (transductive: the rows of a batch share "
+                   "one graph, so predictions depend on --batch-size)")
+        print(f"WNLL graphs: {graph['templates']} templates + {queries}")
     for setting, row in zip(settings, rows):
         print(f"attack {row['budget']}; {origin}; {setting.describe()}")
         if "median_l2" in row and row["median_l2"] is not None:

@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from fastwnll.attacks import attack_spec, correct_mask, get_attack
 from fastwnll.attacks.checks import check_eps, check_inputs
+from fastwnll.nn.head import graph_summary
 from fastwnll.runtime.distributed import SINGLE, Processes, batch_seed, gather_batches, shard_batches
 
 from .budgets import attack_kwargs
@@ -163,8 +164,9 @@ class Evaluator:
         ``eps``, crafted on ``target`` itself (white box) or on ``source`` (transfer, black box).
 
         Returns a JSON-serialisable dict: model, head, defense, protocol, attack, norm, eps,
-        gradient, tvm_attack, eot, source, n, clean_accuracy, robust_accuracy, budget,
-        craft_time_s, reused (and changed / median_l2 for cw_l2).
+        gradient, tvm_attack, eot, source, n, clean_accuracy, wnll_graph (the target's WNLL evaluation
+        graphs, :func:`fastwnll.nn.graph_summary`, or None), robust_accuracy, budget, craft_time_s,
+        reused (and changed / median_l2 for cw_l2).
         """
         return self.evaluate_with_mask(target, attack, eps, defense, setting, source=source, n=n, steps=steps,
                                        alpha=alpha, restarts=restarts, cw=cw)[0]
@@ -184,6 +186,7 @@ class Evaluator:
             "norm": attack_spec(attack).norm, "eps": eps, "gradient": setting.gradient, "tvm_attack": setting.tvm_attack,
             "eot": setting.eot, "source": None if source is None else source.name, "n": int(x_adv.shape[0]),
             "clean_accuracy": self.clean_accuracy(target, defense, x_adv.shape[0]),
+            "wnll_graph": graph_summary(target.model, self.batch_size),
         }
         survived = self.correct(target, x_eval, defense)
         row.update({"robust_accuracy": float(survived.float().mean()), **info})

@@ -8,6 +8,7 @@ _EXPORTS = {
     "WNLLHead": "fastwnll.nn.head",
     "wnll_batch": "fastwnll.nn.head",
     "collect_templates": "fastwnll.nn.head",
+    "graph_summary": "fastwnll.nn.head",
     "wnll_heads": "fastwnll.nn.head",
     "set_head_mode": "fastwnll.nn.head",
     "head_mode": "fastwnll.nn.head",

@@ -13,6 +13,13 @@ Usage (any model whose last layer was an ``nn.Linear``, e.g. a torchvision ResNe
     collect_templates(model, (x_train, y_train), max_templates=5000)   # the test-time template bank
     pred = model(x_test).argmax(1)
 
+**Evaluation is transductive by default.** In eval mode the rows of one forward are the queries of
+one WNLL graph together with the template bank: a query's scores depend on the other rows of its
+batch (they are graph nodes), so accuracy can change with the batch size and a query's neighbours
+in the batch can change its prediction. This is the paper's protocol. ``WNLLHead(inference=
+"inductive")`` interpolates each row against the bank alone: deterministic and independent of the
+batch (docs/design.md, section 2.5). Evaluation results record the graph (``graph_summary``).
+
 The head returns log-probabilities ``[rows, C]``. ``F.cross_entropy`` and ``F.nll_loss`` give the
 same loss value on them (``log_softmax`` of log-probabilities is the identity), but with the
 default ``gradient="surrogate"`` only ``F.cross_entropy`` makes the backward depend on the WNLL
@@ -21,12 +28,17 @@ linear head's ``softmax(z) - onehot``.
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fastwnll.bank import TemplateBank, contents_stamp
+from fastwnll.graph import check_options as check_graph_options
+from fastwnll.knn import APPROXIMATE_METHODS, BACKENDS, ApproximateKNN
 
 from .distributed_graph import GRAPHS, GlobalSplit, gather_rows, split_global_batch
 from .modes import eval_mode
@@ -36,6 +48,9 @@ MODES = ("wnll", "linear")
 # The one definition of the gradient modes; training, attacks and evaluation take it from here.
 GRADIENTS = ("surrogate", "exact")
 SPLITS = ("random", "first")
+# How eval mode builds the graph: the batch's rows together with the bank (the paper's protocol), or
+# each row against the bank alone.
+INFERENCE = ("transductive", "inductive")
 # WNLL probabilities are floored here (and renormalized) before the log, so losses stay finite.
 PROB_FLOOR = 1e-8
 
@@ -143,6 +158,12 @@ class WNLLBatch:
             self.template_index, self.query_index = split_batch(
                 self.labels, template_fraction, generator=self.generator, split=self.split
             )
+            classes = self.labels[self.template_index].unique()
+            if classes.numel() == 1:
+                warnings.warn(f"the templates of this WNLL training batch hold one class ({int(classes)}): the "
+                              "interpolation gives that class to every query, whatever the features (use larger or "
+                              "more varied batches, or split='random', which puts a row of each class first)",
+                              RuntimeWarning, stacklevel=4)
         return self.template_index, self.query_index
 
     def _global_split_for(self, rows: int, template_fraction: float) -> GlobalSplit:
@@ -190,7 +211,10 @@ class WNLLHead(nn.Module):
     """WNLL interpolating output layer: a drop-in replacement for ``nn.Linear(in_features, num_classes)``.
 
     Input ``[rows, in_features]`` float features (CPU or CUDA); output ``[rows_out, num_classes]``
-    log-probabilities (float32, float64 for float64 input).
+    log-probabilities in the head's dtype (that of its linear layer and bank: float32 by default,
+    float64 after ``.double()``). Features of a lower precision (float16/bfloat16 from an autocast
+    network, float32 into a float64 head) are cast up to it; features of a higher precision
+    (float64 into a float32 head) are refused rather than silently rounded.
 
     - ``mode="linear"``: ``log_softmax(linear(x))`` of all rows (the paper's stage 1).
     - ``mode="wnll"``, training: the labels come from :func:`wnll_batch`; the batch is split into
@@ -199,9 +223,23 @@ class WNLLHead(nn.Module):
       templates' labels at the queries, computed with :func:`fastwnll.wnll_interpolate` in float32
       (autocast off) over the graph of the batch.
     - ``mode="wnll"``, eval: every row is a query, interpolated against the template bank
-      (:meth:`set_templates`, :func:`collect_templates`); with ``template_batches = N`` the bank is
-      split into ``N`` interleaved chunks, each interpolated separately, and the scores averaged
-      (the paper's protocol: several template batches, scores summed).
+      (:meth:`set_templates`, :func:`collect_templates`) through its index
+      (:class:`fastwnll.TemplateBank`, built on first use and rebuilt whenever the bank or the graph
+      options change: the same scores as :func:`fastwnll.wnll_interpolate` with the bank, without
+      its kNN graph of the bank on every call). With ``template_batches = N`` the bank is split into
+      ``N`` chunks, each holding every class (:meth:`template_chunks`), each interpolated
+      separately, and the scores averaged (the paper's protocol: several template batches, scores
+      summed).
+
+    **Inference** (eval mode): ``"transductive"`` (default) puts the rows of a forward and the bank
+    in one graph, so a row's scores depend on the other rows of the batch (they are graph nodes,
+    and ``mu = n/m - 1`` grows with the batch): accuracy depends a little on the batch size and a
+    row's neighbours in the batch can shift its prediction. It is the default because it is the
+    paper's protocol and the graph the head is trained on (stage 2 interpolates a batch's queries
+    together), so published numbers and existing results keep their meaning. ``"inductive"``
+    interpolates each row against the bank alone (``mu = 1/m``; a closed form, no solve):
+    deterministic and independent of the batch, the choice for serving single inputs or for
+    attacks whose result must not depend on the batch.
 
     ``graph`` (training only; docs/design.md, section 7): ``"local"`` (the default) builds the
     training graph over the rows this process holds; ``"global"``, for data-parallel training under an
@@ -217,34 +255,42 @@ class WNLLHead(nn.Module):
     ``"surrogate"`` (the paper's): ``out = lin + (wnll - lin).detach()`` with
     ``lin = log_softmax(linear(x))``, i.e. WNLL's value, the linear layer's backward;
     ``"exact"``: the backward goes through the interpolation (solver, graph weights, sigmas) to the
-    features; the linear layer gets no gradient from it. ``mode`` and ``gradient`` are plain
-    attributes that may be changed at any time (``fastwnll.attacks.gradient_mode`` does).
+    features; the linear layer gets no gradient from it. ``mode``, ``gradient`` and ``inference``
+    are plain attributes that may be changed at any time (``fastwnll.attacks.gradient_mode`` does).
 
     The template bank is made of the buffers ``template_features`` ``[N, in_features]`` and
     ``template_labels`` ``[N]`` int64: they move with ``.to()`` and are saved in ``state_dict``;
-    loading a ``state_dict`` with a bank of another size resizes it.
+    loading a ``state_dict`` with a bank of another size resizes it. The index is not saved: it is
+    rebuilt on the first evaluation after loading. It notices a new bank, ``.to()``, ``load_state_dict``
+    and in-place edits of the buffers (through their version counters); edits that bypass them
+    (through ``.data``) are not seen: call :meth:`set_templates` after those.
 
     Args:
         in_features, num_classes: as for ``nn.Linear`` (``num_classes >= 2``).
-        k, k_sigma, mu, tol, max_iter, kernel: WNLL parameters, see :func:`fastwnll.wnll_interpolate`.
+        k, k_sigma, mu, tol, max_iter, kernel: WNLL parameters, see :func:`fastwnll.wnll_interpolate`
+            (``k_sigma=None``: ``min(8, k + 1)``).
         template_fraction: fraction of a training batch used as templates, in (0, 1); the paper's
             stage 2 used 1/3 (2,000 templates and 4,000 queries).
         template_batches: number of template chunks at evaluation.
+        inference: ``"transductive"`` or ``"inductive"`` (see above).
         graph: ``"local"`` or ``"global"`` (see above).
+        knn_backend: kNN search of the graphs, training and evaluation: an exact backend
+            (``"auto"``, ``"native"``, ``"faiss"``, ``"torch"``: all give the same graph) or an
+            approximate one (``"hnsw"``, ``"ivf"`` or a :class:`fastwnll.ApproximateKNN`: faster on
+            large banks, *not* exact; :attr:`exact_knn` says which).
         device, dtype: of the linear layer and the bank.
     """
 
-    def __init__(self, in_features: int, num_classes: int, *, k: int = 15, k_sigma: int = 8,
+    def __init__(self, in_features: int, num_classes: int, *, k: int = 15, k_sigma: int | None = None,
                  mu: float | None = None, template_fraction: float = 1 / 3, gradient: str = "surrogate",
                  mode: str = "wnll", tol: float | None = None, max_iter: int = 1000, kernel: str = "gaussian",
-                 template_batches: int = 1, graph: str = "local", device=None, dtype=None):
+                 template_batches: int = 1, inference: str = "transductive", knn_backend="auto", graph: str = "local",
+                 device=None, dtype=None):
         super().__init__()
         self.in_features = _positive_int("in_features", in_features)
         self.num_classes = _positive_int("num_classes", num_classes, 2)
         self.k = _positive_int("k", k)
-        self.k_sigma = _positive_int("k_sigma", k_sigma, 2)
-        if self.k_sigma > self.k + 1:
-            raise ValueError(f"k_sigma={k_sigma} must be <= k+1={k + 1} (it counts the point itself)")
+        self.k_sigma = check_graph_options(self.k, k_sigma, kernel)
         if mu is not None and not (isinstance(mu, (int, float)) and mu >= 0):
             raise ValueError(f"mu must be None or a non-negative number, got {mu!r}")
         self.mu = mu
@@ -257,29 +303,46 @@ class WNLLHead(nn.Module):
         self.template_batches = _positive_int("template_batches", template_batches)
         self.gradient = gradient
         self.mode = mode
+        self.inference = inference
         self.graph = graph
+        if not isinstance(knn_backend, ApproximateKNN) and knn_backend not in BACKENDS:
+            raise ValueError(f"unknown kNN backend {knn_backend!r}; choose one of {BACKENDS} or pass an ApproximateKNN")
+        self.knn_backend = knn_backend
         self._check_settings()
         self.linear = nn.Linear(in_features, num_classes, device=device, dtype=dtype)
         bank_dtype = dtype if dtype is not None else torch.get_default_dtype()
         self.register_buffer("template_features", torch.empty(0, in_features, device=device, dtype=bank_dtype))
         self.register_buffer("template_labels", torch.empty(0, dtype=torch.int64, device=device))
         self._batch: WNLLBatch | None = None
+        self._banks: tuple | None = None  # (what they were built from, [TemplateBank per chunk])
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, num_classes={self.num_classes}, mode={self.mode!r}, "
-                f"gradient={self.gradient!r}, graph={self.graph!r}, k={self.k}, k_sigma={self.k_sigma}, "
-                f"template_fraction={self.template_fraction:.3g}, templates={self.num_templates}")
+                f"gradient={self.gradient!r}, inference={self.inference!r}, graph={self.graph!r}, k={self.k}, k_sigma={self.k_sigma}, "
+                f"template_fraction={self.template_fraction:.3g}, templates={self.num_templates}"
+                + ("" if self.knn_backend == "auto" else f", knn_backend={self.knn_backend!r}"))
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {**state, "_banks": None}  # the index is rebuilt, never copied or pickled
 
     @property
     def num_templates(self) -> int:
         """Number of templates in the bank."""
         return self.template_labels.shape[0]
 
+    @property
+    def exact_knn(self) -> bool:
+        """Whether the head's graphs are exact kNN graphs (False with an approximate ``knn_backend``)."""
+        return not (isinstance(self.knn_backend, ApproximateKNN) or self.knn_backend in APPROXIMATE_METHODS)
+
     def _check_settings(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"WNLLHead.mode must be one of {MODES}, got {self.mode!r}")
         if self.gradient not in GRADIENTS:
             raise ValueError(f"WNLLHead.gradient must be one of {GRADIENTS}, got {self.gradient!r}")
+        if self.inference not in INFERENCE:
+            raise ValueError(f"WNLLHead.inference must be one of {INFERENCE}, got {self.inference!r}")
         if self.graph not in GRAPHS:
             raise ValueError(f"WNLLHead.graph must be one of {GRAPHS}, got {self.graph!r}")
 
@@ -287,7 +350,7 @@ class WNLLHead(nn.Module):
     def set_templates(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Replace the template bank with ``features`` ``[N, in_features]`` (float, finite) and
         ``labels`` ``[N]`` (int64 in ``[0, num_classes)``). Both are copied (detached) to the bank's
-        device and dtype."""
+        device and dtype. Warns when a class has no template (it can never be predicted)."""
         if not isinstance(features, torch.Tensor) or not features.is_floating_point():
             raise TypeError("template features must be a floating-point torch.Tensor")
         if features.dim() != 2 or features.shape[1] != self.in_features:
@@ -302,14 +365,68 @@ class WNLLHead(nn.Module):
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= self.num_classes:
             raise ValueError(f"template labels lie in [{lo}, {hi}], outside [0, num_classes={self.num_classes})")
+        missing = sorted(set(range(self.num_classes)) - set(labels.unique().tolist()))
+        if missing:
+            warnings.warn(f"the template bank has no template of class(es) {missing[:10]}"
+                          f"{' ...' if len(missing) > 10 else ''} (of {self.num_classes}): the WNLL head can never "
+                          "predict them", RuntimeWarning, stacklevel=2)
         bank = self.template_features
-        self.template_features = features.detach().to(device=bank.device, dtype=bank.dtype).clone()
-        self.template_labels = labels.detach().to(bank.device).clone()
+        with torch.inference_mode(False):  # normal tensors, whose in-place changes the index can see
+            self.template_features = features.detach().to(device=bank.device, dtype=bank.dtype).clone()
+            self.template_labels = labels.detach().to(bank.device).clone()
 
     def clear_templates(self) -> None:
         """Empty the template bank."""
         self.template_features = self.template_features.new_empty(0, self.in_features)
         self.template_labels = self.template_labels.new_empty(0)
+
+    def template_chunks(self) -> list[torch.Tensor]:
+        """The rows of the bank in each of the ``template_batches`` chunks: within each class, the
+        templates in bank order are dealt to the chunks in turn, so every chunk holds every class of
+        the bank (an interleaved split could give each chunk one class, when the labels cycle with
+        the chunk count). Each chunk's rows ascending (int64, on the bank's device).
+
+        Raises ValueError when a class has fewer templates than there are chunks.
+        """
+        chunks, labels = self.template_batches, self.template_labels
+        if chunks == 1:
+            return [torch.arange(self.num_templates, device=labels.device)]
+        if chunks > self.num_templates:
+            raise ValueError(f"template_batches={chunks} exceeds the bank's {self.num_templates} templates")
+        order = torch.argsort(labels, stable=True)
+        classes, counts = torch.unique_consecutive(labels[order], return_counts=True)
+        short = counts < chunks
+        if short.any():
+            few = {int(c): int(n) for c, n in zip(classes[short][:10], counts[short][:10])}
+            raise ValueError(f"template_batches={chunks} chunks cannot each hold every class: the bank has only "
+                             f"{few} (class: templates) for some classes; use fewer chunks or a larger bank")
+        rank = torch.arange(labels.shape[0], device=labels.device) - torch.repeat_interleave(counts.cumsum(0) - counts,
+                                                                                           counts)
+        chunk = torch.empty_like(rank)
+        chunk[order] = rank % chunks
+        return [(chunk == c).nonzero().squeeze(1) for c in range(chunks)]
+
+    def template_banks(self) -> list[TemplateBank]:
+        """The indexed template bank, one :class:`fastwnll.TemplateBank` per chunk (see
+        :meth:`template_chunks`), built from the bank and the graph options (``k``, ``k_sigma``,
+        ``kernel``, ``knn_backend``) on first use and rebuilt when any of them changed."""
+        features, labels = self.template_features, self.template_labels
+        if self.num_templates == 0:
+            raise RuntimeError(
+                "WNLLHead in eval mode with mode='wnll' has an empty template bank: fill it with "
+                "fastwnll.nn.head.collect_templates(model, training_data) or head.set_templates(features, "
+                "labels), or set head.mode = 'linear'"
+            )
+        key = (id(features), contents_stamp(features), id(labels), contents_stamp(labels), self.k, self.k_sigma,
+               self.kernel, self.knn_backend, self.template_batches, self.num_classes)
+        banks = getattr(self, "_banks", None)
+        if banks is None or banks[0] != key:
+            rows = self.template_chunks()
+            banks = (key, [TemplateBank(features if len(rows) == 1 else features[r], labels if len(rows) == 1 else
+                                        labels[r], k=self.k, k_sigma=self.k_sigma, kernel=self.kernel,
+                                        num_classes=self.num_classes, knn_backend=self.knn_backend) for r in rows])
+            self._banks = banks
+        return banks[1]
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
@@ -325,6 +442,15 @@ class WNLLHead(nn.Module):
                                       unexpected_keys, error_msgs)
 
     # ----------------------------------------------------------------------------- forward
+    def _input_dtype(self, features: torch.Tensor) -> torch.dtype:
+        """The head's dtype, after checking that ``features`` can be cast to it without loss."""
+        dtype = self.linear.weight.dtype
+        rank = {torch.float16: 0, torch.bfloat16: 0, torch.float32: 1, torch.float64: 2}
+        if rank.get(features.dtype, 3) > rank.get(dtype, 3):
+            raise TypeError(f"WNLLHead holds {dtype} weights and bank but received {features.dtype} features: convert "
+                            f"the head (head.to({features.dtype})) or pass {dtype} features")
+        return dtype
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``features`` ``[rows, in_features]`` -> log-probabilities (see the class docstring)."""
         if not isinstance(features, torch.Tensor) or not features.is_floating_point():
@@ -334,6 +460,7 @@ class WNLLHead(nn.Module):
                 f"WNLLHead expects features of shape [rows, {self.in_features}], got {tuple(features.shape)}"
             )
         self._check_settings()
+        features = features.to(self._input_dtype(features))
         work = torch.float64 if features.dtype == torch.float64 else torch.float32
         if self.mode == "linear":
             return F.log_softmax(self.linear(features).to(work), dim=1)
@@ -355,52 +482,45 @@ class WNLLHead(nn.Module):
                 template_rows, query_rows = self._batch._split_for(features.shape[0], self.template_fraction)
                 templates, labels = features[template_rows], self._batch.labels[template_rows]
                 queries = local_queries = features[query_rows]
-            chunks = 1
         else:
-            if self.num_templates == 0:
-                raise RuntimeError(
-                    "WNLLHead in eval mode with mode='wnll' has an empty template bank: fill it with "
-                    "fastwnll.nn.head.collect_templates(model, training_data) or head.set_templates(features, "
-                    "labels), or set head.mode = 'linear'"
-                )
             if self.template_features.device != features.device:
                 raise RuntimeError(
                     f"the template bank is on {self.template_features.device} but the features are on "
                     f"{features.device}: move the model with .to(device)"
                 )
-            if self.template_batches > self.num_templates:
-                raise ValueError(
-                    f"template_batches={self.template_batches} exceeds the bank's {self.num_templates} templates"
-                )
-            templates, labels, queries, chunks = self.template_features, self.template_labels, features, \
-                self.template_batches
+            templates, labels, queries = None, None, features
             local_queries, own = queries, None
         if self.gradient == "exact":
-            out = self._wnll_log_probs(templates.to(work), labels, queries.to(work), chunks)
+            out = self._wnll_log_probs(queries.to(work), None if templates is None else templates.to(work), labels)
             return out if own is None else out[own]
         with torch.no_grad():
-            wnll = self._wnll_log_probs(templates.detach().to(work), labels, queries.detach().to(work), chunks)
+            wnll = self._wnll_log_probs(queries.detach().to(work),
+                                        None if templates is None else templates.detach().to(work), labels)
         if own is not None:
             wnll = wnll[own]
         lin = F.log_softmax(self.linear(local_queries).to(work), dim=1)
         return lin + (wnll - lin).detach()
 
     @torch.compiler.disable
-    def _wnll_log_probs(self, templates, labels, queries, chunks: int) -> torch.Tensor:
-        """Mean WNLL scores of ``queries`` over ``chunks`` interleaved template chunks, floored and
-        logged. Runs outside autocast and outside torch.compile graphs (it calls a compiled op)."""
+    def _wnll_log_probs(self, queries, templates=None, labels=None) -> torch.Tensor:
+        """WNLL scores of ``queries``, floored and logged: against ``templates`` (training: one graph
+        of the batch), or against the bank (the mean over its chunks). Runs outside autocast and
+        outside torch.compile graphs (it calls a compiled op)."""
         from fastwnll.interpolate import wnll_interpolate
 
         with torch.autocast(device_type=queries.device.type, enabled=False):
-            total = None
-            for c in range(chunks):
+            if templates is not None:
                 scores = wnll_interpolate(
-                    templates[c::chunks], labels[c::chunks], queries, k=self.k, k_sigma=self.k_sigma,
-                    mu=self.mu, num_classes=self.num_classes, tol=self.tol, max_iter=self.max_iter,
-                    kernel=self.kernel,
+                    templates, labels, queries, k=self.k, k_sigma=self.k_sigma, mu=self.mu,
+                    num_classes=self.num_classes, tol=self.tol, max_iter=self.max_iter, kernel=self.kernel,
+                    knn_backend=self.knn_backend,
                 )
-                total = scores if total is None else total + scores
-            probs = total.clamp_min(PROB_FLOOR)
+            else:
+                banks = self.template_banks()
+                scores = sum(bank.interpolate(queries.to(bank.features.dtype), inductive=self.inference == "inductive",
+                                              mu=self.mu, tol=self.tol, max_iter=self.max_iter) for bank in banks)
+                scores = scores / len(banks)
+            probs = scores.clamp_min(PROB_FLOOR)
             return torch.log(probs / probs.sum(dim=1, keepdim=True))
 
 
@@ -484,6 +604,26 @@ def wnll_heads(model: nn.Module) -> list[WNLLHead]:
     """The :class:`WNLLHead` modules inside ``model`` (``model`` itself included), in module order;
     empty for a network without one."""
     return [m for m in model.modules() if isinstance(m, WNLLHead)]
+
+
+def graph_summary(model: nn.Module, batch_size: int) -> dict | None:
+    """How the WNLL heads of ``model`` build their evaluation graphs when a forward gets ``batch_size``
+    rows: ``inference``, ``templates`` (per graph: per chunk of the bank), ``template_batches``,
+    ``queries_per_graph`` (``batch_size``, at most, transductive; 1 inductive), ``k``, ``k_sigma``,
+    ``knn_backend`` (its name) and ``exact_knn``: a JSON-serialisable dict for results, so that a number
+    always says which graph produced it (a transductive result depends on the batch size). ``None``
+    when the model's output is not the interpolation (no WNLL head, or not all in wnll mode); the first
+    head's settings when there are several."""
+    if not uses_wnll(model):
+        return None
+    head = wnll_heads(model)[0]
+    inductive = head.inference == "inductive"
+    backend = head.knn_backend
+    return {"inference": head.inference, "templates": head.num_templates // head.template_batches,
+            "template_batches": head.template_batches, "queries_per_graph": 1 if inductive else int(batch_size),
+            "k": head.k, "k_sigma": head.k_sigma,
+            "knn_backend": backend.method if isinstance(backend, ApproximateKNN) else backend,
+            "exact_knn": head.exact_knn}
 
 
 def uses_wnll(model: nn.Module) -> bool:

@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from fastwnll.data import DATASETS, dataset_spec
+from fastwnll.knn import BACKENDS
 from fastwnll.models.heads import HEADS
 from fastwnll.nn.head import GRADIENTS
 
@@ -69,7 +70,8 @@ class TrainConfig:
     ``tvm_augment``: that fraction of each (adversarial) batch is replaced by its TV minimization
     (``fastwnll.tvm`` with Guo et al.'s defaults), the transformation the defence applies at test time.
 
-    WNLL head: graph options ``k``, ``k_sigma``, ``template_fraction`` (of each stage-2 batch);
+    WNLL head: graph options ``k``, ``k_sigma`` (None: ``min(8, k + 1)``), ``template_fraction`` (of each
+    stage-2 batch), ``knn_backend`` (the kNN search of every WNLL graph: exact, or approximate "hnsw" / "ivf");
     for evaluation a bank of ``templates`` training examples (a fixed random subset; default
     :data:`DEFAULT_TEMPLATES`, or the whole training split when smaller; more than the split holds is
     an error, and so is a bank that lacks a class), split into
@@ -104,10 +106,11 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     k: int = 15
-    k_sigma: int = 8
+    k_sigma: int | None = None
     template_fraction: float = 1 / 3
     templates: int | None = None
     template_batches: int = 1
+    knn_backend: str = "auto"
     eval_batch_size: int = 500
     eval_every: int = 1
     seed: int = 0
@@ -138,6 +141,7 @@ class TrainConfig:
         _choice("wnll_gradient", c.wnll_gradient, GRADIENTS)
         _choice("device", c.device, DEVICES)
         _choice("amp", c.amp, AMP)
+        _choice("knn_backend", c.knn_backend, BACKENDS)
         if c.adv == "none":
             given = [name for name in ("eps", "alpha", "steps") if getattr(c, name) is not None]
             if given:
@@ -185,7 +189,8 @@ class TrainConfig:
         if self.head != "wnll":
             return {}
         return {"k": self.k, "k_sigma": self.k_sigma, "template_fraction": self.template_fraction,
-                "template_batches": self.template_batches, "gradient": self.wnll_gradient}
+                "template_batches": self.template_batches, "gradient": self.wnll_gradient,
+                "knn_backend": self.knn_backend}
 
     def differences(self, other: "TrainConfig", ignore=RESUMABLE_CHANGES) -> list[str]:
         """Names of the fields whose values differ, except ``ignore``."""

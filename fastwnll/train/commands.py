@@ -9,6 +9,7 @@ import signal
 import sys
 
 from fastwnll.data import DATASETS
+from fastwnll.knn import BACKENDS
 from fastwnll.models.heads import HEADS
 from fastwnll.nn.head import GRADIENTS
 from fastwnll.runtime.config import (
@@ -48,11 +49,13 @@ _TRAIN_FLAGS = [
     ("momentum", {}, "SGD momentum"),
     ("weight_decay", {}, "SGD weight decay"),
     ("k", {}, "WNLL graph neighbours"),
-    ("k_sigma", {}, "WNLL bandwidth neighbour (counting the point itself)"),
+    ("k_sigma", {}, "WNLL bandwidth neighbour (counting the point itself; default min(8, k + 1))"),
     ("template_fraction", {}, "fraction of a stage-2 batch used as templates"),
     ("templates", {}, "WNLL template bank size for evaluation "
                       f"(default: {DEFAULT_TEMPLATES}, or the whole training split if smaller)"),
     ("template_batches", {}, "template chunks whose scores are averaged at evaluation"),
+    ("knn_backend", {"choices": BACKENDS}, "kNN search of the WNLL graphs: exact (auto, native, faiss, torch: "
+                                           "the same graph) or approximate (hnsw, ivf: faster, not exact)"),
     ("eval_batch_size", {}, "queries per evaluation forward"),
     ("eval_every", {}, "test every this many epochs (0: only at the end)"),
     ("seed", {}, "random seed"),

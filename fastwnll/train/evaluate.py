@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fastwnll.attacks import correct_mask
-from fastwnll.nn.head import collect_templates, head_mode, set_head_mode, uses_wnll, wnll_heads
+from fastwnll.nn.head import collect_templates, graph_summary, head_mode, set_head_mode, uses_wnll, wnll_heads
 from fastwnll.runtime import (
     TrainConfig, amp_dtype, autocast, check_fits, load_model, load_split, resolve_device, template_rows,
 )
@@ -24,8 +24,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     """Fraction of ``x`` (CPU or device tensors, any count) classified as ``y``, in eval mode, batch by
     batch on ``device`` (default: the model's), under autocast with ``precision`` (None: off).
 
-    WNLL heads interpolate each batch against their template bank; the batch size matters a little
-    for them (the queries of a batch share one graph). The model's train/eval flags are restored.
+    WNLL heads interpolate each batch against their template bank; with transductive inference (the
+    default) the batch size matters a little for them (the queries of a batch share one graph:
+    docs/design.md, section 2.5). The model's train/eval flags are restored.
     With several ``processes`` (every one must call this with the same arguments) each runs its
     share of the batches and the results are gathered: the same accuracy as one process.
     """
@@ -80,7 +81,8 @@ def with_wnll_head(model: nn.Module, config: TrainConfig) -> nn.Module:
     if wnll_heads(model):
         return model
     return attach_head(copy.deepcopy(model), "head", "wnll", k=config.k, k_sigma=config.k_sigma,
-                       template_fraction=config.template_fraction, template_batches=config.template_batches)
+                       template_fraction=config.template_fraction, template_batches=config.template_batches,
+                       knn_backend=config.knn_backend)
 
 
 def evaluate_checkpoint(checkpoint, *, dataset: str | None = None, data_dir: str | None = None,
@@ -107,7 +109,8 @@ def evaluate_checkpoint(checkpoint, *, dataset: str | None = None, data_dir: str
     Returns:
         A JSON-serialisable dict: checkpoint, dataset, split, n, model, trained_head,
         ``accuracy`` (``{"linear": ..., "wnll": ...}`` for the heads evaluated) and, when WNLL was
-        evaluated, ``templates`` (the bank size).
+        evaluated, ``templates`` (the bank size) and ``wnll_graph`` (how the evaluation graphs were built:
+        :func:`fastwnll.nn.graph_summary`; transductive scores depend on ``batch_size``).
     """
     if head is not None and head not in EVAL_HEADS:
         raise ValueError(f"head must be one of {EVAL_HEADS}, got {head!r}")
@@ -156,4 +159,5 @@ def _evaluate(checkpoint, dataset: str | None, data_dir: str | None, split: str,
         result["accuracy"]["wnll"] = accuracy(wnll_model, x, y, batch_size=batch_size, device=dev,
                                               precision=precision, processes=processes)
         result["templates"] = wnll_heads(wnll_model)[0].num_templates
+        result["wnll_graph"] = graph_summary(wnll_model, batch_size)
     return result

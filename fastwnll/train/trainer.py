@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fastwnll.nn.head import set_head_mode, uses_wnll, wnll_heads
+from fastwnll.nn.head import graph_summary, set_head_mode, uses_wnll, wnll_heads
 from fastwnll.runtime import (
     CHECKPOINT_NAME, TrainConfig, amp_dtype, build_model, check_fits, load_checkpoint, load_split, load_weights,
     resolve_device, rng_state, save_checkpoint, set_rng_state,
@@ -343,6 +343,8 @@ def _summary(cfg: TrainConfig, num_classes: int, history: list[dict], model: nn.
         summary.update(backend=processes.backend, graph=graph)
     if "test_acc_linear" in final:
         summary["test_accuracy_linear"] = final["test_acc_linear"]
+    if heads:
+        summary["wnll_graph"] = graph_summary(model, cfg.eval_batch_size)
     main_result(lambda: (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n"), processes)
     return summary
 
