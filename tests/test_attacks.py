@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digits_models import load_digits, train, wnll_cnn
+from digits_models import load_digits, plain_cnn, train, wnll_cnn
 from fastwnll.attacks import (
     ATTACKS, BPDA, EOT, NORMS, PROTOCOLS, attack_spec, autoattack, correct_mask, cross_entropy, cw_l2, cw_margin,
     fgsm, get_attack, gradient_mode, head_stand_in, ifgsm, logit_margin, loss_grad, margin_loss, pgd,
@@ -34,9 +34,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def cnn(digits):
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128, 10))
-    return train(net, *digits)
+    return plain_cnn(*digits)
 
 
 @pytest.fixture(scope="module")

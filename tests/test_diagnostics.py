@@ -2,9 +2,8 @@
 cell) and the worst case over every attack of a cell, on small digits models built here."""
 import pytest
 import torch
-from torch import nn
 
-from digits_models import HardArgmax, load_digits, train, wnll_cnn
+from digits_models import HardArgmax, load_digits, plain_cnn, wnll_cnn
 from fastwnll.evaluation import Evaluator, Target, resolve
 from fastwnll.evaluation.diagnostics import (
     WEAKER_MIN_IMAGES, MaskingWarning, diagnose, gradient_checks, row_diagnostics, warn, weaker_attacks,
@@ -33,9 +32,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def cnn(digits):
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128, 10))
-    return train(net, *digits)
+    return plain_cnn(*digits)
 
 
 @pytest.fixture(scope="module")
