@@ -60,7 +60,7 @@ def test_diagnostics_fire_on_a_hard_argmax_model(cnn, evaluator):
     assert ifgsm_row["robust_accuracy"] > square_row["robust_accuracy"] + 0.15  # the gradient attack cannot move
     found = diagnose(entries)
     assert [d["check"] for d in found] == ["zero-gradients", "weaker-attack"]
-    assert "exactly zero for 100 %" in found[0]["message"]
+    assert "exactly zero for 100 %" in found[0]["message"] and "hard decision" in found[0]["message"]
     assert found[1]["attack"] == "ifgsm" and found[1]["stronger"] == "square (paper)"
     assert "gradient-free Square succeeds where the gradient fails" in found[1]["message"]
     with pytest.warns(MaskingWarning, match="exactly zero"):

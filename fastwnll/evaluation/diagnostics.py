@@ -78,10 +78,13 @@ def row_diagnostics(row: dict) -> list[dict]:
     base = {key: row[key] for key in ("model", "defense", "protocol", "gradient", "tvm_attack", "eot")}
     share = row.get("zero_gradient_share")
     if share is not None and share >= ZERO_GRADIENT_SHARE:
+        cause = ("the exact WNLL gradient: a query whose neighbours all carry its class has its other-class "
+                 "probabilities at the head's floor, and its gradient vanishes" if row.get("gradient") == "exact"
+                 else "a hard decision or a saturated or quantized output")
         found.append({"check": "zero-gradients", **base, "value": share, "message": (
             f"{_where(row)}: the input gradient is exactly zero for {100 * share:.0f} % of the images, so gradient "
-            "attacks cannot move them (a hard decision or a saturated/quantized output masks the gradient); trust "
-            "a gradient-free attack (square) or the worst case, not this gradient")})
+            f"attacks cannot move them (likely cause: {cause}); trust an attack that does not need this gradient "
+            "(square, the wnll_* attacks) or the worst case")})
     changes = row.get("prediction_changes")
     if changes:
         found.append({"check": "randomness-without-eot", **base, "value": changes, "message": (

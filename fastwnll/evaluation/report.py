@@ -153,7 +153,7 @@ def markdown(result: dict) -> str:
     rows = result["rows"]
     title = result.get("title") or "Robustness report"
     parts = [f"# {title}\n", f"Robust accuracy in % on {result['n']} test images of `{result['dataset']}` "
-             f"(CW-L2 on the first {result['cw_n']}); clean = accuracy on the same images behind the same "
+             f"(the L2 attacks on the first {result['cw_n']}); clean = accuracy on the same images behind the same "
              "defence.\n"]
     table = white_box_table(rows)
     if table:
