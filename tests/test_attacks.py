@@ -1,19 +1,25 @@
-"""Attacks: budgets, agreement with torchattacks, BPDA/EOT wrappers, gradient modes, hygiene, errors."""
+"""Attacks: budgets, agreement with torchattacks, BPDA/EOT wrappers, gradient modes, hygiene, errors;
+the attacks designed against a WNLL head and the torchattacks cross-checks (Square, AutoAttack)."""
 import copy
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digits_models import load_digits, plain_cnn, train, wnll_cnn
 from fastwnll.attacks import (
-    ATTACKS, BPDA, EOT, NORMS, PROTOCOLS, attack_spec, correct_mask, cross_entropy, cw_l2, cw_margin, fgsm, get_attack,
-    gradient_mode, ifgsm, logit_margin, loss_grad, pgd, robust_accuracy, transfer_attack,
+    ATTACKS, BPDA, EOT, NORMS, PROTOCOLS, attack_spec, autoattack, correct_mask, cross_entropy, cw_l2, cw_margin,
+    fgsm, get_attack, gradient_mode, head_stand_in, ifgsm, logit_margin, loss_grad, margin_loss, pgd,
+    robust_accuracy, square, transfer_attack, wnll_margin, wnll_margin_l2, wnll_smooth,
 )
+from fastwnll.attacks.wnll import smoothed_interpolation_scores, template_distance_scores
 from fastwnll.data import DATASET_SPECS
+from fastwnll.nn.head import WNLLHead
 
 torchattacks = pytest.importorskip("torchattacks")
-sklearn_datasets = pytest.importorskip("sklearn.datasets")
+pytest.importorskip("sklearn.datasets")
 
 EPS, ALPHA, STEPS = 0.15, 0.02, 10
 
@@ -23,36 +29,32 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def digits():
-    """sklearn's 8x8 digits as images x [1797, 1, 8, 8] float32 in [0, 1] and labels y [1797] int64."""
-    data = sklearn_datasets.load_digits()
-    return torch.tensor(data.images, dtype=torch.float32)[:, None] / 16, torch.tensor(data.target)
-
-
-def _train(net, x, y, steps=200, seed=0):
-    torch.manual_seed(seed)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(steps):
-        idx = torch.randint(0, 1500, (128,))
-        loss = F.cross_entropy(net(x[idx]), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return net.eval()
+    return load_digits()
 
 
 @pytest.fixture(scope="module")
 def cnn(digits):
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128, 10))
-    return _train(net, *digits)
+    return plain_cnn(*digits)
 
 
 @pytest.fixture(scope="module")
 def mlp(digits):
     torch.manual_seed(1)
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    return _train(net, *digits, seed=1)
+    return train(net, *digits, seed=1)
+
+
+@pytest.fixture(scope="module")
+def wnll_net(digits):
+    """A digits CNN read through a WNLL head (bank of 1,000 training digits)."""
+    return wnll_cnn(*digits)
+
+
+@pytest.fixture(scope="module")
+def models(cnn, wnll_net):
+    """The model each registered attack is tested on: the WNLL net for the attacks designed against a
+    WNLL head, the plain CNN for the others."""
+    return lambda name: wnll_net if ATTACKS[name].wnll else cnn
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +69,20 @@ def _no_grads(model):
 
 
 # One case per attack of the registry (checked below), with budgets small enough for these tests.
+L2_EPS = 1.5
 ATTACK_CASES = {
     "fgsm": lambda m, x, y: fgsm(m, x, y, EPS),
     "ifgsm": lambda m, x, y: ifgsm(m, x, y, EPS, ALPHA, STEPS),
     "pgd": lambda m, x, y: pgd(m, x, y, EPS, ALPHA, STEPS, restarts=2, generator=torch.Generator().manual_seed(0)),
     "cw_l2": lambda m, x, y: cw_l2(m, x, y, c=1.0, steps=30, lr=0.05, binary_search_steps=3),
+    "wnll_margin": lambda m, x, y: wnll_margin(m, x, y, EPS, ALPHA, STEPS),
+    "wnll_margin_l2": lambda m, x, y: wnll_margin_l2(m, x, y, L2_EPS, 0.3, STEPS),
+    "wnll_smooth": lambda m, x, y: wnll_smooth(m, x, y, EPS, ALPHA, STEPS),
+    "square": lambda m, x, y: square(m, x, y, EPS, n_queries=200, generator=torch.Generator().manual_seed(0)),
+    "autoattack": lambda m, x, y: autoattack(m, x, y, EPS),
 }
-BOUNDED_LINF = [name for name, spec in ATTACKS.items() if spec.norm == "linf" and not spec.minimum_norm]
-GRADIENT_ATTACKS = [name for name, spec in ATTACKS.items() if spec.gradient]
+BOUNDED = [name for name, spec in ATTACKS.items() if not spec.minimum_norm]
+GRADIENT_MODE_ATTACKS = [name for name, spec in ATTACKS.items() if spec.takes_gradient_mode]
 
 
 # ---------------------------------------------------------------- the registry
@@ -93,7 +101,8 @@ def test_registry_entries_describe_themselves_consistently(name):
     assert spec.norm in NORMS and spec.protocols and set(spec.protocols) <= set(PROTOCOLS)
     parameters = inspect.signature(spec.function).parameters
     assert set(spec.settings) <= set(parameters)
-    assert ("gradient" in parameters) == spec.gradient
+    assert ("gradient" in parameters) == spec.takes_gradient_mode
+    assert not (spec.wnll and "paper" in spec.protocols)  # the paper protocol has no stand-in for the head
     assert spec.takes_generator == ("generator" in parameters)
     if spec.iterative:
         assert {"steps", "alpha"} <= set(parameters)
@@ -126,22 +135,34 @@ def test_unknown_attack_names_the_choices():
 
 # ---------------------------------------------------------------- budgets and effect
 
-@pytest.mark.parametrize("name", BOUNDED_LINF)
-def test_linf_attacks_stay_in_the_eps_ball_and_the_box(cnn, batch, name):
+@pytest.fixture(scope="module")
+def crafted(models, batch):
+    """Every attack's adversarial batch (crafted once for the module) on its model."""
     x, y = batch
-    adv = ATTACK_CASES[name](cnn, x.clone().requires_grad_(True), y)
+    return {name: ATTACK_CASES[name](models(name), x.clone().requires_grad_(True), y) for name in ATTACKS}
+
+
+@pytest.mark.parametrize("name", BOUNDED)
+def test_bounded_attacks_stay_in_their_ball_and_the_box(crafted, batch, name):
+    x, _ = batch
+    adv = crafted[name]
     assert adv.shape == x.shape and adv.dtype == x.dtype and adv.device == x.device and not adv.requires_grad
-    assert (adv - x).abs().max() <= EPS + 1e-6
     assert adv.min() >= 0 and adv.max() <= 1
-    assert (adv - x).abs().max() > EPS / 2  # it did move
+    if ATTACKS[name].norm == "linf":
+        assert (adv - x).abs().max() <= EPS + 1e-6
+        assert (adv - x).abs().max() > EPS / 2  # it did move
+    else:
+        distance = (adv - x).flatten(1).norm(dim=1)
+        assert distance.max() <= L2_EPS * (1 + 1e-5)
+        assert distance.max() > L2_EPS / 2
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
-def test_attacks_reduce_accuracy_of_a_trained_model(cnn, batch, name):
+def test_attacks_reduce_accuracy_of_a_trained_model(models, crafted, batch, name):
     x, y = batch
-    clean = robust_accuracy(cnn, x, y)
+    clean = robust_accuracy(models(name), x, y)
     assert clean > 0.85
-    assert robust_accuracy(cnn, ATTACK_CASES[name](cnn, x, y), y) < clean - 0.25
+    assert robust_accuracy(models(name), crafted[name], y) < clean - 0.25
 
 
 def test_cw_returns_valid_images_fooled_with_margin_or_untouched(cnn, batch):
@@ -241,9 +262,13 @@ def test_attacks_run_in_eval_mode_restore_modes_and_leave_no_parameter_grads(bat
     x, y = batch[0][:16], batch[1][:16]
     torch.manual_seed(0)
     recorder = _Recorder()
+    if ATTACKS[name].wnll:
+        head = WNLLHead(256, 10, k=5, k_sigma=4, gradient="exact")
+        head.set_templates(torch.randn(60, 256), torch.arange(60) % 10)
+    else:
+        head = nn.Linear(256, 10)
     model = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), recorder, nn.Flatten(), nn.Dropout(0.5),
-        nn.Linear(256, 10),
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), recorder, nn.Flatten(), nn.Dropout(0.5), head,
     )
     model.train()
     model[1].eval()  # a mixed state: frozen batch norm inside a training model
@@ -255,6 +280,8 @@ def test_attacks_run_in_eval_mode_restore_modes_and_leave_no_parameter_grads(bat
     assert torch.equal(model[1].running_mean, stats)
     assert _no_grads(model)
     assert recorder.gradient == "surrogate"
+    if ATTACKS[name].wnll:  # the stand-in is gone: the head is back in wnll mode, without hooks
+        assert head.mode == "wnll" and head.gradient == "exact" and not head._forward_hooks
 
 
 def test_robust_accuracy_restores_modes_and_splits_batches(cnn, batch):
@@ -299,7 +326,7 @@ def test_gradient_mode_rejects_unknown_modes_and_models_without_heads():
             pass
 
 
-@pytest.mark.parametrize("name", GRADIENT_ATTACKS)
+@pytest.mark.parametrize("name", GRADIENT_MODE_ATTACKS)
 def test_attacks_use_the_requested_gradient_mode(cnn, batch, name):
     x, y = batch[0][:8], batch[1][:8]
     recorder = _Recorder()
@@ -504,3 +531,144 @@ def test_device_mismatch_names_both_devices(cnn, batch):
         fgsm(on_meta, x, y, 0.1)
     with pytest.raises(RuntimeError, match="meta"):
         fgsm(cnn, x, y.to("meta"), 0.1)
+
+
+# ---------------------------------------------------------------- attacks designed against a WNLL head
+
+@pytest.fixture(scope="module")
+def wnll_batch(digits):
+    """100 held-out digits for the WNLL net."""
+    x, y = digits
+    return x[1600:1700], y[1600:1700]
+
+
+def test_wnll_attacks_succeed_where_the_exact_gradient_masks_itself(wnll_net, wnll_batch):
+    """The exact WNLL gradient is a weak attack on this net; the two attacks built against the head are
+    far stronger with the same budget (a test that fails if they are not)."""
+    x, y = wnll_batch
+    eps, alpha, steps = 0.2, 0.03, 10
+    clean = robust_accuracy(wnll_net, x, y)
+    exact = robust_accuracy(wnll_net, ifgsm(wnll_net, x, y, eps, alpha, steps, gradient="exact"), y)
+    margin = robust_accuracy(wnll_net, wnll_margin(wnll_net, x, y, eps, alpha, steps), y)
+    smooth = robust_accuracy(wnll_net, wnll_smooth(wnll_net, x, y, eps, alpha, steps), y)
+    assert clean > 0.9 and exact > 0.45  # the exact gradient fails
+    assert margin < exact - 0.35 and smooth < exact - 0.3
+
+
+def test_wnll_attacks_run_through_bpda_and_eot(wnll_net, wnll_batch):
+    x, y = wnll_batch[0][:40], wnll_batch[1][:40]
+    scale = _CyclingScale([0.95, 1.0])
+    model = EOT(BPDA(scale, wnll_net), samples=2)
+    adv = wnll_margin(model, x, y, 0.2, 0.03, 3)
+    assert scale.calls == 2 * 3  # every step averaged two fresh draws
+    assert (adv - x).abs().max() <= 0.2 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    assert robust_accuracy(wnll_net, adv, y) < robust_accuracy(wnll_net, x, y) - 0.3
+
+
+def test_head_stand_in_replaces_the_output_and_restores_the_head(wnll_net, wnll_batch):
+    x, y = wnll_batch[0][:20], wnll_batch[1][:20]
+    head = wnll_net[-1]
+    features = wnll_net[:-1](x)
+    with torch.no_grad():
+        before = wnll_net(x)
+        with head_stand_in(wnll_net, template_distance_scores):
+            torch.testing.assert_close(wnll_net(x), template_distance_scores(head, features))
+        assert head.mode == "wnll" and not head._forward_hooks
+        torch.testing.assert_close(wnll_net(x), before)
+    with pytest.raises(ValueError, match="no WNLL head"):
+        with head_stand_in(nn.Linear(4, 2), template_distance_scores):
+            pass
+    linear_mode = copy.deepcopy(wnll_net)
+    linear_mode[-1].mode = "linear"
+    with pytest.raises(ValueError, match="linear mode"):
+        wnll_margin(linear_mode, x, y, 0.1, 0.01, 1)
+    empty = copy.deepcopy(wnll_net)
+    empty[-1].clear_templates()
+    with pytest.raises(ValueError, match="template bank"):
+        wnll_smooth(empty, x, y, 0.1, 0.01, 1)
+
+
+def test_template_distance_scores_against_a_float64_brute_force():
+    torch.manual_seed(0)
+    head = WNLLHead(6, 4, k=3, k_sigma=3, dtype=torch.float64)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2])  # class 1 has 2 templates, class 3 none
+    bank = torch.randn(11, 6, dtype=torch.float64) + 1e4  # a large common offset
+    head.set_templates(bank, labels)
+    features = bank[:5] + 0.3 * torch.randn(5, 6, dtype=torch.float64)
+    scores = template_distance_scores(head, features.float())
+    squared = ((features[:, None] - bank[None]) ** 2).sum(-1)
+    scale = squared.sort(1).values[:, :3].mean(1)
+    expected = torch.stack([-squared[:, labels == c].sort(1).values[:, :3].mean(1) / scale for c in range(3)], 1)
+    torch.testing.assert_close(scores[:, :3].double(), expected, rtol=1e-3, atol=1e-3)
+    assert torch.isinf(scores[:, 3]).all() and (scores[:, 3] < 0).all()
+    assert scores.dtype == torch.float32
+
+
+def test_smoothed_scores_are_the_interpolation_with_a_softer_graph(wnll_net, wnll_batch):
+    from fastwnll.interpolate import wnll_interpolate
+
+    head = wnll_net[-1]
+    features = wnll_net[:-1](wnll_batch[0][:30])
+    probs = wnll_interpolate(head.template_features, head.template_labels, features, k=60, k_sigma=61,
+                             num_classes=10)
+    torch.testing.assert_close(smoothed_interpolation_scores(head, features), probs.clamp_min(1e-8).log())
+    with pytest.raises(ValueError, match="k_sigma"):
+        smoothed_interpolation_scores(head, features, k=10, k_sigma=12)
+
+
+def test_margin_loss_grows_as_the_example_is_misclassified():
+    out = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
+    torch.testing.assert_close(margin_loss(out, torch.tensor([0, 0])), torch.tensor([-1.0, 5.0]))
+
+
+def test_l2_margin_attack_projects_onto_the_ball(wnll_net, wnll_batch):
+    x, y = wnll_batch[0][:30], wnll_batch[1][:30]
+    adv = wnll_margin_l2(wnll_net, x, y, 0.5, 0.4, 5, random_start=True, generator=torch.Generator().manual_seed(1))
+    distance = (adv - x).flatten(1).norm(dim=1)
+    assert distance.max() <= 0.5 * (1 + 1e-5) and distance.min() > 0.25
+    assert adv.min() >= 0 and adv.max() <= 1
+
+
+# ---------------------------------------------------------------- torchattacks cross-checks
+
+def test_square_is_gradient_free_and_reproducible(cnn, batch):
+    x, y = batch[0][:30], batch[1][:30]
+    run = lambda seed: square(_Lambda(lambda z: cnn(z.detach())), x, y, EPS, n_queries=30,  # noqa: E731
+                              generator=torch.Generator().manual_seed(seed))
+    state = torch.random.get_rng_state()
+    assert torch.equal(run(1), run(1))  # a model without a gradient path still works
+    assert torch.equal(torch.random.get_rng_state(), state)  # torchattacks' global seeding was undone
+    assert not torch.equal(run(1), run(2))
+
+
+def test_square_attacks_a_wnll_model_as_deployed(wnll_net, wnll_batch):
+    x, y = wnll_batch
+    adv = square(wnll_net, x, y, 0.2, n_queries=100)
+    assert (adv - x).abs().max() <= 0.2 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    assert robust_accuracy(wnll_net, adv, y) < robust_accuracy(wnll_net, x, y) - 0.2
+
+
+def test_a_missing_torchattacks_names_the_extra(monkeypatch, cnn, batch):
+    x, y = batch[0][:4], batch[1][:4]
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # "import torchattacks" now raises ImportError
+    for call in (lambda: square(cnn, x, y, EPS), lambda: autoattack(cnn, x, y, EPS),
+                 lambda: ATTACKS["square"].check_available()):
+        with pytest.raises(ImportError, match=r"torchattacks.*pip install 'fastwnll\[eval\]'"):
+            call()
+    ATTACKS["ifgsm"].check_available()  # attacks without a library are unaffected
+
+
+def test_new_attack_arguments_raise_clear_errors(cnn, wnll_net, batch):
+    x, y = batch[0][:4], batch[1][:4]
+    for call, error, match in [
+        (lambda: wnll_margin(wnll_net, x, y, -0.1, 0.01, 2), ValueError, "eps"),
+        (lambda: wnll_margin(wnll_net, x, y, 0.1, 0.01, 2, neighbours=0), ValueError, "neighbours"),
+        (lambda: wnll_margin(cnn, x, y, 0.1, 0.01, 2), ValueError, "no WNLL head"),
+        (lambda: wnll_smooth(wnll_net, x, y, 0.1, 0.0, 2), ValueError, "alpha"),
+        (lambda: wnll_smooth(wnll_net, x, y, 0.1, 0.01, 2, k=0), ValueError, "k must"),
+        (lambda: square(cnn, x, y, 0.1, n_queries=0), ValueError, "n_queries"),
+        (lambda: square(cnn, x, y, 0.1, p_init=1.5), ValueError, "p_init"),
+        (lambda: autoattack(cnn, x * 2, y, 0.1), ValueError, r"\[0, 1\]"),
+    ]:
+        with pytest.raises(error, match=match):
+            call()

@@ -18,6 +18,7 @@ from fastwnll.evaluation.budgets import attack_kwargs
 from fastwnll.evaluation.grid import cells
 from fastwnll.evaluation.report import column_label
 from fastwnll.evaluation.targets import check_same_data
+from fastwnll.nn.head import WNLLHead
 from fastwnll.train import TrainConfig, train
 
 pytest.importorskip("sklearn.datasets")
@@ -143,6 +144,53 @@ def test_attack_cli_tvm_adaptive_runs(runs, capsys):
     assert "BPDA through TVM + EOT over 2 masks" in stdout and 0 <= _robust(stdout) <= 1
 
 
+def test_attack_cli_runs_a_wnll_attack_under_the_adaptive_protocol(runs, tmp_path, capsys):
+    out = tmp_path / "row.json"
+    assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "wnll_margin", "--eps", "0.15", "--steps", "5",
+                 "--n", "40", "--device", "cpu", "--no-progress", "--json", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    row = json.loads(out.read_text())
+    assert row["protocol"] == "adaptive" and row["gradient"] is None and row["diagnostics"] == []
+    assert "WNLL-margin, L_inf eps 0.15, 5 steps" in stdout and row["robust_accuracy"] < row["clean_accuracy"]
+    assert main(["attack", "--checkpoint", runs["linear"], "--attack", "wnll_smooth", "--eps", "0.1",
+                 "--device", "cpu", "--no-progress"]) == 1
+    assert "no WNLL head" in capsys.readouterr().err
+
+
+def test_attack_cli_square_takes_registry_settings_and_reports_diagnostics(runs, tmp_path, capsys):
+    out = tmp_path / "row.json"
+    assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "square", "--eps", "0.2", "--set",
+                 "n_queries=20", "--n", "40", "--device", "cpu", "--no-progress", "--json", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    row = json.loads(out.read_text())
+    assert "20 queries" in stdout and row["gradient"] is None and isinstance(row["diagnostics"], list)
+    # the two protocols are the same gradient-free attack: crafted once
+    assert row["protocols"]["adaptive"]["reused"]
+    assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "square", "--eps", "0.2", "--set",
+                 "queries=20", "--device", "cpu", "--no-progress"]) == 1
+    assert "unknown Square settings ['queries']" in capsys.readouterr().err
+
+
+def test_report_takes_every_attack_into_the_worst_case(runs, tmp_path, capsys):
+    grid = {"models": [{"name": "wnll", "checkpoint": runs["wnll"]}, {"name": "lin", "checkpoint": runs["linear"]}],
+            "defenses": ["none"], "attacks": ["ifgsm", "wnll_margin", "square"], "eps": [0.15], "n": 40, "steps": 4,
+            "attack_settings": {"square": {"n_queries": 20}}, "attack_n": {"square": 30}, "device": "cpu"}
+    result = run_grid(GridConfig.from_dict(grid), progress=False)
+    rows = {(r["model"], r["protocol"], r["attack"]): r for r in result["rows"]}
+    assert ("lin", "adaptive", "wnll_margin") not in rows and ("wnll", "paper", "wnll_margin") not in rows
+    assert rows[("wnll", "adaptive", "square")]["n"] == 30
+    for model, attacks in (("wnll", ["ifgsm", "wnll_margin", "square"]), ("lin", ["ifgsm", "square"])):
+        worst = rows[(model, "worst-case", "worst-linf")]
+        assert worst["n"] == 30 and {run.split("/")[0] for run in worst["runs"]} == set(attacks)
+        # on the first 30 images: the 30 Square attacked (the other attacks' rows are on 40)
+        assert worst["robust_accuracy"] <= rows[(model, "worst-case", "square")]["robust_accuracy"]
+        assert worst["clean_accuracy"] == rows[(model, "paper", "square")]["clean_accuracy"]
+    write_report(result, tmp_path)
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| clean | IFGSM 0.15 | WNLL-margin 0.15 | Square 0.15 | worst case 0.15 |" in markdown
+    assert "- Square on the first 30 images" in markdown
+
+
 # ------------------------------------------------------------------------------------------- heads, protocols
 
 
@@ -243,7 +291,7 @@ def test_cw_radius_interpolates_between_clean_and_unbounded(linear):
     evaluator = Evaluator(x, y, dataset="digits", batch_size=30)
     setting = resolve("paper", linear.model, "none")
     cw = {"steps": 30, "lr": 0.05}
-    results = [evaluator.evaluate(linear, "cw_l2", eps, "none", setting, cw=cw)["robust_accuracy"]
+    results = [evaluator.evaluate(linear, "cw_l2", eps, "none", setting, settings=cw)["robust_accuracy"]
                for eps in (0.0, 0.5, 1.5, None)]
     assert results[0] == evaluator.clean_accuracy(linear, "none")
     assert results == sorted(results, reverse=True) and results[-1] < results[0]
@@ -269,8 +317,9 @@ def test_report_writes_markdown_json_and_png(runs, tmp_path, capsys):
     result = json.loads((out / "results.json").read_text())
     rows = result["rows"]
     white = [r for r in rows if r["protocol"] != "transfer"]
-    # 2 models x 2 defences x 3 protocols (paper, adaptive, worst-case) x (2 FGSM + 2 IFGSM + 2 CW) cells
-    assert len(white) == 2 * 2 * 3 * 6
+    # 2 models x 2 defences x (3 protocols (paper, adaptive, worst-case) x (2 FGSM + 2 IFGSM + 2 CW) cells
+    # + the worst case over all attacks at the 2 L_inf radii; CW is alone at its radii)
+    assert len(white) == 2 * 2 * (3 * 6 + 2)
     assert {(r["model"], r["defense"], r["protocol"]) for r in white} == {
         (m, d, p) for m in ("wnll", "wnll-linear") for d in ("none", "tvm") for p in ("paper", "adaptive", "worst-case")}
     transfer = [r for r in rows if r["protocol"] == "transfer"]
@@ -278,9 +327,14 @@ def test_report_writes_markdown_json_and_png(runs, tmp_path, capsys):
         (m, d, "oracle") for m in ("wnll", "wnll-linear") for d in ("none", "tvm")}
     by_key = {(r["model"], r["defense"], r["protocol"], r["attack"], r["eps"]): r for r in white}
     for (model, defense, protocol, attack, eps), row in by_key.items():
-        if protocol == "worst-case":
+        if protocol == "worst-case" and attack != "worst-linf":
             assert row["robust_accuracy"] <= min(by_key[(model, defense, p, attack, eps)]["robust_accuracy"]
                                                  for p in ("paper", "adaptive"))
+        if attack == "worst-linf":
+            assert row["runs"] == ["fgsm/paper", "ifgsm/paper", "fgsm/adaptive", "ifgsm/adaptive"]
+            assert row["robust_accuracy"] <= min(by_key[(model, defense, "worst-case", a, eps)]["robust_accuracy"]
+                                                 for a in ("fgsm", "ifgsm"))
+    assert isinstance(result["diagnostics"], list)
     # linear head, no defence: both protocols are the same attack, crafted once
     assert by_key[("wnll-linear", "none", "adaptive", "ifgsm", 0.1)]["reused"]
     assert by_key[("wnll", "none", "adaptive", "ifgsm", 0.1)]["gradient"] == "exact"
@@ -289,7 +343,8 @@ def test_report_writes_markdown_json_and_png(runs, tmp_path, capsys):
     table = [line for line in markdown.splitlines() if line.startswith("| wnll")]
     assert len(table) == 2 * 2 * 3 + 2 * 2  # white-box lines + transfer lines
     assert "| model | head | defence | protocol | clean | FGSM 0.05 | FGSM 0.1 | IFGSM 0.05 | IFGSM 0.1 | " \
-           "CW-L2 L2<=1 | CW-L2 unbounded |" in markdown
+           "CW-L2 L2<=1 | CW-L2 unbounded | worst case 0.05 | worst case 0.1 |" in markdown
+    assert "## Masking diagnostics" in markdown
     assert "FGSM 0.1 from oracle" in markdown
     png = (out / "robustness.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
@@ -372,10 +427,28 @@ def test_wnll_head_without_template_bank_is_refused(runs, tmp_path):
     ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "defenses": ["jpeg"]}, "unknown defence"),
     ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "n": 10, "cw_n": 20}, "cw_n must be"),
     ({"models": [{"name": "a", "checkpoint": "x", "head": "softmax"}], "eps": [0.1]}, "head must be one of"),
+    ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "attacks": ["wnll_margin"], "protocols": ["paper"]},
+     "'wnll_margin' does not run under the paper protocol (only adaptive)"),
+    ({"models": [{"name": "a", "checkpoint": "x"}], "attacks": ["wnll_margin_l2"], "cw_eps": [None]},
+     "bounded while crafting"),
+    ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "attacks": ["square"],
+      "attack_settings": {"square": {"queries": 1}}}, "attack_settings['square'] must be an object of Square"),
+    ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "attack_settings": {"square": {}}},
+     "not one of the grid's attacks"),
+    ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "attacks": ["fgsm"], "n": 10,
+      "attack_n": {"fgsm": 11}}, "attack_n['fgsm'] must be an integer in [1, n=10]"),
 ])
 def test_grid_config_errors(values, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         GridConfig.from_dict(values)
+
+
+def test_grid_refuses_an_attack_whose_library_is_missing(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchattacks", None)
+    with pytest.raises(ImportError, match=r"pip install 'fastwnll\[eval\]'"):
+        GridConfig.from_dict({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "attacks": ["square"]})
 
 
 def test_grid_exclude_skips_matching_cells():
@@ -403,9 +476,14 @@ def test_report_columns_and_grid_radii_come_from_the_registry(name):
     assert column_label(name, None) == f"{spec.label} unbounded"
     assert column_label(name, 1.5) == (f"{spec.label} L2<=1.5" if spec.norm == "l2" else f"{spec.label} 1.5")
     config = GridConfig.from_dict({"models": [{"name": "a", "checkpoint": "x"}], "attacks": [name],
-                                   "eps": [0.1, 0.3], "cw_eps": [2.0], "protocols": list(spec.protocols)})
-    radii = [eps for *_, eps in cells(config, [SimpleNamespace(name="a")])]
-    assert set(radii) == ({2.0} if spec.norm == "l2" else {0.1, 0.3})
+                                   "eps": [0.1, 0.3], "cw_eps": [2.0, None], "protocols": list(PROTOCOLS)})
+    wnll_model, linear_model = WNLLHead(4, 2), torch.nn.Linear(4, 2)
+    grid = cells(config, [SimpleNamespace(name="a", model=wnll_model), SimpleNamespace(name="b", model=linear_model)])
+    assert {eps for *_, eps in grid} == ({2.0, None} if spec.minimum_norm else {2.0} if spec.norm == "l2"
+                                        else {0.1, 0.3})
+    # each attack runs under the protocols it declares, and the ones built against a WNLL head only on WNLL models
+    assert {protocol for _, _, protocol, _, _ in grid} == set(spec.protocols)
+    assert {target.name for target, *_ in grid} == ({"a"} if spec.wnll else {"a", "b"})
 
 
 def test_a_new_attack_is_one_registry_entry(monkeypatch):
@@ -417,8 +495,9 @@ def test_a_new_attack_is_one_registry_entry(monkeypatch):
     monkeypatch.setattr(registry, "ATTACKS", {**registry.ATTACKS, "smooth": smooth})
     entry = {"models": [{"name": "a", "checkpoint": "x"}], "attacks": ["smooth"], "eps": [0.3]}
     with pytest.raises(ValueError, match="'smooth' does not run under the paper protocol"):
-        GridConfig.from_dict(entry)
-    GridConfig.from_dict({**entry, "protocols": ["adaptive"]})
+        GridConfig.from_dict({**entry, "protocols": ["paper"]})
+    config = GridConfig.from_dict(entry)  # both protocols: it runs under the adaptive one only
+    assert {protocol for _, _, protocol, _, _ in cells(config, [SimpleNamespace(name="a")])} == {"adaptive"}
     assert attack_kwargs("smooth", 0.3, dataset="mnist") == attack_kwargs("ifgsm", 0.3, dataset="mnist")
     assert column_label("smooth", 0.3) == "SMOOTH 0.3"
 
@@ -431,6 +510,6 @@ def test_budget_defaults_follow_the_paper():
     with pytest.raises(ValueError, match="no default attack budget"):
         attack_kwargs("ifgsm", 0.1, dataset="npz")
     with pytest.raises(ValueError, match="unknown CW-L2 settings"):
-        attack_kwargs("cw_l2", None, dataset="mnist", cw={"confidence": 1})
+        attack_kwargs("cw_l2", None, dataset="mnist", settings={"confidence": 1})
     with pytest.raises(ValueError, match="TVM drop_rate"):
         TVMDefense(drop_rate=1.0)

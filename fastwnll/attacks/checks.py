@@ -1,11 +1,26 @@
 """Argument validation shared by the attacks: clear errors for bad inputs and budgets."""
 from __future__ import annotations
 
+import importlib
 import math
 import numbers
 
 import torch
 from torch import nn
+
+
+# The optional-dependency group of pyproject.toml that brings the libraries some attacks call.
+EVAL_EXTRA = "eval"
+
+
+def require_library(module: str, attack: str):
+    """The module ``module`` that attack ``attack`` calls; ImportError naming both and the extra to
+    install when it cannot be imported."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(f"the {attack} attack calls the {module} library, which is not installed: "
+                          f"pip install 'fastwnll[{EVAL_EXTRA}]' (or pip install {module})") from error
 
 
 def model_device(model: nn.Module) -> torch.device | None:
@@ -88,3 +103,9 @@ def positive_int(name: str, value) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return int(value)
+
+
+def check_generator(generator: torch.Generator | None, x: torch.Tensor) -> None:
+    """A random generator (or None) on the device type of ``x``; RuntimeError naming both otherwise."""
+    if generator is not None and generator.device.type != x.device.type:
+        raise RuntimeError(f"the generator is on {generator.device} but x is on {x.device}")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import check_inputs, positive_float, positive_int
+from .checks import check_generator, check_inputs, positive_float, positive_int
 from .losses import cross_entropy, loss_grad
 from .modes import attack_mode
+from .projected import ascent_steps, random_point
 
 
 def fgsm(
@@ -29,15 +30,9 @@ def fgsm(
 
 
 def _sign_steps(model, x, start, y, eps, alpha, steps):
-    """``steps`` sign-gradient ascent steps of size ``alpha`` from ``start``, each projected onto the
-    L_inf ball of radius ``eps`` around ``x`` intersected with the [0, 1] box."""
-    low = (x - eps).clamp(min=0)
-    high = (x + eps).clamp(max=1)
-    adv = start
-    for _ in range(steps):
-        _, grad, _ = loss_grad(model, adv, y, cross_entropy)
-        adv = torch.min(torch.max(adv + alpha * grad.sign(), low), high)
-    return adv
+    """``steps`` sign-gradient ascent steps of the cross-entropy of size ``alpha`` from ``start``, each
+    projected onto the L_inf ball of radius ``eps`` around ``x`` intersected with the [0, 1] box."""
+    return ascent_steps(model, x, start, y, eps=eps, alpha=alpha, steps=steps, loss_fn=cross_entropy, norm="linf")
 
 
 def ifgsm(
@@ -75,16 +70,12 @@ def pgd(
     restarts = positive_int("restarts", restarts)
     if restarts > 1 and not random_start:
         raise ValueError("restarts > 1 needs random_start=True (without it every restart is identical)")
-    if generator is not None and generator.device.type != x.device.type:
-        raise RuntimeError(f"the generator is on {generator.device} but x is on {x.device}")
+    check_generator(generator, x)
     x = x.detach()
     with attack_mode(model, gradient):
         best = best_fooled = best_loss = None
         for _ in range(restarts):
-            start = x
-            if random_start:
-                noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-                start = (x + (2 * noise - 1) * eps).clamp(0, 1)
+            start = random_point(x, eps, "linf", generator) if random_start else x
             adv = _sign_steps(model, x, start, y, eps, alpha, steps)
             if restarts == 1:
                 return adv

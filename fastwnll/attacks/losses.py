@@ -27,6 +27,12 @@ def logit_margin(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return true - other
 
 
+def margin_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``max_{j != y} Z_j - Z_y`` per example [B]: an attack loss to maximize that, unlike the
+    cross-entropy, does not saturate when the true class's probability is close to 1."""
+    return -logit_margin(out, y)
+
+
 def cw_margin(out: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> torch.Tensor:
     """Carlini-Wagner's untargeted loss ``max(Z_y - max_{j != y} Z_j, -kappa)`` per example [B]."""
     return logit_margin(out, y).clamp(min=-kappa)

@@ -33,6 +33,17 @@ def _none_or_float(text: str):
         raise argparse.ArgumentTypeError(f"expected a radius >= 0 or 'unbounded', got {text!r}") from None
 
 
+def _setting(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` (VALUE read as JSON when it parses, e.g. 1000, 0.5, true, null; else a string)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
 def _model_spec(text: str) -> dict:
     """``NAME=PATH`` or ``NAME=PATH:HEAD`` (HEAD one of auto, linear, wnll) -> a grid model entry."""
     name, sep, path = text.partition("=")
@@ -61,7 +72,8 @@ def register(subparsers) -> None:
                     "accuracy. The paper protocol uses the WNLL linear surrogate gradient and ignores TVM in the "
                     "attack; the adaptive protocol uses the exact WNLL gradient and BPDA + EOT through TVM; "
                     "worst-case (default) runs both and counts an image as robust only if it survives both "
-                    "(the exact WNLL gradient can be the weaker attack: it masks itself).")
+                    "(the exact WNLL gradient can be the weaker attack: it masks itself). Attacks designed against "
+                    "the WNLL head (wnll_*) run under the adaptive protocol only; masking diagnostics are printed.")
     attack.add_argument("--checkpoint", required=True, help="training checkpoint (file or run directory)")
     attack.add_argument("--attack", required=True, help=", ".join(ATTACKS))
     attack.add_argument("--eps", type=_none_or_float, default=None, help=_radius_help())
@@ -71,6 +83,9 @@ def register(subparsers) -> None:
     attack.add_argument("--c", type=POSITIVE.parse, default=None, help="CW-L2 constant (default 10)")
     attack.add_argument("--lr", type=POSITIVE.parse, default=None, help="CW-L2 Adam learning rate (default 0.01)")
     attack.add_argument("--binary-search-steps", type=COUNT.parse, default=None, help="CW-L2 rounds (default 1)")
+    attack.add_argument("--set", action="append", type=_setting, default=None, metavar="NAME=VALUE",
+                        help="an attack setting of the registry (repeatable), e.g. n_queries=1000 for square, "
+                             "k=60 for wnll_smooth")
     attack.add_argument("--defense", default="none", help="none or tvm")
     attack.add_argument("--protocol", default="worst-case", help=f"worst-case (default), {' or '.join(PROTOCOLS)}")
     attack.add_argument("--gradient", default=None, help="WNLL gradient: surrogate or exact (default: protocol's)")
@@ -133,6 +148,7 @@ def attack_command(args: argparse.Namespace) -> int:
     spec = attack_spec(args.attack)
     if check_eps(args.eps) is None and not spec.minimum_norm:
         raise ValueError(f"attack {args.attack!r} needs an {NORMS[spec.norm]} radius: pass --eps")
+    spec.check_available()
     check_defense(args.defense)
     with process_group(resolve_device(args.device or "auto"), args.backend) as processes:
         return _attack(args, spec, process_device(resolve_device(args.device or "auto"), processes), processes)
@@ -140,6 +156,7 @@ def attack_command(args: argparse.Namespace) -> int:
 
 def _attack(args: argparse.Namespace, spec, device, processes) -> int:
     """The body of :func:`attack_command` on this process's ``device``."""
+    from .diagnostics import diagnose
     from .robustness import Evaluator
     from .targets import check_same_data, eval_data, load_target
 
@@ -148,20 +165,25 @@ def _attack(args: argparse.Namespace, spec, device, processes) -> int:
     if args.transfer_from is not None:
         source = load_target(args.transfer_from, name=args.transfer_from, head=args.transfer_head, device=device)
         check_same_data(source, target)
-    settings = _settings(args, target if source is None else source, "none" if source is not None else args.defense)
+    settings = _settings(args, target if source is None else source, "none" if source is not None else args.defense,
+                         spec.protocols)
     seed = 0 if args.seed is None else args.seed
     n = args.n if args.n is not None else min(DEFAULT_N, eval_data(target)[1].shape[0])
     x, y = eval_data(target, n, seed)
     tvm = {} if args.tvm_iters is None else {"iters": args.tvm_iters}
     evaluator = Evaluator(x, y, dataset=target.dataset, tvm=tvm, seed=seed, batch_size=args.batch_size or 500,
                           device=device, progress=not args.no_progress, processes=processes)
-    cw = {k: v for k, v in (("c", args.c), ("lr", args.lr), ("binary_search_steps", args.binary_search_steps))
-          if v is not None}
-    rows, survived = [], None
+    overrides = {"pgd": {"restarts": args.restarts},
+                 "cw_l2": {k: v for k, v in (("c", args.c), ("lr", args.lr), ("binary_search_steps",
+                                                                              args.binary_search_steps))
+                           if v is not None}}.get(args.attack, {})
+    overrides.update(dict(args.set or []))
+    rows, entries, survived = [], [], None
     for setting in settings:
         row, mask = evaluator.evaluate_with_mask(target, args.attack, args.eps, args.defense, setting, source=source,
-                                                 steps=args.steps, alpha=args.alpha, restarts=args.restarts, cw=cw)
+                                                 steps=args.steps, alpha=args.alpha, settings=overrides)
         rows.append(row)
+        entries.append((row, mask))
         survived = mask if survived is None else survived & mask
     if not processes.is_main:
         return 0
@@ -176,7 +198,7 @@ def _attack(args: argparse.Namespace, spec, device, processes) -> int:
                    "one graph, so predictions depend on --batch-size)")
         print(f"WNLL graphs: {graph['templates']} templates + {queries}")
     for setting, row in zip(settings, rows):
-        print(f"attack {row['budget']}; {origin}; {setting.describe()}")
+        print(f"attack {row['budget']}; {origin}; {setting.for_attack(spec).describe()}")
         if "median_l2" in row and row["median_l2"] is not None:
             print(f"  median L2 of the changed images {row['median_l2']:.4f} ({100 * row['changed']:.1f}% changed)")
         if len(rows) > 1:
@@ -186,13 +208,17 @@ def _attack(args: argparse.Namespace, spec, device, processes) -> int:
         robust_accuracy=float(survived.float().mean()), protocols={s.protocol: r for s, r in zip(settings, rows)})
     label = "" if len(rows) == 1 else " (worst case: survived both attacks)"
     print(f"robust accuracy {row['robust_accuracy']:.4f}{label}")
+    row["diagnostics"] = diagnose(entries) if source is None else []
+    for diagnostic in row["diagnostics"]:
+        print(f"warning ({diagnostic['check']}): {diagnostic['message']}")
     if args.json:
         Path(args.json).write_text(json.dumps(row, indent=2) + "\n")
     return 0
 
 
-def _settings(args: argparse.Namespace, crafter, defense: str) -> list:
-    """The attack settings that ``--protocol`` asks for: one, or paper + adaptive for worst-case."""
+def _settings(args: argparse.Namespace, crafter, defense: str, protocols: tuple[str, ...]) -> list:
+    """The attack settings that ``--protocol`` asks for: one, or for worst-case every protocol of
+    ``protocols`` (the attack's: paper + adaptive for most)."""
     from .protocol import resolve
 
     if args.protocol not in (*PROTOCOLS, "worst-case"):
@@ -202,7 +228,8 @@ def _settings(args: argparse.Namespace, crafter, defense: str) -> list:
     if args.gradient is not None:
         raise ValueError("--gradient picks one WNLL gradient, but --protocol worst-case runs both (paper: "
                          "surrogate, adaptive: exact); use --protocol paper or adaptive with --gradient")
-    return [resolve(p, crafter.model, defense, eot=args.eot if p == "adaptive" else None) for p in PROTOCOLS]
+    return [resolve(p, crafter.model, defense, eot=args.eot if p == "adaptive" else None)
+            for p in PROTOCOLS if p in protocols]
 
 
 def report_command(args: argparse.Namespace) -> int:

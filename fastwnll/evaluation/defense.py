@@ -77,9 +77,11 @@ def attack_target(model: nn.Module, defense: str, tvm_attack: str, eot: int = 1,
     """The model whose gradients an attacker uses against ``defended(model, defense)``.
 
     ``tvm_attack``: ``"ignored"`` (the attacker differentiates the undefended model; the defender
-    applies TVM afterwards: the paper's grey-box setting) or ``"bpda"`` (BPDA through the attacker's
+    applies TVM afterwards: the paper's grey-box setting), ``"bpda"`` (BPDA through the attacker's
     own TVM instance ``tvm``, averaged over ``eot`` fresh masks per gradient with EOT when
-    ``eot > 1``). With ``defense="none"`` the target is ``model`` and ``tvm_attack`` must be None.
+    ``eot > 1``) or ``"deployed"`` (for a gradient-free attack: the defended model with the
+    attacker's own TVM instance, one fresh mask per query, ``eot`` must be 1). With
+    ``defense="none"`` the target is ``model`` and ``tvm_attack`` must be None.
     """
     if check_defense(defense) == "none":
         if tvm_attack is not None:
@@ -93,8 +95,12 @@ def attack_target(model: nn.Module, defense: str, tvm_attack: str, eot: int = 1,
             raise ValueError("EOT has nothing to average when the attack ignores TVM (paper protocol); use the "
                              "adaptive protocol (BPDA) for EOT")
         return model
+    if tvm_attack == "deployed":
+        if eot != 1:
+            raise ValueError("EOT averages gradients; a gradient-free attack queries the deployed model (eot 1)")
+        return defended(model, "tvm", tvm)
     if tvm_attack != "bpda":
-        raise ValueError(f"tvm_attack must be 'ignored' or 'bpda' for defence 'tvm', got {tvm_attack!r}")
+        raise ValueError(f"tvm_attack must be 'ignored', 'bpda' or 'deployed' for defence 'tvm', got {tvm_attack!r}")
     if isinstance(eot, bool) or not isinstance(eot, numbers.Integral) or eot < 1:
         raise ValueError(f"eot must be an integer >= 1, got {eot!r}")
     target = defended(model, "tvm", tvm)

@@ -8,16 +8,20 @@ attacker (adversarial images are crafted on the undefended network; the defender
 through the WNLL interpolation (solver and graph weights) and BPDA through TVM with EOT over its
 random masks (Athalye et al., 2018).
 
-For a linear-head model without TVM both protocols are the same attack.
+For a linear-head model without TVM both protocols are the same attack. Some attacks adjust the
+setting to what they are (:meth:`AttackSetting.for_attack`): a gradient-free attack queries the
+defended model as deployed (no BPDA, no EOT), and an attack designed against the WNLL head crafts
+on its own stand-in for the head (no WNLL gradient mode).
 """
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from dataclasses import dataclass
 
 from torch import nn
 
-from fastwnll.attacks.registry import PROTOCOLS
+from fastwnll.attacks.registry import PROTOCOLS, AttackSpec
 from fastwnll.nn.head import GRADIENTS, uses_wnll
 
 __all__ = ["DEFAULT_EOT", "PROTOCOLS", "AttackSetting", "resolve", "uses_wnll"]
@@ -28,8 +32,9 @@ DEFAULT_EOT = 8
 
 @dataclass(frozen=True)
 class AttackSetting:
-    """How one attack is run: ``gradient`` for WNLL heads (None for linear heads), ``tvm_attack``
-    ("ignored", "bpda", or None without TVM) and ``eot`` samples per gradient."""
+    """How one attack is run: ``gradient`` for WNLL heads (None for linear heads and for attacks that
+    take no WNLL gradient mode), ``tvm_attack`` ("ignored", "bpda", "deployed" for a gradient-free
+    attack querying the defended model, or None without TVM) and ``eot`` samples per gradient."""
 
     protocol: str
     gradient: str | None
@@ -44,7 +49,20 @@ class AttackSetting:
             parts.append("TVM ignored by the attacker")
         elif self.tvm_attack == "bpda":
             parts.append("BPDA through TVM" + (f" + EOT over {self.eot} masks" if self.eot > 1 else ""))
+        elif self.tvm_attack == "deployed":
+            parts.append("queries the TVM-defended model as deployed")
         return ", ".join(parts)
+
+    def for_attack(self, spec: AttackSpec) -> "AttackSetting":
+        """This setting as ``spec``'s attack runs it: a gradient-free attack has no WNLL gradient mode
+        and queries a TVM-defended model as deployed (``tvm_attack="deployed"``, no EOT: EOT averages
+        gradients); an attack on a stand-in for the WNLL head (``spec.wnll``) has no gradient mode."""
+        if not spec.gradient:
+            return dataclasses.replace(self, gradient=None, eot=1,
+                                       tvm_attack="deployed" if self.tvm_attack == "bpda" else self.tvm_attack)
+        if spec.wnll:
+            return dataclasses.replace(self, gradient=None)
+        return self
 
 
 def resolve(protocol: str, model: nn.Module, defense: str, *, gradient: str | None = None,

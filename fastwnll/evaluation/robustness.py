@@ -1,5 +1,6 @@
 """Crafting adversarial examples against targets and measuring robust accuracy, with a cache so that
-identical attacks (the same model, gradient path and budget) are crafted once in a grid."""
+identical attacks (the same model, gradient path and budget) are crafted once in a grid, and the
+per-target masking checks (docs/design.md, section 5.5) recorded with every gradient attack."""
 from __future__ import annotations
 
 import time
@@ -14,6 +15,7 @@ from fastwnll.runtime.distributed import SINGLE, Processes, batch_seed, gather_b
 
 from .budgets import attack_kwargs
 from .defense import attack_target, check_defense, defended, make_tvm
+from .diagnostics import gradient_checks
 from .protocol import AttackSetting
 from .targets import Target
 
@@ -52,6 +54,7 @@ class Evaluator:
         self.processes = processes
         self._adversarial: dict[tuple, tuple[torch.Tensor, float]] = {}
         self._clean: dict[tuple, float] = {}
+        self._checks: dict[tuple, dict] = {}
 
     def _subset(self, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         total = self.x.shape[0]
@@ -89,22 +92,47 @@ class Evaluator:
             self._clean[key] = self.accuracy(target, x, defense)
         return self._clean[key]
 
-    def craft(self, source: Target, attack: str, eps: float | None, setting: AttackSetting, *,
-              n: int | None = None, steps: int | None = None, alpha: float | None = None, restarts: int = 1,
-              cw: dict | None = None) -> tuple[torch.Tensor, dict]:
-        """Adversarial versions of the first ``n`` images, crafted with white-box access to ``source``
-        as ``setting`` says (its gradient mode, and TVM ignored or attacked with BPDA + EOT).
+    def _attack_model(self, source: Target, setting: AttackSetting, batch: int = 0):
+        """What the attacker of ``setting`` runs on batch ``batch``: ``source``'s model, behind the
+        attacker's own TVM instance (seeded ``batch_seed(seed + 1, batch)``) when the setting attacks
+        TVM (BPDA + EOT, or as deployed)."""
+        tvm_attack = None if setting.tvm_attack == "ignored" else setting.tvm_attack
+        if tvm_attack is None:
+            return source.model
+        return attack_target(source.model, "tvm", tvm_attack, setting.eot,
+                             tvm=make_tvm(self.tvm_settings, seed=batch_seed(self.seed + 1, batch)))
 
+    def gradient_checks(self, source: Target, setting: AttackSetting, n: int | None = None) -> dict:
+        """The masking checks of the gradient an attack of ``setting`` follows on the first ``n``
+        images (cached): see :func:`fastwnll.evaluation.diagnostics.gradient_checks`."""
+        x, y = self._subset(n)
+        tvm_attack = None if setting.tvm_attack == "ignored" else setting.tvm_attack
+        key = (source.name, x.shape[0], setting.gradient, tvm_attack, setting.eot)
+        if key not in self._checks:
+            self._checks[key] = gradient_checks(self._attack_model(source, setting), x, y, self.batch_size,
+                                                gradient=setting.gradient, eot=setting.eot)
+        return self._checks[key]
+
+    def craft(self, source: Target, attack: str, eps: float | None, setting: AttackSetting, *,
+              n: int | None = None, steps: int | None = None, alpha: float | None = None,
+              settings: dict | None = None) -> tuple[torch.Tensor, dict]:
+        """Adversarial versions of the first ``n`` images, crafted with white-box access to ``source``
+        as ``setting`` says (its gradient mode, and TVM ignored, attacked with BPDA + EOT, or queried
+        as deployed by a gradient-free attack; see :meth:`AttackSetting.for_attack`).
+
+        ``settings`` override the attack's own settings (``fastwnll.evaluation.attack_kwargs``).
         Returns ``(x_adv [n, C, H, W], info)``; ``info`` has the budget's description, ``craft_time_s``
-        and ``reused`` (True when an identical attack was crafted before). ``cw_l2`` is crafted
-        unbounded (``eps`` is applied by :meth:`restrict`); an L_inf radius of 0 returns the images.
+        and ``reused`` (True when an identical attack was crafted before). A minimum-norm attack is
+        crafted unbounded (``eps`` is applied by :meth:`restrict`); a radius of 0 returns the images.
         """
         eps = check_eps(eps)
         spec = attack_spec(attack)
         if setting.protocol not in spec.protocols:
             raise ValueError(f"attack {attack!r} does not run under the {setting.protocol} protocol "
                              f"(only {', '.join(spec.protocols)})")
-        kwargs = attack_kwargs(attack, eps, dataset=self.dataset, steps=steps, alpha=alpha, restarts=restarts, cw=cw)
+        spec.check_available()
+        setting = setting.for_attack(spec)
+        kwargs = attack_kwargs(attack, eps, dataset=self.dataset, steps=steps, alpha=alpha, settings=settings)
         x, y = self._subset(n)
         budget = spec.describe(eps, kwargs)
         # An attack that ignores TVM crafts on the bare model: the same examples as without the defence.
@@ -118,17 +146,14 @@ class Evaluator:
         if not spec.minimum_norm and eps == 0:
             x_adv = x.clone()
         else:
-            defense = "none" if tvm_attack is None else "tvm"
-            if spec.gradient:
+            if spec.takes_gradient_mode:
                 kwargs["gradient"] = setting.gradient
             bar = tqdm(self._batches(x.shape[0]),
                        desc=f"{source.name} {attack} {eps if eps is not None else ''}".strip(),
                        disable=not self.progress, leave=False, dynamic_ncols=True)
             parts = []
             for b, start, stop in bar:
-                model = attack_target(source.model, defense, tvm_attack, setting.eot,
-                                      tvm=make_tvm(self.tvm_settings, seed=batch_seed(self.seed + 1, b))
-                                      if defense == "tvm" else None)
+                model = self._attack_model(source, setting, b)
                 if spec.takes_generator:  # reproducible random starts
                     kwargs["generator"] = torch.Generator(device=x.device).manual_seed(batch_seed(self.seed, b))
                 parts.append(get_attack(attack, **kwargs)(model, x[start:stop], y[start:stop]))
@@ -138,7 +163,7 @@ class Evaluator:
         return x_adv, {"budget": budget, "craft_time_s": seconds, "reused": False}
 
     def restrict(self, x_adv: torch.Tensor, attack: str, eps: float | None) -> torch.Tensor:
-        """For a minimum-norm attack (``cw_l2``) with a radius ``eps``: keep each adversarial image whose
+        """For a minimum-norm attack (such as ``cw_l2``) with a radius ``eps``: keep each adversarial image whose
         distance to its original (in the attack's norm) is at most ``eps`` and put the original back
         otherwise. Identity for the bounded attacks (their budget is enforced while crafting) and for
         ``eps=None``."""
@@ -159,37 +184,44 @@ class Evaluator:
 
     def evaluate(self, target: Target, attack: str, eps: float | None, defense: str, setting: AttackSetting, *,
                  source: Target | None = None, n: int | None = None, steps: int | None = None,
-                 alpha: float | None = None, restarts: int = 1, cw: dict | None = None) -> dict:
+                 alpha: float | None = None, settings: dict | None = None) -> dict:
         """One cell of a report: robust accuracy of ``target`` behind ``defense`` against ``attack`` at
-        ``eps``, crafted on ``target`` itself (white box) or on ``source`` (transfer, black box).
+        ``eps``, crafted on ``target`` itself (white box) or on ``source`` (transfer, black box), with
+        ``settings`` overriding the attack's own (see :meth:`craft`).
 
         Returns a JSON-serialisable dict: model, head, defense, protocol, attack, norm, eps,
         gradient, tvm_attack, eot, source, n, clean_accuracy, wnll_graph (the target's WNLL evaluation
         graphs, :func:`fastwnll.nn.graph_summary`, or None), robust_accuracy, budget, craft_time_s,
-        reused (and changed / median_l2 for cw_l2).
+        reused (changed / median_l2 for L2 attacks; zero_gradient_share and prediction_changes, see
+        :func:`fastwnll.evaluation.diagnostics.gradient_checks`, for white-box attacks that follow the
+        model's gradient). ``setting`` is adjusted to the attack (:meth:`AttackSetting.for_attack`)
+        and the row says what ran.
         """
         return self.evaluate_with_mask(target, attack, eps, defense, setting, source=source, n=n, steps=steps,
-                                       alpha=alpha, restarts=restarts, cw=cw)[0]
+                                       alpha=alpha, settings=settings)[0]
 
     def evaluate_with_mask(self, target: Target, attack: str, eps: float | None, defense: str,
                            setting: AttackSetting, *, source: Target | None = None, n: int | None = None,
-                           steps: int | None = None, alpha: float | None = None, restarts: int = 1,
-                           cw: dict | None = None) -> tuple[dict, torch.Tensor]:
+                           steps: int | None = None, alpha: float | None = None,
+                           settings: dict | None = None) -> tuple[dict, torch.Tensor]:
         """:meth:`evaluate` and the bool mask [n] of the examples that survived the attack."""
         crafter = target if source is None else source
-        x_adv, info = self.craft(crafter, attack, eps, setting, n=n, steps=steps, alpha=alpha, restarts=restarts,
-                                 cw=cw)
+        spec = attack_spec(attack)
+        setting = setting.for_attack(spec)
+        x_adv, info = self.craft(crafter, attack, eps, setting, n=n, steps=steps, alpha=alpha, settings=settings)
         x_eval = self.restrict(x_adv, attack, eps)
+        if source is None and spec.takes_gradient_mode:
+            info.update(self.gradient_checks(crafter, setting, x_adv.shape[0]))
         row = {
             "model": target.name, "head": target.head, "defense": defense,
             "protocol": setting.protocol if source is None else "transfer", "attack": attack,
-            "norm": attack_spec(attack).norm, "eps": eps, "gradient": setting.gradient, "tvm_attack": setting.tvm_attack,
+            "norm": spec.norm, "eps": eps, "gradient": setting.gradient, "tvm_attack": setting.tvm_attack,
             "eot": setting.eot, "source": None if source is None else source.name, "n": int(x_adv.shape[0]),
             "clean_accuracy": self.clean_accuracy(target, defense, x_adv.shape[0]),
             "wnll_graph": graph_summary(target.model, self.batch_size),
         }
         survived = self.correct(target, x_eval, defense)
         row.update({"robust_accuracy": float(survived.float().mean()), **info})
-        if attack_spec(attack).norm == "l2":
+        if spec.norm == "l2":
             row.update(self.l2_stats(x_eval))
         return row, survived

@@ -1,0 +1,67 @@
+"""Small models on sklearn's 8x8 digits shared by the attack and evaluation tests (a helper module,
+not a test file): a plain CNN, a CNN read through a WNLL head whose exact gradient masks itself,
+and a CNN whose output is a hard argmax (a deliberately masked model)."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastwnll.nn.head import WNLLHead, collect_templates
+
+TRAIN_ROWS = 1500  # the first 1,500 digits train; the rest are held out
+
+
+def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """sklearn's 8x8 digits as images x [1797, 1, 8, 8] float32 in [0, 1] and labels y [1797] int64."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    data = sklearn_digits()
+    return torch.tensor(data.images, dtype=torch.float32)[:, None] / 16, torch.tensor(data.target)
+
+
+def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 200, seed: int = 0) -> nn.Module:
+    """``steps`` Adam steps of cross-entropy on random batches of 128 of the training rows; returns
+    the net in eval mode with its parameter gradients cleared."""
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(steps):
+        idx = torch.randint(0, TRAIN_ROWS, (128,))
+        loss = F.cross_entropy(net(x[idx]), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return net.eval()
+
+
+def plain_cnn(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
+    """A small linear-head CNN trained on the training digits (about 97 % held-out accuracy)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128, 10))
+    return train(net, x, y)
+
+
+def wnll_cnn(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
+    """A CNN trained with the linear layer of its WNLL head, then read through the head (wnll mode)
+    with a bank of the first 1,000 training digits. Its exact WNLL gradient is a weak attack."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 64),
+                        nn.ReLU(), WNLLHead(64, 10, mode="linear"))
+    train(net, x, y, steps=300)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    collect_templates(net, (x[:1000], y[:1000]))
+    net[-1].mode = "wnll"
+    return net
+
+
+class HardArgmax(nn.Module):
+    """``net``'s decision as scores: 10 on the argmax class, 0 elsewhere. It depends on the input
+    only through a hard argmax, so its input gradient is exactly zero: gradient masking by design."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        return logits * 0 + 10 * F.one_hot(logits.argmax(1), logits.shape[1]).to(logits.dtype)
