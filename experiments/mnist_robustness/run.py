@@ -109,6 +109,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(HERE), help="where results.md/json/png and training.json go")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared machine)")
     parser.add_argument("--skip-training", action="store_true", help="reuse the checkpoints in --runs")
+    parser.add_argument("--reuse-grid", action="store_true",
+                        help="reuse the grid's result kept in --runs by an earlier run (only the cross-check runs)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -175,10 +177,19 @@ def main() -> int:
         "n": plan["crosscheck_n"], "attack_settings": {"square": plan["square"]}, "batch_size": plan["crosscheck_n"],
         "device": "cpu", "exclude": [{"attack": "autoattack", "protocol": "adaptive"}],
     })
-    log("attacking (grid)")
     t0, cpu0 = time.perf_counter(), time.process_time()
-    result = run_grid(grid, progress=not args.no_progress)
-    log(f"grid done in {time.perf_counter() - t0:.0f} s; AutoAttack cross-check")
+    kept = runs / "grid.json"  # the grid's result, kept so that a failed cross-check does not cost the grid
+    if args.reuse_grid:
+        result = json.loads(kept.read_text())
+        t0 -= result["grid_time_s"]
+        cpu0 -= result["grid_cpu_s"]
+        log(f"reusing the grid of {kept} ({result['grid_time_s']:.0f} s); AutoAttack cross-check")
+    else:
+        log("attacking (grid)")
+        result = run_grid(grid, progress=not args.no_progress)
+        result.update(grid_time_s=time.perf_counter() - t0, grid_cpu_s=time.process_time() - cpu0)
+        kept.write_text(json.dumps(result) + "\n")
+        log(f"grid done in {result['grid_time_s']:.0f} s; AutoAttack cross-check")
     checked = run_grid(crosscheck, progress=not args.no_progress)
     result["crosscheck"] = {key: checked[key] for key in ("n", "settings", "rows", "diagnostics", "time_s")}
     result["training"] = training
