@@ -49,6 +49,20 @@ def test_interleaved_times_are_medians_of_calls_in_turn_after_the_warmup(monkeyp
     assert (a, b) == (2.5, 25.0)                      # the 100 s warm-ups are not counted
 
 
+def test_wall_and_cpu_times_are_measured_together(monkeypatch):
+    wall, cpu = FakeClock(), FakeClock()
+    monkeypatch.setattr(timing.time, "perf_counter", wall)
+    monkeypatch.setattr(timing.time, "process_time", cpu)
+    work = iter([(9.0, 9.0), (4.0, 1.0), (6.0, 1.5), (5.0, 1.2)])   # (wall, cpu) of each call
+
+    def fn():
+        w, c = next(work)
+        wall.now += w
+        cpu.now += c
+
+    assert timing.measure_in_turn([fn], repeats=3) == [(5.0, pytest.approx(1.2))]   # others took the rest
+
+
 def test_median_time_counts_the_warmup_calls_apart(monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr(timing.time, "perf_counter", clock)
@@ -254,6 +268,8 @@ def test_training_rows_time_three_epochs_through_the_trainer(monkeypatch):
     assert wnll_row["ratio_of"] == "WNLL head / linear head, both stage 2"
     assert stage1["ms_per_step"] == pytest.approx(stage1["median_ms"] / 2) and stage1["pgd_steps"] == 1
     assert stage1["shape"] == "16x1x28x28" and stage1["dtype"] == "float32" and stage1["size"] == 16
+    assert stage1["cpu_ms"] > 0 and stage1["cpu_ratio"] is None
+    assert wnll_row["cpu_ratio"] == pytest.approx(wnll_row["cpu_ms"] / stage2["cpu_ms"])
     assert "synthetic images" in stage1["note"]
     # a warm-up and a timed epoch of each, in turn: stage 1 (everything trained, no bank) and stage 2
     # (the buffer block trained, an attack bank) with the head in linear mode, then in wnll mode

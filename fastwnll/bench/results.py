@@ -22,7 +22,7 @@ from .timing import device_name
 COLUMNS = ("bench", "case", "backend", "size", "shape", "dtype", "median_ms", "ratio", "ratio_of", "repeats",
            "device", "torch", "fastwnll", "note")
 # What the terminal table shows of each row (the files hold every column).
-SHOWN = ("case", "backend", "shape", "dtype", "median_ms", "ratio", "ratio_of", "recall", "note")
+SHOWN = ("case", "backend", "shape", "dtype", "median_ms", "ratio", "ratio_of", "recall", "cpu_ms", "cpu_ratio", "note")
 
 
 def environment(device: str | torch.device) -> dict:

@@ -16,28 +16,38 @@ def synchronizer(device: str | torch.device) -> Callable[[], None]:
     return torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
 
-def interleaved_times(fns: Sequence[Callable[[], object]], repeats: int, device: str | torch.device = "cpu",
-                      warmup: int = 1) -> list[float]:
-    """Median wall seconds of each of ``fns``, timed in turn (A B C A B C ...) so that a change of load
-    on a shared machine hits all of them alike.
+def measure_in_turn(fns: Sequence[Callable[[], object]], repeats: int, device: str | torch.device = "cpu",
+                    warmup: int = 1) -> list[tuple[float, float]]:
+    """``(median wall seconds, median CPU seconds of this process)`` of each of ``fns``, timed in turn
+    (A B C A B C ...) so that a change of load on a shared machine hits all of them alike.
 
     ``warmup`` rounds run first and are not timed (compilation, caches, allocator). On CUDA each call
-    is bracketed by device synchronizations, so a figure holds the whole call: its kernels, its host
-    work and its host-device waits. ``repeats`` >= 1 timed rounds.
+    is bracketed by device synchronizations, so a wall time holds the whole call: its kernels, its
+    host work and its host-device waits. The CPU time (``time.process_time``: every thread of this
+    process) leaves out the time other programs take from a shared machine; it measures the work of
+    a CPU run, not of a GPU one. ``repeats`` >= 1 timed rounds.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     sync = synchronizer(device)
-    times: list[list[float]] = [[] for _ in fns]
+    wall: list[list[float]] = [[] for _ in fns]
+    cpu: list[list[float]] = [[] for _ in fns]
     for round_ in range(warmup + repeats):
-        for fn, spent in zip(fns, times):
+        for i, fn in enumerate(fns):
             sync()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             sync()
             if round_ >= warmup:
-                spent.append(time.perf_counter() - start)
-    return [statistics.median(spent) for spent in times]
+                wall[i].append(time.perf_counter() - start)
+                cpu[i].append(time.process_time() - start_cpu)
+    return [(statistics.median(w), statistics.median(c)) for w, c in zip(wall, cpu)]
+
+
+def interleaved_times(fns: Sequence[Callable[[], object]], repeats: int, device: str | torch.device = "cpu",
+                      warmup: int = 1) -> list[float]:
+    """Median wall seconds of each of ``fns``, timed in turn (see :func:`measure_in_turn`)."""
+    return [wall for wall, _ in measure_in_turn(fns, repeats, device, warmup)]
 
 
 def median_time(fn: Callable[[], object], repeats: int, device: str | torch.device = "cpu", warmup: int = 1) -> float:

@@ -9,7 +9,7 @@ import torch
 
 from .data import CLASSES, images
 from .results import make_row
-from .timing import interleaved_times
+from .timing import measure_in_turn
 
 MODEL = "mnist_cnn"
 IMAGE = (1, 28, 28)
@@ -72,7 +72,9 @@ def run(device: str | torch.device, batch: int, steps: int, repeats: int, env: d
 
     Banks are built once per stage before the timing, as the trainer does. Every network starts from
     the same weights (seeded); one untimed round of epochs comes first (an epoch is many calls
-    already, so one warm-up round suffices on every device).
+    already, so one warm-up round suffices on every device). On the CPU the rows also hold the
+    epochs' CPU time (``cpu_ms``) and its ratios (``cpu_ratio``), which a shared machine disturbs
+    less than the wall time.
     """
     from fastwnll.runtime import TrainConfig, amp_dtype, build_model
     from fastwnll.train.steps import AttackBank, Stage, train_epoch
@@ -103,15 +105,18 @@ def run(device: str | torch.device, batch: int, steps: int, repeats: int, env: d
                         progress=False)
         calls.append(call)
 
-    times = interleaved_times(calls, repeats, device, warmup=1)
+    measured = measure_in_turn(calls, repeats, device, warmup=1)
+    wall = [w for w, _ in measured]
     dtype = "float32" if precision is None else f"{str(precision).replace('torch.', '')} autocast"
-    ratios = (None, ("linear, stage 2 / linear, stage 1", times[1] / times[0]),
-              ("WNLL head / linear head, both stage 2", times[2] / times[1]))
+    ratios = (None, ("linear, stage 2 / linear, stage 1", 1, 0), ("WNLL head / linear head, both stage 2", 2, 1))
     rows = []
-    for (name, _, _), seconds, ratio in zip(EPOCHS, times, ratios):
+    for (name, _, _), (seconds, cpu_seconds), ratio in zip(EPOCHS, measured, ratios):
+        extra = {"steps": steps, "pgd_steps": config.steps, "ms_per_step": seconds * 1e3 / steps}
+        if device.type == "cpu":  # the work of the epoch, whatever other programs took from the machine
+            extra.update(cpu_ms=cpu_seconds * 1e3,
+                         cpu_ratio=ratio and cpu_seconds / measured[ratio[2]][1])
         rows.append(make_row(env, "training", "PGD epoch", name, batch, (batch, *IMAGE), dtype, seconds, repeats,
-                             ratio=ratio and ratio[1], ratio_of=ratio[0] if ratio else "",
+                             ratio=ratio and wall[ratio[1]] / wall[ratio[2]], ratio_of=ratio[0] if ratio else "",
                              note=f"{MODEL}, {steps} training step(s) of {config.steps} PGD steps, "
-                                  f"{data_name} images",
-                             steps=steps, pgd_steps=config.steps, ms_per_step=seconds * 1e3 / steps))
+                                  f"{data_name} images", **extra))
     return rows
