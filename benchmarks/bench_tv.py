@@ -82,6 +82,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, markdown_table, mnist_images, timeit, write_csv  # noqa: E402
 
 import fastwnll  # noqa: E402
+from fastwnll.bench.timing import interleaved_times  # noqa: E402
 from fastwnll.tv import TVConvergenceWarning  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -272,7 +273,7 @@ def convergence_table(device: str, repeats: int, scale: int) -> list[dict]:
             its = info.iters.flatten().float()
             k = int(its.max())
             # interleaved, so that a load change on a shared machine hits all variants alike
-            t_tol, t_same, t_checks, t_100 = timeit_interleaved(
+            t_tol, t_same, t_checks, t_100 = interleaved_times(
                 [call, lambda: call(iters=k, tol=None), lambda: call(iters=k, tol=1e-12),   # every check, no stop
                  lambda: call(iters=100, tol=None)], repeats, device)
             # objective gap at the end against a converged float64 reference, first 8 images
@@ -297,24 +298,6 @@ def convergence_table(device: str, repeats: int, scale: int) -> list[dict]:
                          "iters100_gap_reported_max": f"{float(info100.gap[:n].max()):.2e}"})
             print(rows[-1], flush=True)
     return rows
-
-
-def timeit_interleaved(fns, repeats: int, device: str) -> list[float]:
-    """Median seconds of each of ``fns``, timed in turn (A B C A B C ...) after one warm-up each."""
-    import statistics
-    import time
-
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    times = [[] for _ in fns]
-    for r in range(repeats + 1):
-        for fn, ts in zip(fns, times):
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            if r:
-                ts.append(time.perf_counter() - start)
-    return [statistics.median(ts) for ts in times]
 
 
 def _reference(x: torch.Tensor, m, lam: float) -> torch.Tensor:

@@ -1,18 +1,16 @@
 """What the benchmarks share: timing (median of repeats), real-MNIST features, where the data are read
-and the results written (``--data-dir``, ``--out``), CSV/Markdown output."""
+and the results written (``--data-dir``, ``--out``), CSV/Markdown output. Timing, device names and
+the CSV/Markdown writers are those of the package's microbenchmarks (:mod:`fastwnll.bench`)."""
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from fastwnll.bench.results import markdown_table, write_csv  # noqa: F401  (shared with the scripts)
+from fastwnll.bench.timing import device_name, measure_in_turn, median_time as timeit  # noqa: F401
 from fastwnll.data.mnist import FILES, find_file, mnist_dirs, read_pair
 from fastwnll.data.paths import DATA_DIR_ENV
 
@@ -37,34 +35,11 @@ def add_io_options(parser: argparse.ArgumentParser) -> None:
                              f"tables are in {RESULTS_DIR})")
 
 
-def device_name(device: str) -> str:
-    """Human-readable name of the device the timings come from."""
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
-
-
-def timeit(fn, repeats: int, device: str = "cpu", warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` runs (CUDA-synchronised)."""
-    return timings(fn, repeats, device, warmup)[0]
-
-
 def timings(fn, repeats: int, device: str = "cpu", warmup: int = 1) -> tuple[float, float]:
     """Medians of the wall time and of the process CPU time of ``fn()`` in seconds over ``repeats``
-    runs (CUDA-synchronised). On a shared machine the CPU time of a one-thread run is the steadier of
-    the two (it does not count the time the process waits for a core)."""
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        sync()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall), statistics.median(cpu)
+    runs (see :func:`fastwnll.bench.timing.measure_in_turn`). On a shared machine the CPU time of a
+    one-thread run is the steadier of the two (it does not count the time the process waits for a core)."""
+    return measure_in_turn([fn], repeats, device, warmup)[0]
 
 
 def mnist_images(data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -101,20 +76,3 @@ def mnist_pca(dim: int, n: int, seed: int = 0,
         tiled = tiled + rng.normal(scale=0.02 * feats.std(), size=tiled.shape).astype(np.float32)
     order = rng.permutation(len(tiled))[:n]
     return tiled[order], labs[order]
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Write rows (dicts with identical keys) to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    """A Markdown table of the given columns of ``rows``."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(str(row[c]) for c in columns) + " |")
-    return "\n".join(lines)

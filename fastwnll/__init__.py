@@ -32,7 +32,7 @@ _EXPORTS = {
 }
 
 # Subpackages reachable as attributes of ``fastwnll`` without importing them first.
-SUBPACKAGES = ("attacks", "data", "evaluation", "geometry", "models", "nn", "runtime", "train")
+SUBPACKAGES = ("attacks", "bench", "data", "evaluation", "geometry", "models", "nn", "runtime", "train")
 
 __all__ = sorted(_EXPORTS) + list(SUBPACKAGES) + ["__version__"]
 

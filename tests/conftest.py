@@ -4,7 +4,8 @@ test data (the real MNIST test files), raw and reduced by PCA.
 Device/dtype matrix: tests take the ``device`` fixture (``"cpu"``, then ``"cuda"``) and/or the
 ``dtype`` fixture (float32, float64), or parametrize with the ``DEVICES`` / ``DTYPES`` lists. Every
 test marked ``cuda`` (the CUDA entries of the matrix are) is skipped when no CUDA device is present,
-so files need no skip marker of their own.
+so files need no skip marker of their own. A test (or a parameter) marked ``needs("faiss", ...)`` is
+skipped when one of those optional packages cannot be imported.
 """
 import os
 from pathlib import Path
@@ -29,6 +30,9 @@ MNIST_ROOT = Path(os.environ.get(DATA_DIR_ENV) or Path(__file__).resolve().paren
 def pytest_runtest_setup(item):
     if item.get_closest_marker("cuda") is not None and not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
+    for marker in item.iter_markers("needs"):
+        for module in marker.args:
+            pytest.importorskip(module)
 
 
 @pytest.fixture(params=DEVICES)

@@ -24,9 +24,9 @@ COMMANDS = ["info"] + [name for commands in REGISTERED.values() for name, _ in c
 
 
 def test_command_modules_are_the_packages_with_a_commands_module():
-    assert command_modules() == ["fastwnll.evaluation.commands", "fastwnll.geometry.commands",
-                                 "fastwnll.train.commands"]
-    assert sorted(COMMANDS) == ["attack", "demo", "evaluate", "geometry", "info", "report", "train"]
+    assert command_modules() == ["fastwnll.bench.commands", "fastwnll.evaluation.commands",
+                                 "fastwnll.geometry.commands", "fastwnll.train.commands"]
+    assert sorted(COMMANDS) == ["attack", "bench", "demo", "evaluate", "geometry", "info", "report", "train"]
 
 
 @pytest.mark.parametrize("module", list(REGISTERED))

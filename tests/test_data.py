@@ -63,6 +63,7 @@ def test_idx_round_trip_every_type(tmp_path, dtype, gz):
 
 
 def test_idx_agrees_with_torchvision_reader(tmp_path):
+    pytest.importorskip("torchvision")
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     data = write_mnist(tmp_path, gz=False)
@@ -150,7 +151,7 @@ def test_mnist_missing_says_how_to_get_it(tmp_path):
 
 
 def test_mnist_download_goes_through_torchvision(tmp_path, monkeypatch):
-    import torchvision
+    torchvision = pytest.importorskip("torchvision")
 
     calls = []
 
@@ -290,7 +291,7 @@ def test_cifar10_missing_or_incomplete(tmp_path):
 
 
 def test_cifar10_download_goes_through_torchvision(tmp_path, monkeypatch):
-    import torchvision
+    torchvision = pytest.importorskip("torchvision")
 
     calls = []
 

@@ -6,7 +6,7 @@ from fastwnll import knn as knn_module
 from fastwnll import knn_torch
 from fastwnll.knn import knn_graph, knn_search
 
-BACKENDS = ["native", "torch", "faiss"]
+BACKENDS = ["native", "torch", pytest.param("faiss", marks=pytest.mark.needs("faiss"))]
 
 
 def brute_force(query, base, k, exclude_self):

@@ -7,7 +7,7 @@ import fastwnll
 from fastwnll import knn as knn_module
 from fastwnll.knn import ApproximateKNN, knn_graph, knn_search
 
-METHODS = ["hnsw", "ivf"]
+METHODS = [pytest.param(method, marks=pytest.mark.needs("faiss")) for method in ("hnsw", "ivf")]
 
 
 def recall(idx, ref_idx):
@@ -47,6 +47,7 @@ def test_recall_against_the_exact_graph_and_exact_distances(method, dtype):
     assert (dist[:, 1:] >= dist[:, :-1]).all() and dist.dtype == dtype
 
 
+@pytest.mark.needs("faiss")
 def test_query_against_base():
     x = groups_of(9, 200, seed=2)
     query = x[::9] + 0.01
@@ -54,6 +55,7 @@ def test_query_against_base():
     assert (idx // 9 == torch.arange(200).unsqueeze(1)).float().mean() > 0.98
 
 
+@pytest.mark.needs("faiss")
 def test_rows_with_too_few_results_are_searched_exactly(monkeypatch):
     """IVF with ~4 points per list and one list probed returns fewer than k points for most rows
     (-1 entries): those rows are searched exactly, so every row is complete and right."""
@@ -73,6 +75,7 @@ def test_rows_with_too_few_results_are_searched_exactly(monkeypatch):
     torch.testing.assert_close(dist[redone[0]], ref_dist[redone[0]])
 
 
+@pytest.mark.needs("faiss")
 def test_minus_one_entries_from_the_index_never_reach_the_caller(monkeypatch):
     x = groups_of(6, 50, seed=4)
     real = knn_module.approximate_candidates
@@ -111,7 +114,7 @@ def test_default_list_count():
     assert ApproximateKNN("ivf", nlist=500).lists(100) == 100
 
 
-@pytest.mark.parametrize("method", ["hnsw", "ivf"])
+@pytest.mark.parametrize("method", METHODS)
 def test_wnll_accuracy_with_the_approximate_graph(mnist_pca, method):
     """Through wnll_interpolate's knn_backend: accuracy on 2,000 real MNIST queries within one point of
     the exact graph's (recall@15 is about 0.99 here)."""

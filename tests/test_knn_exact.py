@@ -9,7 +9,7 @@ from fastwnll import knn as knn_module
 from fastwnll.knn import knn_graph, knn_search
 from knn_reference import assert_exact, spread_points
 
-BACKENDS = ["native", "torch", "faiss"]
+BACKENDS = ["native", "torch", pytest.param("faiss", marks=pytest.mark.needs("faiss"))]
 DTYPES = [torch.float32, torch.float64]
 
 

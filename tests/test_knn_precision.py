@@ -6,7 +6,7 @@ import torch
 
 from fastwnll.knn import exact_arithmetic, knn_graph, knn_search
 
-BACKENDS = ["native", "torch", "faiss"]
+BACKENDS = ["native", "torch", pytest.param("faiss", marks=pytest.mark.needs("faiss"))]
 
 
 def clustered(n=400, d=16, seed=0):

@@ -11,7 +11,7 @@ LAYERS = {
     "fastwnll.models": 2, "fastwnll.attacks": 2,
     "fastwnll.runtime": 3,
     "fastwnll.train": 4, "fastwnll.evaluation": 4,
-    "fastwnll.geometry": 5, "fastwnll.cli": 5, "fastwnll.__main__": 5,
+    "fastwnll.geometry": 5, "fastwnll.bench": 5, "fastwnll.cli": 5, "fastwnll.__main__": 5,
 }
 SIBLINGS = ("fastwnll.train", "fastwnll.evaluation")
 

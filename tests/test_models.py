@@ -155,7 +155,7 @@ def test_wnll_head_eval_and_state_dict_round_trip():
 
 
 def test_attach_head_on_torchvision_resnet18():
-    import torchvision
+    torchvision = pytest.importorskip("torchvision")
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval()
