@@ -96,7 +96,9 @@ def test_failure_reports_backends_that_cannot_run_and_lets_bugs_through():
 
 def test_device_name_says_what_the_cpu_figures_come_from():
     assert f"{torch.get_num_threads()} torch threads" in timing.device_name("cpu")
-    assert ENV["device"] == timing.device_name("cpu") and ENV["device_type"] == "cpu"
+    env = results.environment("cpu")
+    assert env["device"] == timing.device_name("cpu") and env["device_type"] == "cpu"
+    assert env["torch_threads"] == torch.get_num_threads()
     assert ENV["torch"] == torch.__version__ and ENV["fastwnll"] == fastwnll.__version__
 
 
