@@ -1,5 +1,6 @@
 """Feature-space geometry: the metrics against analytic values on constructed feature sets, the
 projection, the worst-case choice, and the ``geometry`` command on tiny digits models."""
+
 import json
 import math
 import shutil
@@ -45,10 +46,17 @@ def clusters(sizes, centroids, rms, *, seed=0, dtype=torch.float64):
 # ------------------------------------------------------------------------------ metrics, analytic
 
 
-@pytest.mark.parametrize("dtype, scale, offset", [
-    (torch.float64, 1.0, 0.0), (torch.float32, 1.0, 0.0), (torch.float64, 1e-3, 0.0), (torch.float64, 1e3, 0.0),
-    (torch.float64, 1.0, 1e6), (torch.float32, 1e-4, 0.0),
-])
+@pytest.mark.parametrize(
+    "dtype, scale, offset",
+    [
+        (torch.float64, 1.0, 0.0),
+        (torch.float32, 1.0, 0.0),
+        (torch.float64, 1e-3, 0.0),
+        (torch.float64, 1e3, 0.0),
+        (torch.float64, 1.0, 1e6),
+        (torch.float32, 1e-4, 0.0),
+    ],
+)
 def test_two_gaussian_clusters_have_their_analytic_spread_and_distance(dtype, scale, offset):
     d = 6
     centroids = torch.zeros(2, d)
@@ -147,17 +155,28 @@ def test_ratios_do_not_depend_on_the_scale_or_position_of_the_features():
             assert moved[name] == pytest.approx(reference[name], rel=1e-8, abs=1e-12), (name, scale, offset)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: class_geometry(torch.zeros(4, 2), torch.zeros(4, dtype=torch.int64)), "at least two classes"),
-    (lambda: class_geometry(torch.zeros(4, 2), torch.tensor([0, 0, 1, 1])), "centroids coincide"),
-    (lambda: class_geometry(torch.full((2, 2), float("nan")), torch.tensor([0, 1])), "NaN"),
-    (lambda: class_geometry(torch.zeros(3, 2), torch.tensor([0, 1])), "2 labels for 3"),
-    (lambda: mean_displacement(torch.zeros(3, 2), torch.zeros(4, 2)), "4 rows, expected 3"),
-    (lambda: knn_true_share(torch.zeros(3, 2), torch.tensor([0, 1, 1]), torch.zeros(5, 2),
-                            torch.zeros(5, dtype=torch.int64), 6), r"k must be an integer in \[1, 5\]"),
-    (lambda: knn_true_share(torch.zeros(3, 2), torch.tensor([0, 1, 1]), torch.zeros(5, 3),
-                            torch.zeros(5, dtype=torch.int64), 2), "width 3 but the queries have width 2"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: class_geometry(torch.zeros(4, 2), torch.zeros(4, dtype=torch.int64)), "at least two classes"),
+        (lambda: class_geometry(torch.zeros(4, 2), torch.tensor([0, 0, 1, 1])), "centroids coincide"),
+        (lambda: class_geometry(torch.full((2, 2), float("nan")), torch.tensor([0, 1])), "NaN"),
+        (lambda: class_geometry(torch.zeros(3, 2), torch.tensor([0, 1])), "2 labels for 3"),
+        (lambda: mean_displacement(torch.zeros(3, 2), torch.zeros(4, 2)), "4 rows, expected 3"),
+        (
+            lambda: knn_true_share(
+                torch.zeros(3, 2), torch.tensor([0, 1, 1]), torch.zeros(5, 2), torch.zeros(5, dtype=torch.int64), 6
+            ),
+            r"k must be an integer in \[1, 5\]",
+        ),
+        (
+            lambda: knn_true_share(
+                torch.zeros(3, 2), torch.tensor([0, 1, 1]), torch.zeros(5, 3), torch.zeros(5, dtype=torch.int64), 2
+            ),
+            "width 3 but the queries have width 2",
+        ),
+    ],
+)
 def test_metric_input_errors(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()
@@ -207,12 +226,15 @@ def test_arrow_rows_are_a_fixed_sample():
         arrow_rows(10, -1, seed=0)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("runs/a", {"name": "runs/a", "checkpoint": "runs/a", "head": "auto"}),
-    ("runs/a:linear", {"name": "runs/a", "checkpoint": "runs/a", "head": "linear"}),
-    ("lin=runs/a:wnll", {"name": "lin", "checkpoint": "runs/a", "head": "wnll"}),
-    ("x=c:/runs/a", {"name": "x", "checkpoint": "c:/runs/a", "head": "auto"}),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("runs/a", {"name": "runs/a", "checkpoint": "runs/a", "head": "auto"}),
+        ("runs/a:linear", {"name": "runs/a", "checkpoint": "runs/a", "head": "linear"}),
+        ("lin=runs/a:wnll", {"name": "lin", "checkpoint": "runs/a", "head": "wnll"}),
+        ("x=c:/runs/a", {"name": "x", "checkpoint": "c:/runs/a", "head": "auto"}),
+    ],
+)
 def test_model_argument(text, expected):
     assert model_argument(text) == expected
 
@@ -237,8 +259,18 @@ def runs(tmp_path_factory):
     """A digits CNN after stage 1 (read through its linear head; no template bank) and the same network
     after one WNLL epoch (template bank of 300), as experiments/mnist_robustness/run.py makes them."""
     root = tmp_path_factory.mktemp("geometry_runs")
-    config = TrainConfig(dataset="digits", head="wnll", epochs=4, stage2_epochs=1, batch_size=64, lr=0.05,
-                         templates=300, eval_every=0, device="cpu", out=str(root / "stage1"))
+    config = TrainConfig(
+        dataset="digits",
+        head="wnll",
+        epochs=4,
+        stage2_epochs=1,
+        batch_size=64,
+        lr=0.05,
+        templates=300,
+        eval_every=0,
+        device="cpu",
+        out=str(root / "stage1"),
+    )
     train(config, stop_after_epochs=4, progress=False)
     shutil.copytree(root / "stage1", root / "wnll")
     train(TrainConfig(**{**config.to_dict(), "out": str(root / "wnll")}), resume=True, progress=False)
@@ -250,8 +282,21 @@ FAST = ["--attack", "ifgsm", "--eps", "0.2", "--steps", "3", "--n", "60", "--dev
 
 def test_command_writes_the_picture_and_the_numbers(runs, tmp_path, capsys):
     out = tmp_path / "geometry"
-    assert main(["geometry", "--checkpoint", f"wnll={runs['wnll']}", "--compare", f"lin={runs['stage1']}:linear",
-                 *FAST, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "geometry",
+                "--checkpoint",
+                f"wnll={runs['wnll']}",
+                "--compare",
+                f"lin={runs['stage1']}:linear",
+                *FAST,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["geometry.json", "geometry.md", "geometry.png"]
     result = json.loads((out / "geometry.json").read_text())
@@ -279,7 +324,6 @@ def test_command_writes_the_picture_and_the_numbers(runs, tmp_path, capsys):
     assert figure_size(2)[0] == 2 * figure_size(1)[0]
 
 
-
 def test_panel_grid():
     assert grid_shape(4) == (1, 4) and grid_shape(5) == (2, 4)
     assert grid_shape(4, 2) == (2, 2) and grid_shape(2, 3) == (1, 2)
@@ -290,8 +334,15 @@ def test_panel_grid():
 
 def test_numbers_match_an_independent_computation(runs, tmp_path):
     """clean features recomputed here with the network's own embed(), the kNN share by brute force."""
-    result = feature_geometry([{"name": "wnll", "checkpoint": runs["wnll"]}], attack="fgsm", eps=0.1, n=50,
-                              device="cpu", progress=False, out=tmp_path / "one")
+    result = feature_geometry(
+        [{"name": "wnll", "checkpoint": runs["wnll"]}],
+        attack="fgsm",
+        eps=0.1,
+        n=50,
+        device="cpu",
+        progress=False,
+        out=tmp_path / "one",
+    )
     target = load_target(runs["wnll"], device="cpu")
     x, y = eval_data(target, 50, 0)
     with torch.no_grad():
@@ -313,8 +364,13 @@ def test_numbers_match_an_independent_computation(runs, tmp_path):
 
 
 def test_zero_budget_moves_nothing(runs):
-    result = feature_geometry([runs["wnll"], {"checkpoint": runs["stage1"], "head": "linear", "name": "lin"}],
-                              eps=0.0, n=40, device="cpu", progress=False)
+    result = feature_geometry(
+        [runs["wnll"], {"checkpoint": runs["stage1"], "head": "linear", "name": "lin"}],
+        eps=0.0,
+        n=40,
+        device="cpu",
+        progress=False,
+    )
     for m in result["models"]:
         g = m["metrics"]
         assert g["displacement"] == 0 and g["knn_true_adversarial"] == g["knn_true_clean"]
@@ -341,9 +397,15 @@ def test_bad_input_is_a_clear_error(runs, tmp_path, capsys):
         (["--checkpoint", stage1, "--eps", "0.1"], "has no WNLL template bank"),  # auto head of a stage-1 run
         (["--checkpoint", f"{stage1}:linear"], "needs an L_inf radius"),
         (["--checkpoint", f"{stage1}:linear", "--eps", "0.1", "--n", "100000"], "exceeds the 359 images"),
-        (["--checkpoint", f"a={stage1}:linear", "--compare", f"a={runs['wnll']}", "--eps", "0.1"],
-         "names must be unique"),
+        (
+            ["--checkpoint", f"a={stage1}:linear", "--compare", f"a={runs['wnll']}", "--eps", "0.1"],
+            "names must be unique",
+        ),
         (["--checkpoint", str(tmp_path / "missing"), "--eps", "0.1"], "checkpoint not found"),
+        (
+            ["--checkpoint", f"{stage1}:linear", "--eps", "0.1", "--restarts", "2"],
+            "unknown IFGSM settings ['restarts']",
+        ),
     ]
     for args, message in cases:
         assert main(["geometry", *args, "--out", str(tmp_path / "o"), "--device", "cpu", "--no-progress"]) == 1
@@ -354,8 +416,11 @@ def test_bad_input_is_a_clear_error(runs, tmp_path, capsys):
 def test_a_template_bank_of_another_width_is_an_error(runs, tmp_path, capsys):
     target = load_target(runs["wnll"], device="cpu")
     target.model.head.template_features = torch.zeros(300, 3)
-    with pytest.raises(ValueError, match=r"bank holds features of shape \(300, 3\), but the network's features have "
-                                         "width 64"):
+    with pytest.raises(
+        ValueError,
+        match=r"bank holds features of shape \(300, 3\), but the network's features have "
+        "width 64",
+    ):
         template_bank(target, templates=10, batch_size=100)
     payload = torch.load(f"{runs['wnll']}/checkpoint.pt", weights_only=True)
     payload["model"]["head.template_features"] = torch.zeros(300, 3)
@@ -369,8 +434,10 @@ def test_a_template_bank_of_another_width_is_an_error(runs, tmp_path, capsys):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_geometry_on_cuda_matches_cpu(runs, tmp_path):
-    models = [{"name": "wnll", "checkpoint": runs["wnll"]},
-              {"name": "lin", "checkpoint": runs["stage1"], "head": "linear"}]
+    models = [
+        {"name": "wnll", "checkpoint": runs["wnll"]},
+        {"name": "lin", "checkpoint": runs["stage1"], "head": "linear"},
+    ]
     options = {"attack": "fgsm", "eps": 0.1, "n": 60, "progress": False}
     cuda = feature_geometry(models, device="cuda", out=tmp_path / "cuda", **options)
     cpu = feature_geometry(models, device="cpu", **options)

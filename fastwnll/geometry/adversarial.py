@@ -6,6 +6,7 @@ surrogate gradient, ``adaptive`` through the exact gradient of the interpolation
 when both or neither do, the one with the larger loss (cross-entropy of the true class). A network
 read through a linear head has one attack whatever the protocol (``protocol`` "single").
 """
+
 from __future__ import annotations
 
 import time
@@ -28,15 +29,16 @@ def outcomes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     correct, loss = [], []
     with attack_mode(model):
         for start in range(0, x.shape[0], batch_size):
-            out = model(x[start:start + batch_size]).to(torch.float64)
-            labels = y[start:start + batch_size]
+            out = model(x[start : start + batch_size]).to(torch.float64)
+            labels = y[start : start + batch_size]
             correct.append(out.argmax(1) == labels)
             loss.append(F.cross_entropy(out, labels, reduction="none"))
     return torch.cat(correct), torch.cat(loss)
 
 
-def prefer_second(correct_first: torch.Tensor, loss_first: torch.Tensor, correct_second: torch.Tensor,
-                  loss_second: torch.Tensor) -> torch.Tensor:
+def prefer_second(
+    correct_first: torch.Tensor, loss_first: torch.Tensor, correct_second: torch.Tensor, loss_second: torch.Tensor
+) -> torch.Tensor:
     """Bool ``[N]``: where the worst case takes the second attack's example rather than the first's.
 
     An example that fools the model (``correct`` False) beats one that does not; between two that
@@ -46,9 +48,17 @@ def prefer_second(correct_first: torch.Tensor, loss_first: torch.Tensor, correct
     return (fools_second & ~fools_first) | ((fools_second == fools_first) & (loss_second > loss_first))
 
 
-def adversarial_examples(evaluator: Evaluator, target: Target, attack: str, eps: float | None, protocol: str, *,
-                         steps: int | None = None, alpha: float | None = None, restarts: int = 1
-                         ) -> tuple[torch.Tensor, dict]:
+def adversarial_examples(
+    evaluator: Evaluator,
+    target: Target,
+    attack: str,
+    eps: float | None,
+    protocol: str,
+    *,
+    steps: int | None = None,
+    alpha: float | None = None,
+    restarts: int = 1,
+) -> tuple[torch.Tensor, dict]:
     """Adversarial versions of ``evaluator.x`` against ``target`` under ``protocol`` (see the module
     docstring), crafted by :meth:`fastwnll.evaluation.Evaluator.craft` in its batches.
 
@@ -63,15 +73,20 @@ def adversarial_examples(evaluator: Evaluator, target: Target, attack: str, eps:
         names = ["paper"]
     else:
         names = list(PROTOCOLS) if protocol == "worst-case" else [protocol]
+    # random restarts are a setting of the attacks that have them (pgd); asking another is an error there
+    settings = None if restarts == 1 else {"restarts": restarts}
     started = time.perf_counter()
     crafted, budget = [], None
     for name in names:
         setting = resolve(name, target.model, "none")
-        x_adv, info = evaluator.craft(target, attack, eps, setting, steps=steps, alpha=alpha, restarts=restarts)
+        x_adv, info = evaluator.craft(target, attack, eps, setting, steps=steps, alpha=alpha, settings=settings)
         crafted.append((evaluator.restrict(x_adv, attack, eps), f"{info['budget']}; {setting.describe()}"))
         budget = info["budget"]
-    result = {"protocol": protocol if uses_wnll(target.model) else "single", "budget": budget,
-              "attacks": [description for _, description in crafted]}
+    result = {
+        "protocol": protocol if uses_wnll(target.model) else "single",
+        "budget": budget,
+        "attacks": [description for _, description in crafted],
+    }
     x_adv = crafted[0][0]
     if len(crafted) == 2:
         first = outcomes(target.model, x_adv, evaluator.y, evaluator.batch_size)
