@@ -16,6 +16,7 @@ The decision (CUDA kernels built or not, and why) is printed, and written to
 ``fastwnll/_build_config.py`` so that ``fastwnll info`` reports it even when pip hides the build
 output.
 """
+
 import glob
 import os
 import sys
@@ -31,8 +32,11 @@ DEFAULT_ARCH_LIST = "8.0;9.0+PTX"
 
 def is_toolkit(path) -> bool:
     """``path`` holds a CUDA toolkit: the runtime headers and nvcc."""
-    return bool(path) and os.path.isfile(os.path.join(path, "include", "cuda_runtime.h")) and \
-        os.path.isfile(os.path.join(path, "bin", "nvcc"))
+    return (
+        bool(path)
+        and os.path.isfile(os.path.join(path, "include", "cuda_runtime.h"))
+        and os.path.isfile(os.path.join(path, "bin", "nvcc"))
+    )
 
 
 def find_cuda_home(environ=os.environ, torch_guess=cpp_extension.CUDA_HOME):
@@ -80,8 +84,7 @@ class BuildRecordingExtension(BuildExtension):
 
     def run(self):
         super().run()
-        text = ('"""How the compiled extension was built (written by setup.py)."""\n'
-                f"BUILD = {self.config!r}\n")
+        text = f'"""How the compiled extension was built (written by setup.py)."""\nBUILD = {self.config!r}\n'
         for root in {HERE, os.path.abspath(self.build_lib)}:
             if os.path.isdir(os.path.join(root, "fastwnll")):
                 with open(os.path.join(root, "fastwnll", "_build_config.py"), "w") as out:
@@ -96,8 +99,13 @@ def extension():
     cxx = ["-O3"] + openmp
     toolkit, looked = find_cuda_home()
     cuda, reason = cuda_decision(os.environ.get("FASTWNLL_CUDA", "auto"), toolkit, looked, torch.version.cuda)
-    config = {"torch": torch.__version__, "cuda": cuda, "reason": reason, "cuda_home": toolkit if cuda else None,
-              "arch_list": None}
+    config = {
+        "torch": torch.__version__,
+        "cuda": cuda,
+        "reason": reason,
+        "cuda_home": toolkit if cuda else None,
+        "arch_list": None,
+    }
     if cuda:
         cpp_extension.CUDA_HOME = toolkit  # torch's own guess may be a wrapper's directory
         os.environ["CUDA_HOME"] = toolkit

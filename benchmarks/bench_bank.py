@@ -19,15 +19,16 @@ Writes OUT/bank_<device>_<threads>threads.csv (times in seconds; OUT defaults to
 which git ignores) and prints a Markdown table (times in milliseconds). On a shared CPU,
 OMP_NUM_THREADS=1 gives the steadiest numbers.
 """
+
 from __future__ import annotations
 
 import argparse
 
 import torch
 import torch.nn.functional as F
+from common import add_io_options, device_name, markdown_table, mnist_pca, timings, write_csv
 
 import fastwnll
-from common import add_io_options, device_name, markdown_table, mnist_pca, timings, write_csv
 
 K, CLASSES, DIM = 15, 10, 64
 
@@ -46,12 +47,17 @@ def measure(m: int, q: int, repeats: int, device: str, data_dir) -> list[dict]:
     full = lambda v: fastwnll.wnll_interpolate(templates, labels, v, k=K, num_classes=CLASSES)  # noqa: E731
     build = lambda: fastwnll.TemplateBank(templates, labels, k=K, num_classes=CLASSES)  # noqa: E731
     bank = build()
-    index_s = timings(lambda: build().interpolate(queries[:1], inductive=True), max(3, repeats // 2), device)[0] - \
-        timings(lambda: bank.interpolate(queries[:1], inductive=True), repeats, device)[0]
+    index_s = (
+        timings(lambda: build().interpolate(queries[:1], inductive=True), max(3, repeats // 2), device)[0]
+        - timings(lambda: bank.interpolate(queries[:1], inductive=True), repeats, device)[0]
+    )
     with torch.no_grad():
         identical = torch.equal(bank.interpolate(queries), full(queries))
-    methods = [("today: full rebuild", full), ("bank, transductive", bank.interpolate),
-               ("bank, inductive", lambda v: bank.interpolate(v, inductive=True))]
+    methods = [
+        ("today: full rebuild", full),
+        ("bank, transductive", bank.interpolate),
+        ("bank, inductive", lambda v: bank.interpolate(v, inductive=True)),
+    ]
     rows = []
     slow_repeats = max(3, repeats // 2) if m >= 20000 else repeats
     for name, interpolate in methods:
@@ -60,10 +66,20 @@ def measure(m: int, q: int, repeats: int, device: str, data_dir) -> list[dict]:
             forward_s, forward_cpu_s = timings(lambda: interpolate(queries), runs, device)
             accuracy = float((interpolate(queries).argmax(1) == truth).float().mean())
         step_s, step_cpu_s = timings(lambda: step(interpolate, queries, truth), runs, device)
-        rows.append({"m": m, "q": q, "method": name, "forward_s": forward_s, "attack_step_s": step_s,
-                     "forward_cpu_s": forward_cpu_s, "attack_step_cpu_s": step_cpu_s,
-                     "index_s": index_s if name.startswith("bank") else None,
-                     "accuracy": accuracy, "identical_to_full": identical if name.endswith("transductive") else None})
+        rows.append(
+            {
+                "m": m,
+                "q": q,
+                "method": name,
+                "forward_s": forward_s,
+                "attack_step_s": step_s,
+                "forward_cpu_s": forward_cpu_s,
+                "attack_step_cpu_s": step_cpu_s,
+                "index_s": index_s if name.startswith("bank") else None,
+                "accuracy": accuracy,
+                "identical_to_full": identical if name.endswith("transductive") else None,
+            }
+        )
     for row in rows:
         for key in ("forward_s", "attack_step_s", "forward_cpu_s", "attack_step_cpu_s"):
             row[key[:-2] + "_speedup"] = rows[0][key] / row[key]
@@ -87,14 +103,38 @@ def main() -> None:
     path = args.out / f"bank_{args.device}{suffix}.csv"
     write_csv(path, rows)
     print(f"{device_name(args.device)}; wrote {path}\n")
-    shown = [{**r, "m": f"{r['m']:,}", "index ms": "" if r["index_s"] is None else f"{1e3 * r['index_s']:.0f}",
-              "accuracy": f"{r['accuracy']:.3f}",
-              "same scores": {None: "", True: "bit for bit", False: "NO"}[r["identical_to_full"]],
-              **{f"{what} ms ({clock})": f"{1e3 * r[key + suffix + '_s']:.2f} ({r[key + suffix + '_speedup']:.1f}x)"
-                 for what, key in (("forward", "forward"), ("attack step", "attack_step"))
-                 for clock, suffix in (("wall", ""), ("CPU", "_cpu"))}} for r in rows]
-    print(markdown_table(shown, ["m", "q", "method", "forward ms (wall)", "forward ms (CPU)", "attack step ms (wall)",
-                                 "attack step ms (CPU)", "index ms", "accuracy", "same scores"]))
+    shown = [
+        {
+            **r,
+            "m": f"{r['m']:,}",
+            "index ms": "" if r["index_s"] is None else f"{1e3 * r['index_s']:.0f}",
+            "accuracy": f"{r['accuracy']:.3f}",
+            "same scores": {None: "", True: "bit for bit", False: "NO"}[r["identical_to_full"]],
+            **{
+                f"{what} ms ({clock})": f"{1e3 * r[key + suffix + '_s']:.2f} ({r[key + suffix + '_speedup']:.1f}x)"
+                for what, key in (("forward", "forward"), ("attack step", "attack_step"))
+                for clock, suffix in (("wall", ""), ("CPU", "_cpu"))
+            },
+        }
+        for r in rows
+    ]
+    print(
+        markdown_table(
+            shown,
+            [
+                "m",
+                "q",
+                "method",
+                "forward ms (wall)",
+                "forward ms (CPU)",
+                "attack step ms (wall)",
+                "attack step ms (CPU)",
+                "index ms",
+                "accuracy",
+                "same scores",
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ GPU (nccl; one process per GPU, launched by torchrun; CUDA-synchronized timings)
 ``digits_cnn`` takes scikit-learn's digits (1,438 training images); other models take uniform random
 images of their input shape (timing only: the graph of random features is as costly to solve).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from common import OUT_DIR, device_name
 
 GRADIENTS = ("surrogate", "exact")
@@ -130,9 +130,16 @@ def run(args: argparse.Namespace, device: torch.device) -> list[dict]:
             if world == 1 and graph == "local" and dist.is_initialized():
                 continue  # one process in a group: the local graph is the global one
             found = measure(args.model, args.batch, gradient, graph, args.repeats, device)
-            rows.append({"model": args.model, "batch": args.batch, "gradient": gradient,
-                         "processes": world if dist.is_initialized() else "1, no group",
-                         "graph": graph if dist.is_initialized() else "local (one process)", **found})
+            rows.append(
+                {
+                    "model": args.model,
+                    "batch": args.batch,
+                    "gradient": gradient,
+                    "processes": world if dist.is_initialized() else "1, no group",
+                    "graph": graph if dist.is_initialized() else "local (one process)",
+                    **found,
+                }
+            )
     return rows
 
 
@@ -170,8 +177,10 @@ def table(rows: list[dict]) -> str:
     """The rows as a Markdown table (milliseconds, wall / CPU time of process 0; the last column the
     wall-time ratio to the one-process step of the same gradient)."""
     single = {r["gradient"]: r["step_s"] for r in rows if r["processes"] == "1, no group"}
-    lines = ["| gradient | processes | graph | step (ms) | gather (ms) | gather / step | step / one process's |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| gradient | processes | graph | step (ms) | gather (ms) | gather / step | step / one process's |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         step = f"{1e3 * r['step_s']:.1f} / {1e3 * r['step_cpu_s']:.1f}"
         gather = share = ""
@@ -190,8 +199,12 @@ def main() -> None:
     parser.add_argument("--worlds", type=int, nargs="+", default=[1, 2], help="CPU: process counts to spawn")
     parser.add_argument("--gradients", nargs="+", choices=GRADIENTS, default=list(GRADIENTS))
     parser.add_argument("--repeats", type=int, default=9, help="timed steps per configuration")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="CPU: times every configuration is run in turn (the figures: medians over rounds)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="CPU: times every configuration is run in turn (the figures: medians over rounds)",
+    )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     args = parser.parse_args()
@@ -220,9 +233,11 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=["model", "batch", "gradient", "processes", "graph", *FIELDS])
         writer.writeheader()
         writer.writerows(rows)
-    text = (f"{args.model}, global batch {args.batch}, {device_name(args.device)}, "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, medians of {args.repeats} steps "
-            f"(and of {rounds} rounds)\n\n" + table(rows))
+    text = (
+        f"{args.model}, global batch {args.batch}, {device_name(args.device)}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, medians of {args.repeats} steps "
+        f"(and of {rounds} rounds)\n\n" + table(rows)
+    )
     (args.out / f"{name}.md").write_text(text)
     print(text)
 

@@ -25,6 +25,7 @@ Usage:
 Writes <out>/knn_cpu_<threads>threads.csv (default out: benchmarks/out/, git-ignored; pass
 --out benchmarks/results to update the committed numbers) and prints a Markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from common import markdown_table, mnist_pca, write_csv
 
 K, K_SIGMA, DIM, CLASSES = 15, 8, 64, 10
@@ -83,7 +83,7 @@ def recall(idx: np.ndarray, ref: np.ndarray) -> float:
     """Mean fraction of the rows of ``ref`` found in the same rows of ``idx`` (chunked)."""
     found = 0
     for s in range(0, len(idx), 50_000):
-        a, b = idx[s:s + 50_000], ref[s:s + 50_000]
+        a, b = idx[s : s + 50_000], ref[s : s + 50_000]
         found += (a[:, :, None] == b[:, None, :]).any(2).sum()
     return found / ref.size
 
@@ -98,8 +98,9 @@ def accuracy(idx: np.ndarray, dist: np.ndarray, labels: np.ndarray):
     w = fastwnll.weights_from_distances(torch.from_numpy(dist).double(), k_sigma=K_SIGMA)
     onehot = torch.nn.functional.one_hot(torch.from_numpy(labels[:m]), CLASSES).double()
     try:
-        u = fastwnll.wnll_solve(torch.from_numpy(idx).long(), w, onehot, mu=n / m - 1.0, tol=1e-6, max_iter=5000,
-                                on_nonconvergence="warn")
+        u = fastwnll.wnll_solve(
+            torch.from_numpy(idx).long(), w, onehot, mu=n / m - 1.0, tol=1e-6, max_iter=5000, on_nonconvergence="warn"
+        )
     except fastwnll.WNLLUnreachableError as exc:
         print(f"accuracy not measured: {str(exc).split(':')[0]}", flush=True)
         return ""
@@ -136,8 +137,11 @@ def main():
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per method (medians); 1 above 50,000")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
-    parser.add_argument("--reuse", action="store_true",
-                        help="reuse the measurements (result_<n>_<method>.json and graphs) already in --out")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse the measurements (result_<n>_<method>.json and graphs) already in --out",
+    )
     parser.add_argument("--child", nargs=2, metavar=("N", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -149,10 +153,17 @@ def main():
         rows += run_size(n, args.methods, args.repeats if n <= 50_000 else 1, args.out, args.reuse)
     threads = torch.get_num_threads()
     write_csv(args.out / f"knn_cpu_{threads}threads.csv", rows)
-    fmt = [dict(r, time_s=f"{r['time_s']:.2f}", extra_mib=f"{r['extra_mib']:.0f}",
-                peak_rss_mib=f"{r['peak_rss_mib']:.0f}" if r["peak_rss_mib"] is not None else "",
-                recall=f"{r['recall']:.4f}" if r["recall"] != "" else "",
-                accuracy=f"{r['accuracy']:.4f}" if r["accuracy"] != "" else "") for r in rows]
+    fmt = [
+        dict(
+            r,
+            time_s=f"{r['time_s']:.2f}",
+            extra_mib=f"{r['extra_mib']:.0f}",
+            peak_rss_mib=f"{r['peak_rss_mib']:.0f}" if r["peak_rss_mib"] is not None else "",
+            recall=f"{r['recall']:.4f}" if r["recall"] != "" else "",
+            accuracy=f"{r['accuracy']:.4f}" if r["accuracy"] != "" else "",
+        )
+        for r in rows
+    ]
     print(f"{os.cpu_count()} cores, {threads} torch threads")
     print(markdown_table(fmt, ["n", "method", "exact", "time_s", "extra_mib", "peak_rss_mib", "recall", "accuracy"]))
 

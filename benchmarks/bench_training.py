@@ -20,12 +20,14 @@ random images of the same shape when they are not there (said in the output) or 
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_training.py --device cpu --batch 256 --steps 2 --repeats 3 --out benchmarks/results
+    OMP_NUM_THREADS=1 python benchmarks/bench_training.py --device cpu --batch 256 --steps 2 --repeats 3 \
+        --out benchmarks/results
     python benchmarks/bench_training.py --device cuda --batch 6000 --steps 3   # the paper's stage-2 graph
 
 Writes ``<out>/training_<device>.csv`` (one row per epoch, times in ms) and ``.md`` (the table with
 the device, the command and the date); ``--out`` defaults to the git-ignored ``benchmarks/out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +35,6 @@ import datetime
 import sys
 
 import torch
-
 from common import add_io_options, markdown_table, write_csv
 
 from fastwnll.bench import training
@@ -66,19 +67,28 @@ def main(argv=None) -> None:
     command = "python benchmarks/bench_training.py " + " ".join(argv if argv is not None else sys.argv[1:])
     data, name = load_digits(args.data_dir, args.synthetic)
     env = environment(args.device)
-    rows = training.run(args.device, args.batch, args.steps, args.repeats, env, pgd_steps=args.pgd_steps, data=data,
-                        data_name=name)
+    rows = training.run(
+        args.device, args.batch, args.steps, args.repeats, env, pgd_steps=args.pgd_steps, data=data, data_name=name
+    )
     out = args.out / f"training_{args.device}.csv"
     write_csv(out, rows)
-    columns = {"cpu_ms": "", "cpu_ratio": ""}   # on the CPU only
-    table = markdown_table([dict(columns, **{k: shown(v) for k, v in row.items()}, epoch=row["backend"])
-                            for row in rows],
-                           ["epoch", "shape", "dtype", "steps", "pgd_steps", "median_ms", "ratio", "cpu_ms",
-                            "cpu_ratio", "ratio_of"])
-    lines = [f"# PGD training epochs, WNLL head vs linear head ({args.device})", "",
-             f"- device: {env['device']}", f"- command: `{command}`", f"- date: {datetime.date.today().isoformat()}",
-             f"- torch {env['torch']}, fastwnll {env['fastwnll']}; {name} images; medians of {args.repeats} epochs "
-             "timed in turn", "", table, ""]
+    columns = {"cpu_ms": "", "cpu_ratio": ""}  # on the CPU only
+    table = markdown_table(
+        [dict(columns, **{k: shown(v) for k, v in row.items()}, epoch=row["backend"]) for row in rows],
+        ["epoch", "shape", "dtype", "steps", "pgd_steps", "median_ms", "ratio", "cpu_ms", "cpu_ratio", "ratio_of"],
+    )
+    lines = [
+        f"# PGD training epochs, WNLL head vs linear head ({args.device})",
+        "",
+        f"- device: {env['device']}",
+        f"- command: `{command}`",
+        f"- date: {datetime.date.today().isoformat()}",
+        f"- torch {env['torch']}, fastwnll {env['fastwnll']}; {name} images; medians of {args.repeats} epochs "
+        "timed in turn",
+        "",
+        table,
+        "",
+    ]
     out.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
 

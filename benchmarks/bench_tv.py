@@ -66,6 +66,7 @@ GPU estimate (column ``model_ms``), for the lead to compare with the measured ti
 Targets: CPU, the torch path >= 5x faster than skimage's per-image loop on 256 MNIST digits at
 equal objective; GPU, the fused kernel >= 10x faster than eager torch for the CIFAR batch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -92,9 +93,15 @@ ITERS = 100
 FLOPS_PER_PIXEL_ITER = 30
 TILED_BYTES_PER_PIXEL_ITER = 28
 # name fragment -> (peak fp32 TFLOP/s, peak HBM GB/s); the first match wins
-PEAKS = [("H100 PCIe", 51.0, 2000.0), ("H100", 67.0, 3350.0), ("H200", 67.0, 4800.0),
-         ("A100", 19.5, 2039.0), ("L40S", 91.6, 864.0), ("A10", 31.2, 600.0)]
-SKIMAGE_SETTINGS = [(2e-4, 200), (2e-5, 2000), (2e-6, 5000)]   # (eps, max_num_iter); the first is skimage's default
+PEAKS = [
+    ("H100 PCIe", 51.0, 2000.0),
+    ("H100", 67.0, 3350.0),
+    ("H200", 67.0, 4800.0),
+    ("A100", 19.5, 2039.0),
+    ("L40S", 91.6, 864.0),
+    ("A10", 31.2, 600.0),
+]
+SKIMAGE_SETTINGS = [(2e-4, 200), (2e-5, 2000), (2e-6, 5000)]  # (eps, max_num_iter); the first is skimage's default
 
 
 def objective(z, x, lam) -> float:
@@ -105,7 +112,7 @@ def objective(z, x, lam) -> float:
     dy = np.zeros_like(z)
     dx[..., :, :-1] = np.diff(z, axis=-1)
     dy[..., :-1, :] = np.diff(z, axis=-2)
-    return float(0.5 * ((z - x) ** 2).sum() + lam * np.sqrt(dx ** 2 + dy ** 2).sum())
+    return float(0.5 * ((z - x) ** 2).sum() + lam * np.sqrt(dx**2 + dy**2).sum())
 
 
 def skimage_loop(images: np.ndarray, lam: float, eps: float = 2e-4, max_num_iter: int = 200) -> np.ndarray:
@@ -113,23 +120,26 @@ def skimage_loop(images: np.ndarray, lam: float, eps: float = 2e-4, max_num_iter
     from skimage.restoration import denoise_tv_chambolle
 
     axis = 0 if images.ndim == 4 else None
-    return np.stack([denoise_tv_chambolle(im, weight=lam, eps=eps, max_num_iter=max_num_iter, channel_axis=axis)
-                     for im in images])
+    return np.stack(
+        [denoise_tv_chambolle(im, weight=lam, eps=eps, max_num_iter=max_num_iter, channel_axis=axis) for im in images]
+    )
 
 
 def photo_batch(n: int, crop: int, pool: int, seed: int = 0) -> torch.Tensor:
     """``n`` RGB crops [n, 3, crop/pool, crop/pool] in [0, 1] from scikit-image's bundled photographs."""
     from skimage import data
 
-    photos = [getattr(data, name)() for name in ("astronaut", "coffee", "chelsea", "rocket",
-                                                  "immunohistochemistry", "hubble_deep_field")]
+    photos = [
+        getattr(data, name)()
+        for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
+    ]
     rng = np.random.default_rng(seed)
     crops = []
     for i in range(n):
         img = photos[i % len(photos)]
         r = rng.integers(0, img.shape[0] - crop + 1)
         c = rng.integers(0, img.shape[1] - crop + 1)
-        crops.append(img[r:r + crop, c:c + crop].transpose(2, 0, 1))
+        crops.append(img[r : r + crop, c : c + crop].transpose(2, 0, 1))
     x = torch.from_numpy(np.stack(crops).astype(np.float32) / 255.0)
     return F.avg_pool2d(x, pool) if pool > 1 else x
 
@@ -169,7 +179,7 @@ def fmt(v, digits=3):
 
 def equal_objective_table(repeats: int, n_images: int) -> list[dict]:
     images, _ = mnist_images()
-    x = torch.from_numpy(images[:n_images].astype(np.float32) / 255.0)     # [n, 28, 28]
+    x = torch.from_numpy(images[:n_images].astype(np.float32) / 255.0)  # [n, 28, 28]
     xn = x.numpy()
     rows = []
     for lam in (0.03, 0.1):
@@ -180,7 +190,7 @@ def equal_objective_table(repeats: int, n_images: int) -> list[dict]:
                 return objective(fastwnll.tv_denoise(x, lam, iters=k, tol=None), x, lam)
 
             lo, hi = 1, 1
-            while f_ours(hi) > f_sk:                      # smallest k with f(k) <= f_sk, by bisection
+            while f_ours(hi) > f_sk:  # smallest k with f(k) <= f_sk, by bisection
                 lo, hi = hi + 1, hi * 2
             while lo < hi:
                 mid = (lo + hi) // 2
@@ -190,28 +200,40 @@ def equal_objective_table(repeats: int, n_images: int) -> list[dict]:
             assert f_k <= f_sk
             t_sk = timeit(lambda: skimage_loop(xn, lam, eps, max_iter), repeats)
             t_ours = timeit(lambda: fastwnll.tv_denoise(x, lam, iters=k, tol=None), 3 * repeats)
-            row = {"table": "equal_objective", "workload": f"MNIST {n_images}x28x28", "lam": lam,
-                   "skimage_eps": eps, "skimage_max_iter": max_iter, "skimage_objective": f"{f_sk:.6f}",
-                   "skimage_ms": f"{t_sk * 1e3:.2f}", "ours_iters": k, "ours_objective": f"{f_k:.6f}",
-                   "ours_ms": f"{t_ours * 1e3:.2f}", "speedup": f"{t_sk / t_ours:.1f}",
-                   "torch_threads": torch.get_num_threads()}
+            row = {
+                "table": "equal_objective",
+                "workload": f"MNIST {n_images}x28x28",
+                "lam": lam,
+                "skimage_eps": eps,
+                "skimage_max_iter": max_iter,
+                "skimage_objective": f"{f_sk:.6f}",
+                "skimage_ms": f"{t_sk * 1e3:.2f}",
+                "ours_iters": k,
+                "ours_objective": f"{f_k:.6f}",
+                "ours_ms": f"{t_ours * 1e3:.2f}",
+                "speedup": f"{t_sk / t_ours:.1f}",
+                "torch_threads": torch.get_num_threads(),
+            }
             rows.append(row)
             print(row, flush=True)
     return rows
 
 
-def batch_table(device: str, backends: list[str], iters: int, repeats: int, skimage_images: int, peak_flops,
-                peak_bw, scale: int) -> list[dict]:
+def batch_table(
+    device: str, backends: list[str], iters: int, repeats: int, skimage_images: int, peak_flops, peak_bw, scale: int
+) -> list[dict]:
     images, _ = mnist_images()
-    batches = [("CIFAR", photo_batch(max(1, 512 // scale), 64, 2)),
-               ("MNIST", torch.from_numpy(images[:max(1, 1024 // scale)].astype(np.float32) / 255.0)[:, None]),
-               ("ImageNet", photo_batch(max(1, 32 // scale), 224, 1))]
+    batches = [
+        ("CIFAR", photo_batch(max(1, 512 // scale), 64, 2)),
+        ("MNIST", torch.from_numpy(images[: max(1, 1024 // scale)].astype(np.float32) / 255.0)[:, None]),
+        ("ImageNet", photo_batch(max(1, 32 // scale), 224, 1)),
+    ]
     rows = []
     for name, x_cpu in batches:
         x = x_cpu.to(device)
         shape = "x".join(map(str, x.shape))
         # skimage on a subset: at most skimage_images images and about 2e5 pixels per plane set
-        sub = x_cpu[:max(1, min(skimage_images, 200_000 // x_cpu[0].numel()))]
+        sub = x_cpu[: max(1, min(skimage_images, 200_000 // x_cpu[0].numel()))]
         sk_np = sub.numpy() if sub.shape[1] == 3 else sub[:, 0].numpy()
         t_sk_per_image = timeit(lambda: skimage_loop(sk_np, LAM), max(1, repeats // 2)) / len(sub)
         n_obj = min(8, len(sub))
@@ -220,28 +242,47 @@ def batch_table(device: str, backends: list[str], iters: int, repeats: int, skim
         for op in ("tv_denoise", "tvm"):
             for backend in backends:
                 if op == "tv_denoise":
+
                     def call():
                         return fastwnll.tv_denoise(x, LAM, iters=iters, tol=None, backend=backend)
                 else:
+
                     def call():
                         return fastwnll.tvm(x, drop_rate=0.5, lam=LAM, iters=iters, tol=None, backend=backend)
+
                 t = timeit(call, repeats, device)
                 if backend == "torch":
                     eager[op] = t
                 masked = op == "tvm"
                 nbytes = x.numel() * 2 * x.element_size() + (x.numel() if masked else 0)
                 model = model_seconds(x, masked, backend, iters, peak_flops, peak_bw)
-                obj = objective(fastwnll.tv_denoise(x[:n_obj], LAM, iters=iters, tol=None, backend=backend),
-                                x_cpu[:n_obj], LAM) if op == "tv_denoise" else None
-                rows.append({"table": "batches", "workload": f"{name} {shape}", "op": op, "backend": backend,
-                             "device": device, "iters": iters, "ms": f"{t * 1e3:.2f}",
-                             "images_per_sec": f"{x.shape[0] / t:.0f}", "eff_GB_per_sec": f"{nbytes / t / 1e9:.3g}",
-                             "model_ms": fmt(None if model is None else model * 1e3),
-                             "objective_images": n_obj, "objective": "" if obj is None else f"{obj:.5f}",
-                             "skimage_images_per_sec": "" if masked else f"{1 / t_sk_per_image:.0f}",
-                             "skimage_objective": "" if masked else f"{obj_sk:.5f}",
-                             "speedup_vs_eager": "",
-                             "speedup_vs_skimage": "" if masked else f"{t_sk_per_image * x.shape[0] / t:.1f}"})
+                obj = (
+                    objective(
+                        fastwnll.tv_denoise(x[:n_obj], LAM, iters=iters, tol=None, backend=backend), x_cpu[:n_obj], LAM
+                    )
+                    if op == "tv_denoise"
+                    else None
+                )
+                rows.append(
+                    {
+                        "table": "batches",
+                        "workload": f"{name} {shape}",
+                        "op": op,
+                        "backend": backend,
+                        "device": device,
+                        "iters": iters,
+                        "ms": f"{t * 1e3:.2f}",
+                        "images_per_sec": f"{x.shape[0] / t:.0f}",
+                        "eff_GB_per_sec": f"{nbytes / t / 1e9:.3g}",
+                        "model_ms": fmt(None if model is None else model * 1e3),
+                        "objective_images": n_obj,
+                        "objective": "" if obj is None else f"{obj:.5f}",
+                        "skimage_images_per_sec": "" if masked else f"{1 / t_sk_per_image:.0f}",
+                        "skimage_objective": "" if masked else f"{obj_sk:.5f}",
+                        "speedup_vs_eager": "",
+                        "speedup_vs_skimage": "" if masked else f"{t_sk_per_image * x.shape[0] / t:.1f}",
+                    }
+                )
                 print(rows[-1], flush=True)
         for row in rows:
             if row["workload"] == f"{name} {shape}":
@@ -255,12 +296,14 @@ def convergence_table(device: str, repeats: int, scale: int) -> list[dict]:
     from fastwnll.tv import DEFAULT_TOL
 
     images, _ = mnist_images()
-    batches = [("CIFAR", photo_batch(max(1, 512 // scale), 64, 2)),
-               ("MNIST", torch.from_numpy(images[:max(1, 256 // scale)].astype(np.float32) / 255.0)[:, None])]
+    batches = [
+        ("CIFAR", photo_batch(max(1, 512 // scale), 64, 2)),
+        ("MNIST", torch.from_numpy(images[: max(1, 256 // scale)].astype(np.float32) / 255.0)[:, None]),
+    ]
     rows = []
     for name, x01 in batches:
         mask = fastwnll.keep_mask(x01, 0.5, generator=torch.Generator().manual_seed(0))
-        for op, rng in (("tv_denoise", 1), ("tv_denoise", 255), ("tvm", 1)):   # tvm takes images in [0, 1]
+        for op, rng in (("tv_denoise", 1), ("tv_denoise", 255), ("tvm", 1)):  # tvm takes images in [0, 1]
             x, lam = (x01 * rng).to(device), LAM * rng
             m = None if op == "tv_denoise" else mask.to(device)
 
@@ -274,8 +317,15 @@ def convergence_table(device: str, repeats: int, scale: int) -> list[dict]:
             k = int(its.max())
             # interleaved, so that a load change on a shared machine hits all variants alike
             t_tol, t_same, t_checks, t_100 = interleaved_times(
-                [call, lambda: call(iters=k, tol=None), lambda: call(iters=k, tol=1e-12),   # every check, no stop
-                 lambda: call(iters=100, tol=None)], repeats, device)
+                [
+                    call,
+                    lambda: call(iters=k, tol=None),
+                    lambda: call(iters=k, tol=1e-12),  # every check, no stop
+                    lambda: call(iters=100, tol=None),
+                ],
+                repeats,
+                device,
+            )
             # objective gap at the end against a converged float64 reference, first 8 images
             n = 8
             xs = x[:n].double().cpu()
@@ -285,17 +335,28 @@ def convergence_table(device: str, repeats: int, scale: int) -> list[dict]:
             f = objective_planes(z[:n].cpu(), xs, lam, ms)
             z100, info100 = call(iters=100, tol=None)
             f100 = objective_planes(z100[:n].cpu(), xs, lam, ms)
-            rows.append({"table": "convergence", "workload": f"{name} {'x'.join(map(str, x.shape))}",
-                         "op": op, "range": f"[0, {rng}]", "lam": f"{lam:g}", "tol": DEFAULT_TOL,
-                         "iters_median": int(its.median()), "iters_max": k,
-                         "converged": f"{float(info.converged.float().mean()):.3f}",
-                         "tol_ms": f"{t_tol * 1e3:.1f}", "same_iters_no_tol_ms": f"{t_same * 1e3:.1f}",
-                         "checks_no_stop_ms": f"{t_checks * 1e3:.1f}", "check_cost": f"{t_checks / t_same:.2f}",
-                         "iters100_no_tol_ms": f"{t_100 * 1e3:.1f}",
-                         "gap_true_max": f"{float(((f - f_ref) / f).max()):.2e}",
-                         "gap_reported_max": f"{float(info.gap[:n].max()):.2e}",
-                         "iters100_gap_true_max": f"{float(((f100 - f_ref) / f100).max()):.2e}",
-                         "iters100_gap_reported_max": f"{float(info100.gap[:n].max()):.2e}"})
+            rows.append(
+                {
+                    "table": "convergence",
+                    "workload": f"{name} {'x'.join(map(str, x.shape))}",
+                    "op": op,
+                    "range": f"[0, {rng}]",
+                    "lam": f"{lam:g}",
+                    "tol": DEFAULT_TOL,
+                    "iters_median": int(its.median()),
+                    "iters_max": k,
+                    "converged": f"{float(info.converged.float().mean()):.3f}",
+                    "tol_ms": f"{t_tol * 1e3:.1f}",
+                    "same_iters_no_tol_ms": f"{t_same * 1e3:.1f}",
+                    "checks_no_stop_ms": f"{t_checks * 1e3:.1f}",
+                    "check_cost": f"{t_checks / t_same:.2f}",
+                    "iters100_no_tol_ms": f"{t_100 * 1e3:.1f}",
+                    "gap_true_max": f"{float(((f - f_ref) / f).max()):.2e}",
+                    "gap_reported_max": f"{float(info.gap[:n].max()):.2e}",
+                    "iters100_gap_true_max": f"{float(((f100 - f_ref) / f100).max()):.2e}",
+                    "iters100_gap_reported_max": f"{float(info100.gap[:n].max()):.2e}",
+                }
+            )
             print(rows[-1], flush=True)
     return rows
 
@@ -316,27 +377,41 @@ def objective_planes(z, x, lam, m=None) -> torch.Tensor:
     dy = np.zeros_like(z)
     dx[..., :, :-1] = np.diff(z, axis=-1)
     dy[..., :-1, :] = np.diff(z, axis=-2)
-    return torch.from_numpy((0.5 * w * (z - x) ** 2 + lam * np.sqrt(dx ** 2 + dy ** 2)).sum((-2, -1)))
+    return torch.from_numpy((0.5 * w * (z - x) ** 2 + lam * np.sqrt(dx**2 + dy**2)).sum((-2, -1)))
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--backends", default=None,
-                        help="comma-separated subset of triton,torch (default: triton,torch on cuda, torch on cpu)")
+    parser.add_argument(
+        "--backends",
+        default=None,
+        help="comma-separated subset of triton,torch (default: triton,torch on cuda, torch on cpu)",
+    )
     parser.add_argument("--iters", type=int, default=ITERS, help="iterations per call in the batch table")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default 1 with --device cpu, as skimage runs on one core)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default 1 with --device cpu, as skimage runs on one core)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
     parser.add_argument("--skimage-images", type=int, default=32, help="images of each batch timed with skimage")
     parser.add_argument("--mnist-images", type=int, default=256, help="digits in the equal-objective table")
     parser.add_argument("--scale", type=int, default=1, help="divide the batch sizes (smoke tests)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="GPU peak fp32 TFLOP/s for model_ms")
     parser.add_argument("--peak-gbs", type=float, default=None, help="GPU peak memory GB/s for model_ms")
-    parser.add_argument("--tables", default=",".join(TABLES),
-                        help=f"comma-separated subset of {','.join(TABLES)} (equal_objective: CPU only)")
-    parser.add_argument("--out", type=Path, default=OUT,
-                        help="output folder (default benchmarks/out, git-ignored; benchmarks/results is committed)")
+    parser.add_argument(
+        "--tables",
+        default=",".join(TABLES),
+        help=f"comma-separated subset of {','.join(TABLES)} (equal_objective: CPU only)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=OUT,
+        help="output folder (default benchmarks/out, git-ignored; benchmarks/results is committed)",
+    )
     args = parser.parse_args(argv)
     # short iteration counts are deliberate here, and the tables report the gaps themselves
     warnings.filterwarnings("ignore", category=TVConvergenceWarning)
@@ -351,10 +426,18 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads or 1)
     command = "python benchmarks/bench_tv.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
-    eq_rows = equal_objective_table(args.repeats, args.mnist_images) \
-        if "equal_objective" in tables and args.device == "cpu" else []
-    batch_rows = batch_table(args.device, backends, args.iters, args.repeats, args.skimage_images, peak_flops,
-                             peak_bw, args.scale) if "batches" in tables else []
+    eq_rows = (
+        equal_objective_table(args.repeats, args.mnist_images)
+        if "equal_objective" in tables and args.device == "cpu"
+        else []
+    )
+    batch_rows = (
+        batch_table(
+            args.device, backends, args.iters, args.repeats, args.skimage_images, peak_flops, peak_bw, args.scale
+        )
+        if "batches" in tables
+        else []
+    )
     conv_rows = convergence_table(args.device, args.repeats, args.scale) if "convergence" in tables else []
 
     rows = eq_rows + batch_rows + conv_rows
@@ -370,46 +453,106 @@ def main(argv=None) -> None:
         except PackageNotFoundError:
             return "not installed"
 
-    lines = [f"# TV iterations benchmark ({args.device})", "",
-             f"- device: {device_name(args.device)}",
-             f"- command: `{command}`",
-             f"- date: {datetime.date.today().isoformat()}",
-             f"- torch {torch.__version__}, triton {installed('triton')}, scikit-image {installed('scikit-image')}, "
-             f"{torch.get_num_threads()} torch threads; medians of {args.repeats} runs", ""]
+    lines = [
+        f"# TV iterations benchmark ({args.device})",
+        "",
+        f"- device: {device_name(args.device)}",
+        f"- command: `{command}`",
+        f"- date: {datetime.date.today().isoformat()}",
+        f"- torch {torch.__version__}, triton {installed('triton')}, scikit-image {installed('scikit-image')}, "
+        f"{torch.get_num_threads()} torch threads; medians of {args.repeats} runs",
+        "",
+    ]
     if eq_rows:
-        lines += [f"## Equal objective: {args.mnist_images} real MNIST digits, tv_denoise vs skimage per-image loop",
-                  "",
-                  "skimage `denoise_tv_chambolle(img, weight=lam, eps, max_num_iter)` (weight = lam); ours: the fewest "
-                  "iterations whose objective is <= skimage's (tol=None). Objectives are totals over the digits; "
-                  "times in ms (medians; ours over 3x more runs).", "",
-                  markdown_table(eq_rows, ["lam", "skimage_eps", "skimage_max_iter", "skimage_objective", "skimage_ms",
-                                           "ours_iters", "ours_objective", "ours_ms", "speedup"]), ""]
+        lines += [
+            f"## Equal objective: {args.mnist_images} real MNIST digits, tv_denoise vs skimage per-image loop",
+            "",
+            "skimage `denoise_tv_chambolle(img, weight=lam, eps, max_num_iter)` (weight = lam); ours: the fewest "
+            "iterations whose objective is <= skimage's (tol=None). Objectives are totals over the digits; "
+            "times in ms (medians; ours over 3x more runs).",
+            "",
+            markdown_table(
+                eq_rows,
+                [
+                    "lam",
+                    "skimage_eps",
+                    "skimage_max_iter",
+                    "skimage_objective",
+                    "skimage_ms",
+                    "ours_iters",
+                    "ours_objective",
+                    "ours_ms",
+                    "speedup",
+                ],
+            ),
+            "",
+        ]
     if batch_rows:
-        lines += [f"## Batches at {args.iters} iterations (lam {LAM}; tvm: drop rate 0.5)", "",
-                  "ms per call (median); eff_GB_per_sec = (x read + z written [+ bool mask]) / time; model_ms: GPU "
-                  "estimate of the script docstring; objective: total objective on the first objective_images images "
-                  "(ours at --iters iterations, skimage at its defaults); skimage timed per image on the CPU, on the "
-                  "first images of the batch (at most --skimage-images, about 2e5 pixels). skimage's default "
-                  "stopping rule (relative energy change below eps=2e-4) ends after few iterations on the large "
-                  "photographs, at a higher objective: only the equal-objective table compares equal accuracy.", "",
-                  markdown_table(batch_rows, ["workload", "op", "backend", "ms", "images_per_sec", "eff_GB_per_sec",
-                                              "model_ms", "speedup_vs_eager", "skimage_images_per_sec",
-                                              "speedup_vs_skimage", "objective_images", "objective",
-                                              "skimage_objective"]), ""]
+        lines += [
+            f"## Batches at {args.iters} iterations (lam {LAM}; tvm: drop rate 0.5)",
+            "",
+            "ms per call (median); eff_GB_per_sec = (x read + z written [+ bool mask]) / time; model_ms: GPU "
+            "estimate of the script docstring; objective: total objective on the first objective_images images "
+            "(ours at --iters iterations, skimage at its defaults); skimage timed per image on the CPU, on the "
+            "first images of the batch (at most --skimage-images, about 2e5 pixels). skimage's default "
+            "stopping rule (relative energy change below eps=2e-4) ends after few iterations on the large "
+            "photographs, at a higher objective: only the equal-objective table compares equal accuracy.",
+            "",
+            markdown_table(
+                batch_rows,
+                [
+                    "workload",
+                    "op",
+                    "backend",
+                    "ms",
+                    "images_per_sec",
+                    "eff_GB_per_sec",
+                    "model_ms",
+                    "speedup_vs_eager",
+                    "skimage_images_per_sec",
+                    "speedup_vs_skimage",
+                    "objective_images",
+                    "objective",
+                    "skimage_objective",
+                ],
+            ),
+            "",
+        ]
     if conv_rows:
-        lines += ["## Stopping rule (default tolerance, relative duality gap)", "",
-                  "iters: iterations per plane with the default tolerance (median, max); tol_ms: one call with it; "
-                  "same_iters_no_tol_ms: tol=None at iters_max iterations; checks_no_stop_ms: iters_max iterations "
-                  "with a gap check every 10 and a tolerance (1e-12) that never stops a plane (check_cost = its "
-                  "ratio to same_iters_no_tol_ms); "
-                  "iters100_no_tol_ms: the old fixed 100 iterations; gap_*: relative objective gap on the first 8 "
-                  "images against a converged float64 reference (true) and as reported by the call (an upper "
-                  "bound), with the default tolerance and at 100 iterations.", "",
-                  markdown_table(conv_rows, ["workload", "op", "range", "lam", "iters_median", "iters_max",
-                                             "converged", "tol_ms", "same_iters_no_tol_ms", "checks_no_stop_ms",
-                                             "check_cost",
-                                             "iters100_no_tol_ms", "gap_true_max", "gap_reported_max",
-                                             "iters100_gap_true_max", "iters100_gap_reported_max"]), ""]
+        lines += [
+            "## Stopping rule (default tolerance, relative duality gap)",
+            "",
+            "iters: iterations per plane with the default tolerance (median, max); tol_ms: one call with it; "
+            "same_iters_no_tol_ms: tol=None at iters_max iterations; checks_no_stop_ms: iters_max iterations "
+            "with a gap check every 10 and a tolerance (1e-12) that never stops a plane (check_cost = its "
+            "ratio to same_iters_no_tol_ms); "
+            "iters100_no_tol_ms: the old fixed 100 iterations; gap_*: relative objective gap on the first 8 "
+            "images against a converged float64 reference (true) and as reported by the call (an upper "
+            "bound), with the default tolerance and at 100 iterations.",
+            "",
+            markdown_table(
+                conv_rows,
+                [
+                    "workload",
+                    "op",
+                    "range",
+                    "lam",
+                    "iters_median",
+                    "iters_max",
+                    "converged",
+                    "tol_ms",
+                    "same_iters_no_tol_ms",
+                    "checks_no_stop_ms",
+                    "check_cost",
+                    "iters100_no_tol_ms",
+                    "gap_true_max",
+                    "gap_reported_max",
+                    "iters100_gap_true_max",
+                    "iters100_gap_reported_max",
+                ],
+            ),
+            "",
+        ]
     (args.out / f"tv_{args.device}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

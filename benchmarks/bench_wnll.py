@@ -20,16 +20,17 @@ which git ignores: pass --out benchmarks/results to replace the committed tables
 Markdown table (times in milliseconds). On a shared CPU, OMP_NUM_THREADS=1 gives the most stable
 numbers (all methods then use one core).
 """
+
 from __future__ import annotations
 
 import argparse
 
 import numpy as np
 import torch
+from common import add_io_options, device_name, markdown_table, mnist_pca, timeit, write_csv
 
 import fastwnll
 from fastwnll.graph import gaussian_weights
-from common import add_io_options, device_name, markdown_table, mnist_pca, timeit, write_csv
 
 K, K_SIGMA, CLASSES, DIM = 15, 8, 10, 64
 # graphlearning's exact (k-d tree) kNN in 64 dimensions takes minutes above this size.
@@ -51,8 +52,8 @@ def seed_algorithm(x: np.ndarray, y_templates: np.ndarray, m: int) -> np.ndarray
 
     n = len(x)
     dist, idx = seed_knn(x)
-    sigma2 = dist[:, K_SIGMA - 2:K_SIGMA - 1] ** 2
-    w = np.exp(-dist**2 / sigma2)
+    sigma2 = dist[:, K_SIGMA - 2 : K_SIGMA - 1] ** 2
+    w = np.exp(-(dist**2) / sigma2)
     rows = np.repeat(np.arange(n), K)
     W = sp.csr_matrix((w.ravel(), (rows, idx.ravel())), shape=(n, n))
     S = (W + W.T).tocsr()
@@ -107,25 +108,66 @@ def bench_size(n: int, device: str, repeats: int, data_dir) -> list[dict]:
     t_fwd = timeit(lambda: fastwnll.wnll_interpolate(xt, yt, xq, k=K, k_sigma=K_SIGMA), repeats, device)
     t_fb = timeit(forward_backward, repeats, device)
     base = dict(n=n, device=device_name(device))
-    rows = [dict(base, method="fastwnll", knn_s=t_knn, weights_s=t_w, solve_s=t_solve, forward_s=t_fwd,
-                 fwd_bwd_s=t_fb, accuracy=ours_acc)]
+    rows = [
+        dict(
+            base,
+            method="fastwnll",
+            knn_s=t_knn,
+            weights_s=t_w,
+            solve_s=t_solve,
+            forward_s=t_fwd,
+            fwd_bwd_s=t_fb,
+            accuracy=ours_acc,
+        )
+    ]
     if device == "cpu":  # the same forward with faiss's exact search in place of the native kernel
         t_knn_faiss = timeit(lambda: fastwnll.knn_graph(x, K, backend="faiss"), repeats, device)
-        t_fwd_faiss = timeit(lambda: fastwnll.wnll_interpolate(xt, yt, xq, k=K, k_sigma=K_SIGMA, knn_backend="faiss"),
-                             repeats, device)
-        rows.append(dict(base, method="fastwnll, faiss kNN", knn_s=t_knn_faiss, weights_s="", solve_s="",
-                         forward_s=t_fwd_faiss, fwd_bwd_s="", accuracy=ours_acc))
+        t_fwd_faiss = timeit(
+            lambda: fastwnll.wnll_interpolate(xt, yt, xq, k=K, k_sigma=K_SIGMA, knn_backend="faiss"), repeats, device
+        )
+        rows.append(
+            dict(
+                base,
+                method="fastwnll, faiss kNN",
+                knn_s=t_knn_faiss,
+                weights_s="",
+                solve_s="",
+                forward_s=t_fwd_faiss,
+                fwd_bwd_s="",
+                accuracy=ours_acc,
+            )
+        )
     ref_repeats = max(1, repeats // 2)
     seed_acc = (seed_algorithm(x_np, y_np[:m], m).argmax(1) == y_q).mean()
     t_seed = timeit(lambda: seed_algorithm(x_np, y_np[:m], m), ref_repeats, warmup=0)
     t_seed_knn = timeit(lambda: seed_knn(x_np), ref_repeats, warmup=0)
-    rows.append(dict(base, method="seed (sklearn kNN + scipy BiCGSTAB/class)", knn_s=t_seed_knn, weights_s="",
-                     solve_s="", forward_s=t_seed, fwd_bwd_s="", accuracy=seed_acc))
+    rows.append(
+        dict(
+            base,
+            method="seed (sklearn kNN + scipy BiCGSTAB/class)",
+            knn_s=t_seed_knn,
+            weights_s="",
+            solve_s="",
+            forward_s=t_seed,
+            fwd_bwd_s="",
+            accuracy=seed_acc,
+        )
+    )
     if n <= GRAPHLEARNING_MAX_N:
         gl_acc = (graphlearning_wnll(x_np, y_np[:m], m).argmax(1) == y_q).mean()
         t_gl = timeit(lambda: graphlearning_wnll(x_np, y_np[:m], m), ref_repeats, warmup=0)
-        rows.append(dict(base, method="graphlearning laplace(wnll)", knn_s="", weights_s="", solve_s="",
-                         forward_s=t_gl, fwd_bwd_s="", accuracy=gl_acc))
+        rows.append(
+            dict(
+                base,
+                method="graphlearning laplace(wnll)",
+                knn_s="",
+                weights_s="",
+                solve_s="",
+                forward_s=t_gl,
+                fwd_bwd_s="",
+                accuracy=gl_acc,
+            )
+        )
     return rows
 
 
@@ -162,8 +204,22 @@ def main():
     out = args.out / f"wnll_{device}{suffix}.csv"
     write_csv(out, rows)
     print(f"device: {rows[0]['device']}")
-    print(markdown_table(display_rows(rows), ["n", "method", "knn_ms", "weights_ms", "solve_ms", "forward_ms",
-                                              "fwd_bwd_ms", "accuracy", "speedup_vs_seed"]))
+    print(
+        markdown_table(
+            display_rows(rows),
+            [
+                "n",
+                "method",
+                "knn_ms",
+                "weights_ms",
+                "solve_ms",
+                "forward_ms",
+                "fwd_bwd_ms",
+                "accuracy",
+                "speedup_vs_seed",
+            ],
+        )
+    )
     print(f"(medians; seconds in {out})")
 
 

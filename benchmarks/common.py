@@ -1,6 +1,7 @@
 """What the benchmarks share: timing (median of repeats), real-MNIST features, where the data are read
 and the results written (``--data-dir``, ``--out``), CSV/Markdown output. Timing, device names and
 the CSV/Markdown writers are those of the package's microbenchmarks (:mod:`fastwnll.bench`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fastwnll.bench.results import markdown_table, write_csv  # noqa: F401  (shared with the scripts)
-from fastwnll.bench.timing import device_name, measure_in_turn, median_time as timeit  # noqa: F401
+from fastwnll.bench.timing import device_name, measure_in_turn  # noqa: F401
 from fastwnll.data.mnist import FILES, find_file, mnist_dirs, read_pair
 from fastwnll.data.paths import DATA_DIR_ENV
 
@@ -27,12 +28,20 @@ RESULTS_DIR = HERE / "results"
 
 def add_io_options(parser: argparse.ArgumentParser) -> None:
     """``--data-dir`` (the MNIST test files) and ``--out`` (the folder the result files go to)."""
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help=f"folder holding the real MNIST test files (default: ${DATA_DIR_ENV}, else "
-                             f"../shared/data/mnist beside the repository: {DEFAULT_DATA_DIR})")
-    parser.add_argument("--out", type=Path, default=OUT_DIR,
-                        help=f"folder for the result files (default: {OUT_DIR}, git-ignored; the committed "
-                             f"tables are in {RESULTS_DIR})")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help=f"folder holding the real MNIST test files (default: ${DATA_DIR_ENV}, else "
+        f"../shared/data/mnist beside the repository: {DEFAULT_DATA_DIR})",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=OUT_DIR,
+        help=f"folder for the result files (default: {OUT_DIR}, git-ignored; the committed "
+        f"tables are in {RESULTS_DIR})",
+    )
 
 
 def timings(fn, repeats: int, device: str = "cpu", warmup: int = 1) -> tuple[float, float]:
@@ -49,14 +58,17 @@ def mnist_images(data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray,
     images_stem, labels_stem = FILES["test"]
     folder = next((d for d in mnist_dirs(root) if find_file(d, images_stem)), None)
     if folder is None:
-        raise FileNotFoundError(f"no {images_stem}[.gz] under {root}: pass --data-dir or set ${DATA_DIR_ENV} to the "
-                                "folder holding the MNIST test files")
+        raise FileNotFoundError(
+            f"no {images_stem}[.gz] under {root}: pass --data-dir or set ${DATA_DIR_ENV} to the "
+            "folder holding the MNIST test files"
+        )
     images, labels = read_pair(folder, images_stem, labels_stem)
     return images, labels.astype(np.int64)
 
 
-def mnist_pca(dim: int, n: int, seed: int = 0,
-              data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+def mnist_pca(
+    dim: int, n: int, seed: int = 0, data_dir: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` float32 PCA-``dim`` features of real MNIST digits (from ``data_dir``, see :func:`mnist_images`)
     and their labels.
 

@@ -44,15 +44,14 @@ void check_graph(const at::Tensor& idx, const at::Tensor& w, const at::Tensor& y
   TORCH_CHECK(w.device() == idx.device() && y.device() == idx.device(),
               "wnll: idx, w and y must be on one device, got ", idx.device(), ", ", w.device(), ", ", y.device());
   TORCH_CHECK(std::isfinite(mu) && mu >= 0.0, "wnll: mu must be finite and >= 0, got ", mu);
-  TORCH_CHECK(tol > 0.0 && tol < 1.0, "wnll: tol must be in (0, 1), got ", tol,
-              " (u = 0 has relative residual 1)");
+  TORCH_CHECK(tol > 0.0 && tol < 1.0, "wnll: tol must be in (0, 1), got ", tol, " (u = 0 has relative residual 1)");
   TORCH_CHECK(max_iter >= 1, "wnll: max_iter must be >= 1, got ", max_iter);
   // idx values must lie in [0, n): the CPU backend checks it while transposing, other backends with the
   // first convergence test (QuerySystem::idx_range).
 }
 
-QuerySystem build_system(const Backend& backend, const at::Tensor& idx, const at::Tensor& w, int64_t m,
-                         double mu, const at::Tensor& y, at::Tensor& b) {
+QuerySystem build_system(const Backend& backend, const at::Tensor& idx, const at::Tensor& w, int64_t m, double mu,
+                         const at::Tensor& y, at::Tensor& b) {
   QuerySystem s;
   s.n = idx.size(0);
   s.k = idx.size(1);
@@ -187,20 +186,20 @@ SolveOutputs wnll_solve(const Backend& backend, const at::Tensor& idx, const at:
   const auto labels = y.contiguous();
   auto b = at::empty({idx.size(0) - m, y.size(1)}, w.options());
   const auto system = build_system(backend, idx, w, m, mu, labels, b);
-  const auto result = pcg(backend, system, b, tol, max_iter,
-                          [&labels](const at::Tensor& u) { return row_sum_error(u, labels); });
+  const auto result =
+      pcg(backend, system, b, tol, max_iter, [&labels](const at::Tensor& u) { return row_sum_error(u, labels); });
   auto scalars = cpu_scalars(result.iterations, result.residual);
   return {result.x, std::get<0>(scalars), std::get<1>(scalars), result.extra.reshape({})};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> wnll_adjoint(const Backend& backend, const at::Tensor& idx,
                                                             const at::Tensor& w, const at::Tensor& y,
-                                                            const at::Tensor& u, const at::Tensor& grad_u,
-                                                            double mu, double tol, int64_t max_iter) {
+                                                            const at::Tensor& u, const at::Tensor& grad_u, double mu,
+                                                            double tol, int64_t max_iter) {
   check_graph(idx, w, y, mu, tol, max_iter);
   const int64_t m = y.size(0), n_u = idx.size(0) - m;
-  TORCH_CHECK(u.dim() == 2 && u.size(0) == n_u && u.size(1) == y.size(1), "wnll_adjoint: u must have shape [",
-              n_u, ", ", y.size(1), "], got ", u.sizes());
+  TORCH_CHECK(u.dim() == 2 && u.size(0) == n_u && u.size(1) == y.size(1), "wnll_adjoint: u must have shape [", n_u,
+              ", ", y.size(1), "], got ", u.sizes());
   TORCH_CHECK(grad_u.sizes() == u.sizes(), "wnll_adjoint: grad_u must have u's shape ", u.sizes(), ", got ",
               grad_u.sizes());
   TORCH_CHECK(u.scalar_type() == w.scalar_type() && grad_u.scalar_type() == w.scalar_type(),

@@ -31,11 +31,11 @@ FASTWNLL_HOST_DEVICE double safe_ratio(double num, double den) { return den > 0.
 // idx/in_* int64, w/in_w/diag/dinv in w's dtype (float32 or float64), all contiguous.
 struct QuerySystem {
   int64_t n = 0, m = 0, k = 0, n_u = 0;
-  at::Tensor idx, w;                    // [n, k]
-  at::Tensor in_src, in_w;              // [n * k] all edges, sorted by (target, source)
-  at::Tensor in_begin;                  // [n_U + 1]
-  at::Tensor in_mid;                    // [n_U]
-  at::Tensor diag, dinv;                // [n_U]: dgr, and 1/dgr (0 where dgr == 0)
+  at::Tensor idx, w;        // [n, k]
+  at::Tensor in_src, in_w;  // [n * k] all edges, sorted by (target, source)
+  at::Tensor in_begin;      // [n_U + 1]
+  at::Tensor in_mid;        // [n_U]
+  at::Tensor diag, dinv;    // [n_U]: dgr, and 1/dgr (0 where dgr == 0)
   // Backends that do not check the range of the caller's idx while transposing (it would cost a host
   // synchronisation) set idx_range = (min, max) of it as a float64 [2] tensor, fetched and checked with
   // the solver's first convergence test, and put a clamped copy in idx so the kernels stay in bounds.
@@ -54,15 +54,14 @@ struct Backend {
   void (*apply)(const QuerySystem& s, const at::Tensor& P, at::Tensor& Q, at::Tensor& pq);
   // alpha = safe_ratio(rz, pq) per column; X += alpha P; R -= alpha Q; Z = dinv * R;
   // rz_new = <R, Z>, zz = <Z, Z> per column.
-  void (*update)(const at::Tensor& dinv, const at::Tensor& rz, const at::Tensor& pq, at::Tensor& X,
-                 at::Tensor& R, at::Tensor& Z, const at::Tensor& P, const at::Tensor& Q, at::Tensor& rz_new,
-                 at::Tensor& zz);
+  void (*update)(const at::Tensor& dinv, const at::Tensor& rz, const at::Tensor& pq, at::Tensor& X, at::Tensor& R,
+                 at::Tensor& Z, const at::Tensor& P, const at::Tensor& Q, at::Tensor& rz_new, at::Tensor& zz);
   // beta = safe_ratio(rz_new, rz_old) per column; P = Z + beta P.
   void (*direction)(const at::Tensor& rz_new, const at::Tensor& rz_old, const at::Tensor& Z, at::Tensor& P);
   // grad_w[i, t] = -c_ij <Lam_i - Lam_j, u_i - u_j> with u_L = y, Lam_L = 0, j = idx[i, t],
   // c_ij = 1 + mu if i in L and j in U, else 1. u, lam: [n_U, C]; y: [m, C]; grad_w: [n, k].
-  void (*edge_grad)(const at::Tensor& idx, const at::Tensor& y, const at::Tensor& u, const at::Tensor& lam,
-                    double mu, at::Tensor& grad_w);
+  void (*edge_grad)(const at::Tensor& idx, const at::Tensor& y, const at::Tensor& u, const at::Tensor& lam, double mu,
+                    at::Tensor& grad_w);
 };
 
 // Device-generic transpose (ATen ops): a stable sort of all edges by (target, source). in_src/in_w hold
@@ -78,7 +77,7 @@ SolveOutputs wnll_solve(const Backend& backend, const at::Tensor& idx, const at:
 // The wnll_adjoint op on any backend: returns (grad_w [n, k], iterations, residual).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> wnll_adjoint(const Backend& backend, const at::Tensor& idx,
                                                             const at::Tensor& w, const at::Tensor& y,
-                                                            const at::Tensor& u, const at::Tensor& grad_u,
-                                                            double mu, double tol, int64_t max_iter);
+                                                            const at::Tensor& u, const at::Tensor& grad_u, double mu,
+                                                            double tol, int64_t max_iter);
 
 }  // namespace fastwnll

@@ -4,6 +4,7 @@ The public names below, and the subpackages (``fastwnll.nn``, ``fastwnll.data``,
 imported lazily (on first use), so ``import fastwnll`` stays cheap and the command-line interface
 starts quickly, while ``import fastwnll; fastwnll.nn.TVM(...)`` works as for any package.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Loading of the compiled extension ``fastwnll._C`` (which registers ``torch.ops.fastwnll``)."""
+
 from __future__ import annotations
 
 import functools
@@ -22,6 +23,7 @@ def load():
     except ImportError as exc:  # pragma: no cover - exercised only on broken installs
         raise ImportError(f"fastwnll's compiled extension could not be loaded: {exc}. {REBUILD_HINT}") from exc
     import fastwnll.ops  # noqa: F401  (it calls load() itself: the nested call returns _C)
+
     return _C
 
 

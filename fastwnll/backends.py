@@ -1,4 +1,5 @@
 """What is installed and which backends are live: ``fastwnll.info()`` and ``python -m fastwnll info``."""
+
 from __future__ import annotations
 
 import importlib
@@ -25,9 +26,10 @@ def info() -> dict:
     ``device`` (name of CUDA device 0, or "cpu"), ``extension`` (compiled ``fastwnll._C`` loads),
     ``extension_error``, ``build`` (how the extension was built: whether its CUDA kernels were
     compiled and why, from ``fastwnll/_build_config.py``, which setup.py writes; None when absent),
-    ``built_for_torch`` (the torch version the extension was compiled against), ``cpu_threads`` (threads the extension's CPU kernels use; equals
-    ``torch.get_num_threads()`` unless it was built without OpenMP), ``cuda_kernels`` (compiled
-    in), ``cuda_kernels_live`` (compiled and a GPU present), ``faiss``, ``faiss_gpus``,
+    ``built_for_torch`` (the torch version the extension was compiled against), ``cpu_threads``
+    (threads the extension's CPU kernels use; equals ``torch.get_num_threads()`` unless it was built
+    without OpenMP), ``cuda_kernels`` (compiled in), ``cuda_kernels_live`` (compiled and a GPU present),
+    ``faiss``, ``faiss_gpus``,
     ``triton``, ``triton_live`` (kernels can run: a GPU, or ``TRITON_INTERPRET=1``), ``numpy``.
     """
     cuda = torch.cuda.is_available()

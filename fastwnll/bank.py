@@ -22,6 +22,7 @@ solve runs on that subgraph, numbered in the same order: the compiled solver the
 operations of the full solve. The weights of the template rows are those of their full merged rows
 (``sigma_j`` and all). The gradient flows to the queries only (the bank is a constant).
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,18 @@ import torch
 from fastwnll.graph import check_options as check_graph_options
 from fastwnll.graph import power_of_two_below, weights_from_distances
 from fastwnll.interpolate import check_features, check_labels, classes_of, in_dtype, solver_options
-from fastwnll.knn import (APPROXIMATE_METHODS, BACKENDS, ApproximateKNN, certified, check_points, exact_arithmetic,
-                          knn_graph, knn_search, refine_candidates, relative_error)
+from fastwnll.knn import (
+    APPROXIMATE_METHODS,
+    BACKENDS,
+    ApproximateKNN,
+    certified,
+    check_points,
+    exact_arithmetic,
+    knn_graph,
+    knn_search,
+    refine_candidates,
+    relative_error,
+)
 from fastwnll.precision import full_precision, working_dtype
 from fastwnll.solver import check_reachable, host_copies, solve
 
@@ -101,12 +112,14 @@ class _Index:
                 grown = self.points.new_empty(m + max(q, self.points.shape[0] - m), self.points.shape[1])
                 grown[:m] = self.points[:m]
             self.points = grown
-        self.points[m:m + q] = queries
-        return self.points[:m + q]
+        self.points[m : m + q] = queries
+        return self.points[: m + q]
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.points, self.centred, self.idx, self.dist, self.kth,
-                                                             self.sq_norms, self.enter_bound))
+        return sum(
+            t.numel() * t.element_size()
+            for t in (self.points, self.centred, self.idx, self.dist, self.kth, self.sq_norms, self.enter_bound)
+        )
 
 
 class _Graph:
@@ -158,8 +171,17 @@ class TemplateBank:
         exact: whether the graph is the exact kNN graph (the backend is exact).
     """
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, *, k: int = 15, k_sigma: int | None = None,
-                 kernel: str = "gaussian", num_classes: int | None = None, knn_backend="auto"):
+    def __init__(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        k: int = 15,
+        k_sigma: int | None = None,
+        kernel: str = "gaussian",
+        num_classes: int | None = None,
+        knn_backend="auto",
+    ):
         check_features("features", features)
         check_labels(labels, features.shape[0], num_classes, features.device)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -250,9 +272,18 @@ class TemplateBank:
             idx[g.rows], dist[g.rows] = g.row_idx, g.row_dist
             return torch.cat([idx, g.query_idx]), torch.cat([dist, g.query_dist])
 
-    def interpolate(self, queries: torch.Tensor, *, inductive: bool = False, mu: float | None = None,
-                    tol: float | None = None, max_iter: int = 1000, on_nonconvergence: str = "raise",
-                    return_info: bool = False, validate: bool = True):
+    def interpolate(
+        self,
+        queries: torch.Tensor,
+        *,
+        inductive: bool = False,
+        mu: float | None = None,
+        tol: float | None = None,
+        max_iter: int = 1000,
+        on_nonconvergence: str = "raise",
+        return_info: bool = False,
+        validate: bool = True,
+    ):
         """WNLL class scores of ``queries`` against the bank.
 
         Args:
@@ -316,12 +347,14 @@ class TemplateBank:
         for start in range(0, q, tile):
             rows = slice(start, min(q, start + tile))
             with exact_arithmetic(xs.device):
-                to_bank = torch.addmm(index.sq_norms.unsqueeze(0), centred[rows], index.centred.T,
-                                      alpha=-2.0).add_(sq[rows].unsqueeze(1))
+                to_bank = torch.addmm(index.sq_norms.unsqueeze(0), centred[rows], index.centred.T, alpha=-2.0).add_(
+                    sq[rows].unsqueeze(1)
+                )
                 parts = [to_bank]
                 if transductive:
-                    to_queries = torch.addmm(sq.unsqueeze(0), centred[rows], centred.T,
-                                             alpha=-2.0).add_(sq[rows].unsqueeze(1))
+                    to_queries = torch.addmm(sq.unsqueeze(0), centred[rows], centred.T, alpha=-2.0).add_(
+                        sq[rows].unsqueeze(1)
+                    )
                     itself = torch.arange(to_queries.shape[0], device=xs.device)
                     to_queries[itself, own[rows] - m] = float("inf")
                     parts.append(to_queries)
@@ -414,12 +447,21 @@ class TemplateBank:
         # pairs come query by query), all of larger index: a stable sort by distance merges them
         cand_idx = torch.cat([index.idx[rows], extra_idx], 1)
         cand_dist = torch.cat([index.dist[rows], extra_dist], 1)
-        keep = cand_dist.argsort(dim=1, stable=True)[:, :self.k]
+        keep = cand_dist.argsort(dim=1, stable=True)[:, : self.k]
         return rows, cand_idx.gather(1, keep), cand_dist.gather(1, keep)
 
     # ----------------------------------------------------------------------------- weights and scores
-    def _solve(self, g: _Graph, x, mu: float, tol: float, max_iter: int, on_nonconvergence: str, return_info: bool,
-               validate: bool):
+    def _solve(
+        self,
+        g: _Graph,
+        x,
+        mu: float,
+        tol: float,
+        max_iter: int,
+        on_nonconvergence: str,
+        return_info: bool,
+        validate: bool,
+    ):
         """The WNLL solve on the subgraph of the rows that touch a query (see the module docstring).
         ``x``: ``[q, d]`` queries in the working dtype, maybe requiring grad."""
         index, m, k = g.index, self.num_templates, self.k
@@ -436,7 +478,7 @@ class TemplateBank:
         if torch.is_grad_enabled() and x.requires_grad:
             row_dist, query_dist = self._differentiable(g, x / index.scale, to_query)
         w = weights_from_distances(torch.cat([row_dist, query_dist]), k_sigma=self.k_sigma, kernel=self.kernel)
-        row_w, query_w = w[:g.rows.shape[0]], w[g.rows.shape[0]:]
+        row_w, query_w = w[: g.rows.shape[0]], w[g.rows.shape[0] :]
         # template-template edges do not enter the system: self-loops of weight 0 in the subgraph
         at = number[g.rows]
         idx = torch.arange(mp, device=x.device).unsqueeze(1).repeat(1, k)
@@ -446,8 +488,16 @@ class TemplateBank:
         w = torch.cat([w.new_zeros(mp, k).index_copy(0, at, torch.where(to_query, row_w, 0)), query_w])
         if validate:
             check_reachable(*host_copies(idx, w), mp)
-        return solve(idx, w, self._one_hot[nodes], mu=mu, tol=tol, max_iter=max_iter,
-                     on_nonconvergence=on_nonconvergence, return_info=return_info)
+        return solve(
+            idx,
+            w,
+            self._one_hot[nodes],
+            mu=mu,
+            tol=tol,
+            max_iter=max_iter,
+            on_nonconvergence=on_nonconvergence,
+            return_info=return_info,
+        )
 
     @staticmethod
     def _differentiable(g: _Graph, xs, to_query):
@@ -488,7 +538,8 @@ class TemplateBank:
         w_out = weights_from_distances(query_dist, k_sigma=self.k_sigma, kernel=self.kernel)
         rows = torch.arange(q, device=x.device).unsqueeze(1).expand(-1, k)
         scores = torch.zeros(q, self.num_classes, dtype=x.dtype, device=x.device)
-        scores = scores.index_put((rows.reshape(-1), self.labels[query_idx].reshape(-1)), w_out.reshape(-1),
-                                  accumulate=True)
+        scores = scores.index_put(
+            (rows.reshape(-1), self.labels[query_idx].reshape(-1)), w_out.reshape(-1), accumulate=True
+        )
         scores = scores.index_put((i, self.labels[j]), (1 + mu) * w_in, accumulate=True)
         return scores / scores.sum(1, keepdim=True)

@@ -18,6 +18,7 @@ run (``train``, ``evaluate``, ``attack``: their parsers are marked by
 :func:`fastwnll.runtime.distributed.add_distributed_flags`); the others exit with 1 and say so
 rather than run once per process and write the same files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,11 @@ from pathlib import Path
 def command_modules() -> list[str]:
     """Names of the modules that register subcommands: ``fastwnll.<pkg>.commands``, sorted."""
     root = Path(__file__).resolve().parent
-    return [f"fastwnll.{entry.name}.commands" for entry in sorted(root.iterdir())
-            if (entry / "__init__.py").is_file() and (entry / "commands.py").is_file()]
+    return [
+        f"fastwnll.{entry.name}.commands"
+        for entry in sorted(root.iterdir())
+        if (entry / "__init__.py").is_file() and (entry / "commands.py").is_file()
+    ]
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -72,9 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         from fastwnll.runtime.distributed import launched_world_size
 
         if launched_world_size() > 1:
-            print(f"fastwnll {args.command}: error: runs in one process, but torchrun launched "
-                  f"{launched_world_size()}: launch it without torchrun (train, evaluate and attack share their "
-                  "work between processes)", file=sys.stderr)
+            print(
+                f"fastwnll {args.command}: error: runs in one process, but torchrun launched "
+                f"{launched_world_size()}: launch it without torchrun (train, evaluate and attack share their "
+                "work between processes)",
+                file=sys.stderr,
+            )
             return 1
     try:
         return int(args.handler(args) or 0)

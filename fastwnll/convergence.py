@@ -6,6 +6,7 @@ A solve counts as converged only when the residual recomputed from the returned 
 the range of the row sums of the labels ``y``: exactly 1 for probability rows) up to
 :func:`row_sum_tolerance`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -80,23 +81,40 @@ def is_concrete(t: torch.Tensor) -> bool:
 
 def _reason(info: SolveInfo, tol: float, row_tol: float, max_iter: int, dtype: torch.dtype) -> str:
     if math.isnan(info.residual):
-        return (f"its residual is NaN after {info.iterations} iterations: the system overflowed {dtype} "
-                "(mu or the weights too large) or holds non-finite values")
+        return (
+            f"its residual is NaN after {info.iterations} iterations: the system overflowed {dtype} "
+            "(mu or the weights too large) or holds non-finite values"
+        )
     if info.residual > tol:
         if info.iterations < max_iter:
-            return (f"its relative residual stalled at {info.residual:.3e} > tol={tol:.3e} after "
-                    f"{info.iterations} iterations, at the precision {dtype} allows for this system "
-                    "(use float64 or a larger tol)")
-        return (f"relative residual {info.residual:.3e} > tol={tol:.3e} after {info.iterations} iterations "
-                "(raise max_iter or tol)")
-    return (f"its relative residual {info.residual:.3e} <= tol={tol:.3e} but the rows of u break the maximum "
-            f"principle: their sums lie up to {info.row_sum_error:.3e} outside the range of the rows of y "
-            f"(allowed: {row_tol:.1e}); the system is too ill-conditioned for this tol and {dtype} (lower tol "
-            "or use float64), or some queries reach no template (validate=False skips that check)")
+            return (
+                f"its relative residual stalled at {info.residual:.3e} > tol={tol:.3e} after "
+                f"{info.iterations} iterations, at the precision {dtype} allows for this system "
+                "(use float64 or a larger tol)"
+            )
+        return (
+            f"relative residual {info.residual:.3e} > tol={tol:.3e} after {info.iterations} iterations "
+            "(raise max_iter or tol)"
+        )
+    return (
+        f"its relative residual {info.residual:.3e} <= tol={tol:.3e} but the rows of u break the maximum "
+        f"principle: their sums lie up to {info.row_sum_error:.3e} outside the range of the rows of y "
+        f"(allowed: {row_tol:.1e}); the system is too ill-conditioned for this tol and {dtype} (lower tol "
+        "or use float64), or some queries reach no template (validate=False skips that check)"
+    )
 
 
-def report(iterations: torch.Tensor, residual: torch.Tensor, row_sum_error: torch.Tensor | None, *, tol: float,
-           max_iter: int, dtype: torch.dtype, policy: str, what: str) -> SolveInfo:
+def report(
+    iterations: torch.Tensor,
+    residual: torch.Tensor,
+    row_sum_error: torch.Tensor | None,
+    *,
+    tol: float,
+    max_iter: int,
+    dtype: torch.dtype,
+    policy: str,
+    what: str,
+) -> SolveInfo:
     """The :class:`SolveInfo` of a solve from the op's CPU scalars, after applying ``policy``
     (``"raise"``: :class:`WNLLConvergenceError`, ``"warn"``: RuntimeWarning, ``"ignore"``) when it did
     not converge. ``row_sum_error`` is None for an adjoint solve; ``what`` names the solve in messages."""

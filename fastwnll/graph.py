@@ -8,6 +8,7 @@ largest value (exact in floating point), so features of any magnitude that the d
 or 1e30 in float32) give the weights of unit-scale features, without underflow or overflow of squared
 distances.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,9 @@ KERNELS = ("gaussian", "seed")
 DEFAULT_K_SIGMA = 8
 
 
-def gaussian_weights(x: torch.Tensor, idx: torch.Tensor, *, k_sigma: int | None = None,
-                     kernel: str = "gaussian") -> torch.Tensor:
+def gaussian_weights(
+    x: torch.Tensor, idx: torch.Tensor, *, k_sigma: int | None = None, kernel: str = "gaussian"
+) -> torch.Tensor:
     """Directed kNN weights ``w_ij = exp(-||x_i - x_j||^2 / sigma_i^2)``.
 
     ``sigma_i`` is the distance from ``i`` to its ``k_sigma``-th nearest neighbour counted with the

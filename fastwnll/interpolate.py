@@ -1,4 +1,5 @@
 """The functional WNLL interpolation: kNN graph + Gaussian weights + compiled Laplacian solve."""
+
 from __future__ import annotations
 
 import torch
@@ -29,15 +30,22 @@ def check_labels(y, m: int, num_classes, device) -> None:
         raise ValueError(f"y_templates must have shape [{m}] (one label per template), got {tuple(y.shape)}")
     if y.device != device:
         raise ValueError(f"y_templates is on {y.device} but the features are on {device}")
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                    or num_classes < 1):
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
 
 
 def _check_values(x_templates, x_queries, y, num_classes) -> int:
     """Features finite, labels in range (one host synchronisation). Returns num_classes resolved."""
-    stats = torch.stack([(~torch.isfinite(x_templates)).any(dim=1).sum(), (~torch.isfinite(x_queries)).any(dim=1).sum(),
-                         y.min(), y.max()]).tolist()
+    stats = torch.stack(
+        [
+            (~torch.isfinite(x_templates)).any(dim=1).sum(),
+            (~torch.isfinite(x_queries)).any(dim=1).sum(),
+            y.min(),
+            y.max(),
+        ]
+    ).tolist()
     for name, bad in (("x_templates", stats[0]), ("x_queries", stats[1])):
         if bad:
             raise ValueError(f"{name} contains NaN or Inf values (in {bad} rows)")
@@ -68,11 +76,23 @@ def in_dtype(out, dtype: torch.dtype, return_info: bool):
     return out.to(dtype)
 
 
-def wnll_interpolate(x_templates: torch.Tensor, y_templates: torch.Tensor, x_queries: torch.Tensor, *,
-                     k: int = 15, k_sigma: int | None = None, mu: float | None = None,
-                     num_classes: int | None = None, tol: float | None = None, max_iter: int = 1000,
-                     kernel: str = "gaussian", knn_backend: str = "auto", on_nonconvergence: str = "raise",
-                     return_info: bool = False, validate: bool = True):
+def wnll_interpolate(
+    x_templates: torch.Tensor,
+    y_templates: torch.Tensor,
+    x_queries: torch.Tensor,
+    *,
+    k: int = 15,
+    k_sigma: int | None = None,
+    mu: float | None = None,
+    num_classes: int | None = None,
+    tol: float | None = None,
+    max_iter: int = 1000,
+    kernel: str = "gaussian",
+    knn_backend: str = "auto",
+    on_nonconvergence: str = "raise",
+    return_info: bool = False,
+    validate: bool = True,
+):
     """WNLL class scores of the queries: the harmonic extension of the templates' one-hot labels.
 
     Builds the kNN graph of all ``n = m + n_q`` points (templates first), the directed Gaussian
@@ -119,9 +139,7 @@ def wnll_interpolate(x_templates: torch.Tensor, y_templates: torch.Tensor, x_que
     check_features("x_templates", x_templates)
     check_features("x_queries", x_queries)
     if x_templates.shape[1] != x_queries.shape[1]:
-        raise ValueError(
-            f"x_templates has {x_templates.shape[1]} features but x_queries has {x_queries.shape[1]}"
-        )
+        raise ValueError(f"x_templates has {x_templates.shape[1]} features but x_queries has {x_queries.shape[1]}")
     if x_templates.device != x_queries.device:
         raise ValueError(f"x_templates is on {x_templates.device} but x_queries is on {x_queries.device}")
     if x_templates.dtype != x_queries.dtype:
@@ -151,6 +169,14 @@ def wnll_interpolate(x_templates: torch.Tensor, y_templates: torch.Tensor, x_que
         labels = (y_templates.unsqueeze(1) == torch.arange(num_classes, device=device)).to(dtype)
         if validate:
             check_reachable(*host_copies(idx, w), m)
-        out = solve(idx, w, labels, mu=mu, tol=tol, max_iter=max_iter, on_nonconvergence=on_nonconvergence,
-                    return_info=return_info)
+        out = solve(
+            idx,
+            w,
+            labels,
+            mu=mu,
+            tol=tol,
+            max_iter=max_iter,
+            on_nonconvergence=on_nonconvergence,
+            return_info=return_info,
+        )
     return in_dtype(out, x_templates.dtype, return_info)

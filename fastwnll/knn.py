@@ -27,6 +27,7 @@ merging (``fastwnll.TemplateBank``) and give the very graph a full search gives.
 features (float16, bfloat16) are searched in float32. Distances rely on no underflow of squared
 coordinate differences (differences below ``1e-19`` of the largest coordinate in float32).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,12 +35,27 @@ import contextlib
 import torch
 
 from fastwnll import _ext
-from fastwnll.knn_faiss import (APPROXIMATE_METHODS, GPU_MAX_K, ApproximateKNN, approximate_candidates,
-                                flat_candidates, has_gpu, load_faiss)
+from fastwnll.knn_faiss import (
+    APPROXIMATE_METHODS,
+    GPU_MAX_K,
+    ApproximateKNN,
+    approximate_candidates,
+    flat_candidates,
+    has_gpu,
+    load_faiss,
+)
 from fastwnll.knn_torch import locality_order, refine, smallest
 
-__all__ = ["ApproximateKNN", "BACKENDS", "certified", "check_points", "knn_graph", "knn_search", "refine_candidates",
-           "relative_error"]
+__all__ = [
+    "ApproximateKNN",
+    "BACKENDS",
+    "certified",
+    "check_points",
+    "knn_graph",
+    "knn_search",
+    "refine_candidates",
+    "relative_error",
+]
 
 BACKENDS = ("auto", "native", "faiss", "torch") + APPROXIMATE_METHODS
 # Extra candidates fetched before exact re-scoring; they also give the certificate its margin. Rows
@@ -146,8 +162,9 @@ def relative_error(dtype: torch.dtype, dim: int) -> float:
     return (dim + 5) * torch.finfo(dtype).eps / 2
 
 
-def certified(dist: torch.Tensor, k: int, spread: torch.Tensor, rho_search: float, rho_refine: float,
-              available: int) -> torch.Tensor:
+def certified(
+    dist: torch.Tensor, k: int, spread: torch.Tensor, rho_search: float, rho_refine: float, available: int
+) -> torch.Tensor:
     """[nq] bool: rows whose k smallest candidates, in ``(distance, index)`` order, are provably the
     k smallest of all points in that order.
 
@@ -201,8 +218,9 @@ def _native_graph(x, centre, kc):
     return cand.to(device), spread.to(device)
 
 
-def refine_candidates(query: torch.Tensor, base: torch.Tensor, cand: torch.Tensor, k: int,
-                      exclude: torch.Tensor | None = None):
+def refine_candidates(
+    query: torch.Tensor, base: torch.Tensor, cand: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+):
     """The ``k`` smallest candidates of each row in ``(distance, index)`` order, with the re-scoring
     distance of every exact path (:func:`fastwnll.knn_torch.distances`; on the CPU the equivalent
     C++ op ``fastwnll::knn_refine`` when the extension is built).
@@ -278,8 +296,9 @@ def _exact(query, base, k, backend, offset):
         if failed.numel() > query.shape[0] // 8 and backend == "native" and offset == 0 and query is base:
             idx, dist, ok = _certified_search(query, base, k, backend, offset, centre, _WIDE_EXTRA)
         else:
-            idx[failed], dist[failed], ok[failed] = _certified_search(query, base, k, backend, offset, centre,
-                                                                      _WIDE_EXTRA, failed)
+            idx[failed], dist[failed], ok[failed] = _certified_search(
+                query, base, k, backend, offset, centre, _WIDE_EXTRA, failed
+            )
     _redo_rows(query, base, k, offset, ~ok, idx, dist)
     return idx, dist
 
@@ -305,11 +324,12 @@ def _exact_rows(query, base, k, exclude):
     cand = torch.empty(nq, kc, dtype=torch.int64, device=query.device)
     spread = torch.empty(nq, dtype=torch.float64, device=query.device)
     for start in range(0, nq, _FALLBACK_GROUP):
-        rows = order[start:start + _FALLBACK_GROUP]
+        rows = order[start : start + _FALLBACK_GROUP]
         group = query[rows].to(torch.float64)
         centre = group.mean(0)
-        cand[rows] = smallest(group, base, kc, exclude=None if exclude is None else exclude[rows], centre=centre,
-                              dtype=torch.float64)
+        cand[rows] = smallest(
+            group, base, kc, exclude=None if exclude is None else exclude[rows], centre=centre, dtype=torch.float64
+        )
         spread[rows] = (group - centre).square().sum(1)
     idx, dist = refine_candidates(query, base, cand, kc, exclude)
     dim = query.shape[1]
@@ -352,21 +372,31 @@ def _check_self(exclude_self, self_offset, nq: int, nb: int):
         raise TypeError(f"exclude_self must be a bool, got {type(exclude_self).__name__}")
     if not exclude_self:
         if self_offset is not None:
-            raise ValueError("self_offset is only used with exclude_self=True (query row i is base row "
-                             "i + self_offset)")
+            raise ValueError(
+                "self_offset is only used with exclude_self=True (query row i is base row i + self_offset)"
+            )
         return None
     if self_offset is None:
         self_offset = 0
     if isinstance(self_offset, bool) or not isinstance(self_offset, int):
         raise TypeError(f"self_offset must be an int, got {type(self_offset).__name__}")
     if not 0 <= self_offset <= nb - nq:
-        raise ValueError(f"self_offset={self_offset} out of range: query rows i + self_offset must be base rows, "
-                         f"so 0 <= self_offset <= nb - nq = {nb - nq}")
+        raise ValueError(
+            f"self_offset={self_offset} out of range: query rows i + self_offset must be base rows, "
+            f"so 0 <= self_offset <= nb - nq = {nb - nq}"
+        )
     return self_offset
 
 
-def knn_search(query: torch.Tensor, base: torch.Tensor, k: int, *, backend="auto", exclude_self: bool = False,
-               self_offset: int | None = None):
+def knn_search(
+    query: torch.Tensor,
+    base: torch.Tensor,
+    k: int,
+    *,
+    backend="auto",
+    exclude_self: bool = False,
+    self_offset: int | None = None,
+):
     """The k nearest neighbours in ``base`` of every row of ``query``: exact unless an approximate
     backend is chosen.
 

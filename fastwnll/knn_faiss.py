@@ -4,6 +4,7 @@ IVF-Flat), on the CPU, or on the GPU for CUDA tensors when faiss was built with 
 GPU indexes live on the tensors' device, use one cached ``StandardGpuResources`` per device and the
 current torch stream (through ``faiss.contrib.torch_utils``); CUDA tensors never go through the host.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -83,10 +84,11 @@ def flat_candidates(query: torch.Tensor, base: torch.Tensor, kc: int) -> torch.T
     d = q.shape[1]
     if q.is_cuda and has_gpu(faiss):
         if kc > GPU_MAX_K:
-            raise ValueError(f"faiss on the GPU finds at most {GPU_MAX_K} neighbours per query, {kc} were "
-                             "needed; use backend='torch'")
-        index = faiss.GpuIndexFlatL2(gpu_resources(q.device.index), d,
-                                     _gpu_config(faiss.GpuIndexFlatConfig, q.device))
+            raise ValueError(
+                f"faiss on the GPU finds at most {GPU_MAX_K} neighbours per query, {kc} were "
+                "needed; use backend='torch'"
+            )
+        index = faiss.GpuIndexFlatL2(gpu_resources(q.device.index), d, _gpu_config(faiss.GpuIndexFlatConfig, q.device))
         _add(index, b)
         return _search(index, q, kc)
     index = faiss.IndexFlatL2(d)
@@ -151,18 +153,23 @@ def approximate_candidates(query: torch.Tensor, base: torch.Tensor, kc: int, opt
     ``base``; ``-1`` where the index returned fewer than ``kc`` points."""
     faiss = load_faiss()
     if faiss is None:
-        raise ImportError(f"the approximate kNN method {options.method!r} needs the faiss package "
-                          "(pip install faiss-cpu)")
+        raise ImportError(
+            f"the approximate kNN method {options.method!r} needs the faiss package (pip install faiss-cpu)"
+        )
     q = _as_float32(query)
     b = q if base is query else _as_float32(base)
     nb, d = b.shape
     if q.is_cuda and options.method == "hnsw":
-        raise ValueError("approximate kNN method 'hnsw' runs on the CPU only; for CUDA tensors use 'ivf' "
-                         "(with faiss-gpu) or an exact backend")
+        raise ValueError(
+            "approximate kNN method 'hnsw' runs on the CPU only; for CUDA tensors use 'ivf' "
+            "(with faiss-gpu) or an exact backend"
+        )
     gpu = q.is_cuda and has_gpu(faiss)
     if q.is_cuda and not gpu:
-        raise ValueError(f"approximate kNN method {options.method!r} on CUDA tensors needs faiss with GPU "
-                         "support (faiss-gpu); move the features to the CPU or use an exact backend")
+        raise ValueError(
+            f"approximate kNN method {options.method!r} on CUDA tensors needs faiss with GPU "
+            "support (faiss-gpu); move the features to the CPU or use an exact backend"
+        )
     if options.method == "hnsw":
         index = faiss.IndexHNSWFlat(d, options.hnsw_m)
         index.hnsw.efConstruction = options.ef_construction
@@ -173,8 +180,9 @@ def approximate_candidates(query: torch.Tensor, base: torch.Tensor, kc: int, opt
     if gpu:
         if kc > GPU_MAX_K:
             raise ValueError(f"faiss on the GPU finds at most {GPU_MAX_K} neighbours per query, {kc} were needed")
-        index = faiss.GpuIndexIVFFlat(gpu_resources(q.device.index), d, nlist, faiss.METRIC_L2,
-                                      _gpu_config(faiss.GpuIndexIVFFlatConfig, q.device))
+        index = faiss.GpuIndexIVFFlat(
+            gpu_resources(q.device.index), d, nlist, faiss.METRIC_L2, _gpu_config(faiss.GpuIndexIVFFlatConfig, q.device)
+        )
     else:
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
     index.cp.max_points_per_centroid = options.train_points_per_list

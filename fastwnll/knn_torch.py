@@ -4,6 +4,7 @@ re-scoring of candidates, and the locality order used by the native search.
 Every function here works in bounded extra memory: distance tiles are sized by a byte budget
 (:func:`tile_budget`), never by the square of the number of points.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,8 +46,15 @@ def tile_shape(nq: int, nb: int, kc: int, dim: int, dtype: torch.dtype, budget: 
     return max(1, min(nq, (budget - cols * dim * size) // (cols * size))), cols
 
 
-def smallest(query: torch.Tensor, base: torch.Tensor, kc: int, *, exclude: torch.Tensor | None = None,
-             centre: torch.Tensor | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+def smallest(
+    query: torch.Tensor,
+    base: torch.Tensor,
+    kc: int,
+    *,
+    exclude: torch.Tensor | None = None,
+    centre: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Indices ``[nq, kc]`` int64 of the ``kc`` rows of ``base`` nearest to each row of ``query`` by
     squared distances in the matrix-product form ``|q|^2 + |b|^2 - 2 <q, b>`` (candidates: the error
     is about ``d * eps * (|q|^2 + |b|^2)``, so centre the points first; ties in any order).
@@ -66,14 +74,14 @@ def smallest(query: torch.Tensor, base: torch.Tensor, kc: int, *, exclude: torch
     rows, cols = tile_shape(nq, nb, kc, query.shape[1], dtype, tile_budget(query.device))
     out = torch.empty(nq, kc, dtype=torch.int64, device=query.device)
     for r0 in range(0, nq, rows):
-        q = _shifted(query[r0:r0 + rows], centre, dtype)
+        q = _shifted(query[r0 : r0 + rows], centre, dtype)
         qn = (q * q).sum(1, keepdim=True)
         best_d = best_i = None
         for c0 in range(0, nb, cols):
-            b = _shifted(base[c0:c0 + cols], centre, dtype)
+            b = _shifted(base[c0 : c0 + cols], centre, dtype)
             d2 = torch.addmm((b * b).sum(1).unsqueeze(0), q, b.T, alpha=-2.0).add_(qn)
             if exclude is not None:
-                own = exclude[r0:r0 + rows] - c0
+                own = exclude[r0 : r0 + rows] - c0
                 hit = ((own >= 0) & (own < b.shape[0])).nonzero().squeeze(1)
                 d2[hit, own[hit]] = float("inf")
             top = d2.topk(min(kc, b.shape[0]), dim=1, largest=False)
@@ -83,7 +91,7 @@ def smallest(query: torch.Tensor, base: torch.Tensor, kc: int, *, exclude: torch
                 keep = cand_d.topk(kc, dim=1, largest=False).indices
                 cand_d, cand_i = cand_d.gather(1, keep), cand_i.gather(1, keep)
             best_d, best_i = cand_d, cand_i
-        out[r0:r0 + rows] = best_i
+        out[r0 : r0 + rows] = best_i
     return out
 
 
@@ -123,8 +131,15 @@ def distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return acc.sqrt()
 
 
-def refine(query: torch.Tensor, base: torch.Tensor, cand: torch.Tensor, k: int, *,
-           exclude: torch.Tensor | None = None, dtype: torch.dtype | None = None):
+def refine(
+    query: torch.Tensor,
+    base: torch.Tensor,
+    cand: torch.Tensor,
+    k: int,
+    *,
+    exclude: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
+):
     """Exact Euclidean distances of the candidates ``cand`` ``[nq, kc]`` (:func:`distances`, in
     ``dtype``, default the input dtype); ``-1`` entries and ``cand == exclude[row]`` count as inf
     (and are returned as ``-1``); the ``k`` smallest per row in ascending ``(distance, index)``
@@ -139,16 +154,16 @@ def refine(query: torch.Tensor, base: torch.Tensor, cand: torch.Tensor, k: int, 
     dist = torch.empty(nq, k, dtype=dtype, device=query.device)
     tile = max(1, min(nq, _REFINE_TILE_ELEMENTS // (cand.shape[1] * query.shape[1])))
     for start in range(0, nq, tile):
-        c = cand[start:start + tile]
-        q = query[start:start + tile].to(dtype)
+        c = cand[start : start + tile]
+        q = query[start : start + tile].to(dtype)
         invalid = c < 0
         if exclude is not None:
-            invalid |= c == exclude[start:start + tile].unsqueeze(1)
+            invalid |= c == exclude[start : start + tile].unsqueeze(1)
         c = c.masked_fill(invalid, -1).sort(dim=1).values  # ties are broken by the index
         d = distances(base[c.clamp_min(0)].to(dtype), q.unsqueeze(1)).masked_fill_(c < 0, float("inf"))
         best, order = d.sort(dim=1, stable=True)
-        idx[start:start + tile] = c.gather(1, order[:, :k])
-        dist[start:start + tile] = best[:, :k]
+        idx[start : start + tile] = c.gather(1, order[:, :k])
+        dist[start : start + tile] = best[:, :k]
     return idx, dist
 
 
@@ -182,5 +197,5 @@ def _nearest_centroid(x: torch.Tensor, mean: torch.Tensor, centroids: torch.Tens
     # would fragment the heap (glibc then grows it by a chunk per iteration)
     out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
     for s in range(0, x.shape[0], chunk):
-        out[s:s + chunk] = torch.addmm(norms, x[s:s + chunk] - mean, centroids.T, alpha=-2.0).argmin(1)
+        out[s : s + chunk] = torch.addmm(norms, x[s : s + chunk] - mean, centroids.T, alpha=-2.0).argmin(1)
     return out

@@ -14,6 +14,7 @@ The schemas are declared in C++ (``csrc/ops.cpp``, which names this module with
 used for selection (the kNN distances are recomputed differentiably by
 :func:`fastwnll.gaussian_weights`), so they have no autograd of their own.
 """
+
 from __future__ import annotations
 
 import torch
@@ -90,8 +91,16 @@ def _backward(ctx, grad_u, *_):
             idx, w, y, u, grad_u, ctx.mu, ctx.tol, ctx.max_iter
         )
     if is_concrete(residual):
-        report(iterations, residual, None, tol=ctx.tol, max_iter=ctx.max_iter, dtype=w.dtype, policy=ctx.policy,
-               what="adjoint (backward)")
+        report(
+            iterations,
+            residual,
+            None,
+            tol=ctx.tol,
+            max_iter=ctx.max_iter,
+            dtype=w.dtype,
+            policy=ctx.policy,
+            what="adjoint (backward)",
+        )
         if torch.is_grad_enabled():  # create_graph=True: differentiating grad_w again must fail loudly
             grad_w = _FirstOrderOnly.apply(grad_w, w, grad_u)
     return None, grad_w, None, None, None, None

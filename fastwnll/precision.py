@@ -5,6 +5,7 @@ input dtype; the computations run outside any autocast region of the caller, and
 :func:`full_precision`) without TF32 in CUDA matrix products, so that autocast or TF32 settings meant
 for a network never change the graph or the weights.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -11,6 +11,7 @@ Validation of the values (one pass; on CUDA the inputs are copied to the host on
 synchronisation) happens before the solve; the solve itself reports convergence only after checking
 the residual of the returned ``u`` and its row sums (:mod:`fastwnll.convergence`).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,7 @@ import numbers
 import torch
 
 from fastwnll import _ext
-from fastwnll.convergence import (DEFAULT_TOL, POLICIES, SolveInfo, WNLLConvergenceError, policy_scope,
-                                  report)
+from fastwnll.convergence import DEFAULT_TOL, POLICIES, SolveInfo, WNLLConvergenceError, policy_scope, report
 from fastwnll.precision import HALF, working_dtype
 
 _ext.load()  # registers torch.ops.fastwnll.* with their fake kernels and autograd
@@ -56,8 +56,10 @@ def check_options(mu, tol, max_iter, on_nonconvergence, dtype: torch.dtype) -> t
     if not math.isfinite(mu) or mu < 0:
         raise ValueError(f"mu must be finite and >= 0, got {mu}")
     if 1.0 + mu > torch.finfo(dtype).max:
-        raise ValueError(f"mu={mu:g} cannot be carried by {dtype} (largest value {torch.finfo(dtype).max:.3g}); "
-                         "use float64 or a smaller mu")
+        raise ValueError(
+            f"mu={mu:g} cannot be carried by {dtype} (largest value {torch.finfo(dtype).max:.3g}); "
+            "use float64 or a smaller mu"
+        )
     if tol is None:
         tol = DEFAULT_TOL[dtype]
     else:
@@ -187,14 +189,31 @@ def solve(idx, w, y, *, mu: float, tol: float, max_iter: int, on_nonconvergence:
     """The compiled solve and its convergence report, for checked float32/float64 arguments."""
     with policy_scope(on_nonconvergence):
         u, iterations, residual, row_sum_error = torch.ops.fastwnll.wnll_solve(idx, w, y, mu, tol, int(max_iter))
-    info = report(iterations, residual, row_sum_error, tol=tol, max_iter=int(max_iter), dtype=w.dtype,
-                  policy=on_nonconvergence, what="forward")
+    info = report(
+        iterations,
+        residual,
+        row_sum_error,
+        tol=tol,
+        max_iter=int(max_iter),
+        dtype=w.dtype,
+        policy=on_nonconvergence,
+        what="forward",
+    )
     return (u, info) if return_info else u
 
 
-def wnll_solve(idx: torch.Tensor, w: torch.Tensor, y: torch.Tensor, *, mu: float, tol: float | None = None,
-               max_iter: int = 1000, on_nonconvergence: str = "raise", return_info: bool = False,
-               validate: bool = True):
+def wnll_solve(
+    idx: torch.Tensor,
+    w: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    mu: float,
+    tol: float | None = None,
+    max_iter: int = 1000,
+    on_nonconvergence: str = "raise",
+    return_info: bool = False,
+    validate: bool = True,
+):
     """Solve the WNLL system of docs/design.md, section 2 for the queries, all classes at once.
 
     Nodes ``0..m-1`` are the templates (``m = y.shape[0]``), ``m..n-1`` the queries. With
@@ -248,8 +267,9 @@ def wnll_solve(idx: torch.Tensor, w: torch.Tensor, y: torch.Tensor, *, mu: float
         idx_host, w_host, y_host = host_copies(idx, ww, yw)
         _check_values(idx_host, w_host, y_host, mu, dtype)
         check_reachable(idx_host, w_host, y.shape[0])
-    out = solve(idx, ww, yw, mu=mu, tol=tol, max_iter=max_iter, on_nonconvergence=on_nonconvergence,
-                return_info=return_info)
+    out = solve(
+        idx, ww, yw, mu=mu, tol=tol, max_iter=max_iter, on_nonconvergence=on_nonconvergence, return_info=return_info
+    )
     if w.dtype == dtype:
         return out
     return (out[0].to(w.dtype), out[1]) if return_info else out.to(w.dtype)

@@ -75,6 +75,7 @@ iteration: 1.3 GB for 100 iterations on a 128x3x32x32 float32 batch, and the for
 come on top (the process grew by 3.6 GB on the CPU, measured), so a 512-image batch needs four
 times as much: use the unrolled gradient on small batches or few iterations.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -240,8 +241,16 @@ class _IdentityBackward(torch.autograd.Function):
         return grad_out, None
 
 
-def _solve_planes(planes: torch.Tensor, weights: Optional[torch.Tensor], lam: float, iters: int,
-                  tol: Optional[float], isotropic: bool, use_kernel: bool, differentiable: bool):
+def _solve_planes(
+    planes: torch.Tensor,
+    weights: Optional[torch.Tensor],
+    lam: float,
+    iters: int,
+    tol: Optional[float],
+    isotropic: bool,
+    use_kernel: bool,
+    differentiable: bool,
+):
     """Solve for ``planes`` [N, H, W] (any float dtype) with data weights ``weights`` (bool or float,
     [N, H, W]) or None. Returns ``z`` [N, H, W] in the input dtype, iterations [N] int32 and
     ``(P, G)`` [N, 2] (see ``fastwnll.tv_primal_dual.iterate``)."""
@@ -261,10 +270,10 @@ def _solve_planes(planes: torch.Tensor, weights: Optional[torch.Tensor], lam: fl
     its = torch.empty(n, dtype=torch.int32, device=x.device)
     pg = torch.empty(n, 2, dtype=compute, device=x.device)
     for s in range(0, n, step):
-        xs = x[s:s + step]
-        chunk = None if w is None else w[s:s + step]
+        xs = x[s : s + step]
+        chunk = None if w is None else w[s : s + step]
         state = InplacePlanes(xs, chunk, plane_steps(xs, lam, chunk is not None), lam, isotropic)
-        out[s:s + step], its[s:s + step], pg[s:s + step] = iterate(state, iters, tol)
+        out[s : s + step], its[s : s + step], pg[s : s + step] = iterate(state, iters, tol)
     return out, its, pg
 
 
@@ -276,15 +285,28 @@ def _report(name: str, its: torch.Tensor, pg: torch.Tensor, shape, iters: int, t
     bound = WARN_GAP if tol is None else max(10 * tol, WARN_GAP)
     far = gap > bound
     if bool(far.any()):
-        warnings.warn(f"{name}: {int(far.sum())} of {far.numel()} planes ended the {iters}-iteration budget with a "
-                      f"relative duality gap above {bound:g} (largest {float(gap.max()):.3g}); raise iters "
-                      f"(lam relative to the image range is what makes it hard: see fastwnll.tv)",
-                      TVConvergenceWarning, stacklevel=4)
+        warnings.warn(
+            f"{name}: {int(far.sum())} of {far.numel()} planes ended the {iters}-iteration budget with a "
+            f"relative duality gap above {bound:g} (largest {float(gap.max()):.3g}); raise iters "
+            f"(lam relative to the image range is what makes it hard: see fastwnll.tv)",
+            TVConvergenceWarning,
+            stacklevel=4,
+        )
     return TVInfo(its.reshape(shape), gap.reshape(shape), None if tol is None else (gap <= tol).reshape(shape))
 
 
-def _run(name: str, x: torch.Tensor, mask: Optional[torch.Tensor], lam: float, iters: int, tol: Optional[float],
-         isotropic: bool, backward: str, backend: str, return_info: bool):
+def _run(
+    name: str,
+    x: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    lam: float,
+    iters: int,
+    tol: Optional[float],
+    isotropic: bool,
+    backward: str,
+    backend: str,
+    return_info: bool,
+):
     use_kernel = _use_kernel(x, backend, backward)
     lead = x.shape[:-2]
     if x.numel() == 0:
@@ -294,8 +316,11 @@ def _run(name: str, x: torch.Tensor, mask: Optional[torch.Tensor], lam: float, i
         return (z, info) if return_info else z
     H, W = x.shape[-2:]
     weights = None if mask is None else mask.reshape(-1, H, W)
-    if backward == "unrolled" and torch.is_grad_enabled() and (
-            x.requires_grad or (weights is not None and weights.requires_grad)):
+    if (
+        backward == "unrolled"
+        and torch.is_grad_enabled()
+        and (x.requires_grad or (weights is not None and weights.requires_grad))
+    ):
         z, its, pg = _solve_planes(x.reshape(-1, H, W), weights, lam, iters, tol, isotropic, False, True)
         z = z.reshape(x.shape)
     else:
@@ -303,8 +328,9 @@ def _run(name: str, x: torch.Tensor, mask: Optional[torch.Tensor], lam: float, i
 
         def solve(inp: torch.Tensor) -> torch.Tensor:
             w = None if weights is None else weights.detach()
-            planes, result["its"], result["pg"] = _solve_planes(inp.detach().reshape(-1, H, W), w, lam, iters, tol,
-                                                                isotropic, use_kernel, False)
+            planes, result["its"], result["pg"] = _solve_planes(
+                inp.detach().reshape(-1, H, W), w, lam, iters, tol, isotropic, use_kernel, False
+            )
             return planes.reshape(x.shape)
 
         z = _IdentityBackward.apply(x, solve)
@@ -317,8 +343,17 @@ def _run(name: str, x: torch.Tensor, mask: Optional[torch.Tensor], lam: float, i
 # public API
 
 
-def tv_denoise(x: torch.Tensor, lam: float, *, iters: int = DEFAULT_ITERS, tol: Optional[float] = DEFAULT_TOL,
-               isotropic: bool = True, backward: str = "bpda", backend: str = "auto", return_info: bool = False):
+def tv_denoise(
+    x: torch.Tensor,
+    lam: float,
+    *,
+    iters: int = DEFAULT_ITERS,
+    tol: Optional[float] = DEFAULT_TOL,
+    isotropic: bool = True,
+    backward: str = "bpda",
+    backend: str = "auto",
+    return_info: bool = False,
+):
     """TV proximal operator (ROF denoising) of every plane of a batch.
 
     Returns ``argmin_z 1/2 ||z - x||^2 + lam * TV(z)`` for each channel of each image, computed
@@ -349,10 +384,20 @@ def tv_denoise(x: torch.Tensor, lam: float, *, iters: int = DEFAULT_ITERS, tol: 
     return _run("tv_denoise", x, None, lam, int(iters), tol, isotropic, backward, backend, return_info)
 
 
-def tvm(x: torch.Tensor, *, drop_rate: float = 0.5, lam: float = 0.03, iters: int = DEFAULT_ITERS,
-        tol: Optional[float] = DEFAULT_TOL, isotropic: bool = True, generator: Optional[torch.Generator] = None,
-        mask: Optional[torch.Tensor] = None, backward: str = "bpda", backend: str = "auto",
-        return_info: bool = False):
+def tvm(
+    x: torch.Tensor,
+    *,
+    drop_rate: float = 0.5,
+    lam: float = 0.03,
+    iters: int = DEFAULT_ITERS,
+    tol: Optional[float] = DEFAULT_TOL,
+    isotropic: bool = True,
+    generator: Optional[torch.Generator] = None,
+    mask: Optional[torch.Tensor] = None,
+    backward: str = "bpda",
+    backend: str = "auto",
+    return_info: bool = False,
+):
     """Total variation minimisation (Guo et al., ICLR 2018): masked TV reconstruction of a batch.
 
     Returns ``argmin_z 1/2 sum M (z - x)^2 + lam * TV(z)`` for each channel of each image, where the
@@ -405,8 +450,7 @@ def _draw_mask(x: torch.Tensor, drop_rate: float, generator: Optional[torch.Gene
     return torch.rand(x.shape, generator=generator, device=x.device) >= drop_rate
 
 
-def keep_mask(x: torch.Tensor, drop_rate: float = 0.5, *,
-              generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def keep_mask(x: torch.Tensor, drop_rate: float = 0.5, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """The random keep-mask :func:`tvm` draws: bool, ``x``'s shape and device, each entry True
     (kept) independently with probability ``1 - drop_rate``.
 

@@ -34,6 +34,7 @@ is a lower bound of ``min P`` (weak duality on the box, where the minimiser lies
 pixels with weight 0. ``G = P(z) - D(q) >= P(z) - min P >= 0``: the relative gap ``G / P(z)`` bounds
 the relative objective error of ``z`` from above, and tends to 0 as the iteration converges.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -108,9 +109,17 @@ def _project(q1: torch.Tensor, q2: torch.Tensor, isotropic: bool):
 
 
 @torch.no_grad()
-def duality_gap(z: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, x: torch.Tensor,
-                m: Optional[torch.Tensor], rng: torch.Tensor, lam: float, isotropic: bool,
-                work: Optional[list] = None) -> torch.Tensor:
+def duality_gap(
+    z: torch.Tensor,
+    p1: torch.Tensor,
+    p2: torch.Tensor,
+    x: torch.Tensor,
+    m: Optional[torch.Tensor],
+    rng: torch.Tensor,
+    lam: float,
+    isotropic: bool,
+    work: Optional[list] = None,
+) -> torch.Tensor:
     """Objective and duality gap of every plane (see the module docstring), with five plane-sized
     buffers and in-place ops (it runs every CHECK_EVERY iterations).
 
@@ -131,7 +140,7 @@ def duality_gap(z: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, x: torch.Te
     else:
         torch.clamp(p1, -1.0, 1.0, out=q1)
         torch.clamp(p2, -1.0, 1.0, out=q2)
-    torch.add(q1, q2, out=g)                                  # g = lam * div q
+    torch.add(q1, q2, out=g)  # g = lam * div q
     g[..., :, 1:].sub_(q1[..., :, :-1])
     g[..., 1:, :].sub_(q2[..., :-1, :])
     g.mul_(lam)
@@ -144,7 +153,7 @@ def duality_gap(z: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, x: torch.Te
         q1.mul_(q1).addcmul_(q2, q2).sqrt_()
     else:
         q1.abs_().add_(q2.abs_())
-    torch.sub(z, x, out=primal)                               # 1/2 m (z - x)^2 + lam * tv
+    torch.sub(z, x, out=primal)  # 1/2 m (z - x)^2 + lam * tv
     primal.mul_(primal).mul_(0.5)
     if m is not None:
         primal.mul_(m)
@@ -156,7 +165,7 @@ def duality_gap(z: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, x: torch.Te
     else:
         torch.div(g, m, out=q2).add_(x).nan_to_num_(nan=0.0)
     torch.minimum(q2.clamp_min_(0.0), rng, out=q2)
-    dual = torch.sub(q2, x, out=scale)                        # 1/2 m (zd - x)^2 - g zd
+    dual = torch.sub(q2, x, out=scale)  # 1/2 m (zd - x)^2 - g zd
     dual.mul_(dual).mul_(0.5)
     if m is not None:
         dual.mul_(m)
@@ -167,8 +176,7 @@ def duality_gap(z: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, x: torch.Te
 class _Planes:
     """State of the iteration on the planes still iterating; ``run``, ``gap``, ``z``, ``keep``."""
 
-    def __init__(self, x: torch.Tensor, m: Optional[torch.Tensor], steps: torch.Tensor, lam: float,
-                 isotropic: bool):
+    def __init__(self, x: torch.Tensor, m: Optional[torch.Tensor], steps: torch.Tensor, lam: float, isotropic: bool):
         self.steps, self.lam, self.isotropic = steps, lam, isotropic
         self.x = x - _col(steps, LO)
         self.m = m
@@ -183,8 +191,7 @@ class _Planes:
         self.p2 = torch.zeros_like(self.x)
 
     def gap(self) -> torch.Tensor:
-        return duality_gap(self.z, self.p1, self.p2, self.x, self.m, _col(self.steps, RANGE), self.lam,
-                           self.isotropic)
+        return duality_gap(self.z, self.p1, self.p2, self.x, self.m, _col(self.steps, RANGE), self.lam, self.isotropic)
 
     def output(self) -> torch.Tensor:
         return self.z + _col(self.steps, LO)
@@ -228,14 +235,23 @@ class InplacePlanes(_Planes):
     def gap(self) -> torch.Tensor:
         if self.buffers is None:
             self.run(0)
-        return duality_gap(self.z, self.p1, self.p2, self.x, self.m, _col(self.steps, RANGE), self.lam,
-                           self.isotropic, self.buffers[2:])
+        return duality_gap(
+            self.z,
+            self.p1,
+            self.p2,
+            self.x,
+            self.m,
+            _col(self.steps, RANGE),
+            self.lam,
+            self.isotropic,
+            self.buffers[2:],
+        )
 
     @torch.no_grad()
     def run(self, iters: int) -> None:
         a, b = _col(self.steps, A), _col(self.steps, B)
         z, p1, p2, inv, data = self.z, self.p1, self.p2, self.inv, self.data
-        if self.buffers is None:   # kept from call to call: fresh large buffers cost page faults
+        if self.buffers is None:  # kept from call to call: fresh large buffers cost page faults
             # q1 (q2) is never written in its last column (row): the duals stay 0 there, as _div assumes.
             # the last five are also the gap's buffers (the iteration needs none of them between steps)
             self.buffers = [torch.zeros_like(z), torch.zeros_like(z)] + [torch.empty_like(z) for _ in range(5)]
@@ -243,15 +259,15 @@ class InplacePlanes(_Planes):
         p1_in, p2_in = p1[..., :, :-1], p2[..., :-1, :]
         q1_in, q2_in = q1[..., :, :-1], q2[..., :-1, :]
         for _ in range(iters):
-            torch.add(p1, p2, out=dv)                             # div p
+            torch.add(p1, p2, out=dv)  # div p
             dv[..., :, 1:].sub_(p1_in)
             dv[..., 1:, :].sub_(p2_in)
-            torch.mul(dv, a, out=zb)                              # zt, kept in zb for now
+            torch.mul(dv, a, out=zb)  # zt, kept in zb for now
             zb.add_(z).mul_(inv).add_(data)
             torch.sub(zb, z, out=d)
-            zb.add_(d)                                            # zb = zt + d = 2*zt - z
+            zb.add_(d)  # zb = zt + d = 2*zt - z
             torch.sub(zb[..., :, 1:], zb[..., :, :-1], out=q1_in)
-            q1_in.mul_(b).add_(p1_in)                             # q1 = p1 + b * dx(zb)
+            q1_in.mul_(b).add_(p1_in)  # q1 = p1 + b * dx(zb)
             torch.sub(zb[..., 1:, :], zb[..., :-1, :], out=q2_in)
             q2_in.mul_(b).add_(p2_in)
             if self.isotropic:
@@ -277,7 +293,7 @@ def iterate(planes, iters: int, tol: Optional[float]):
         [N, 2] at the last check of each plane (``iters`` of a plane is where it stopped).
     """
     every = CHECK_EVERY if tol is not None else iters
-    rows = None                                      # original indices of the planes still iterating
+    rows = None  # original indices of the planes still iterating
     done_rows, done_z, done_pg, done_k = [], [], [], []
     k = 0
     while True:

@@ -24,6 +24,7 @@ Devices: CUDA tensors (launched on the tensors' device and its current stream); 
 under the Triton interpreter (``TRITON_INTERPRET=1`` set before this module is imported), which
 the tests use.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,8 +70,15 @@ def _relax(p, pt, rho):
 @triton.jit
 def _load_steps(sp):
     """One plane's row of ``plane_steps``: ``lo, range, tau, a, b, inv, c`` (columns LO ... C)."""
-    return (tl.load(sp), tl.load(sp + 1), tl.load(sp + 2), tl.load(sp + 3), tl.load(sp + 4), tl.load(sp + 5),
-            tl.load(sp + 6))
+    return (
+        tl.load(sp),
+        tl.load(sp + 1),
+        tl.load(sp + 2),
+        tl.load(sp + 3),
+        tl.load(sp + 4),
+        tl.load(sp + 5),
+        tl.load(sp + 6),
+    )
 
 
 @triton.jit
@@ -99,14 +107,31 @@ def _gap_terms(x, z, m, g, zr, zd_, rng, lam, HAS_MASK: tl.constexpr, ISOTROPIC:
 
 
 @triton.jit
-def _tv_plane_kernel(x_ptr, w_ptr, steps_ptr, out_ptr, iters_ptr, pg_ptr, H, W, iters, every, lam, tol, rho,
-                     HAS_MASK: tl.constexpr, ISOTROPIC: tl.constexpr, NSTEPS: tl.constexpr,
-                     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+def _tv_plane_kernel(
+    x_ptr,
+    w_ptr,
+    steps_ptr,
+    out_ptr,
+    iters_ptr,
+    pg_ptr,
+    H,
+    W,
+    iters,
+    every,
+    lam,
+    tol,
+    rho,
+    HAS_MASK: tl.constexpr,
+    ISOTROPIC: tl.constexpr,
+    NSTEPS: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+):
     plane = tl.program_id(0).to(tl.int64)
     rows = tl.arange(0, BLOCK_H)[:, None]
     cols = tl.arange(0, BLOCK_W)[None, :]
     inside = (rows < H) & (cols < W)
-    offs = rows * W + cols                   # int32 offsets in the plane (fewer registers than int64)
+    offs = rows * W + cols  # int32 offsets in the plane (fewer registers than int64)
     x_ptr += plane * H * W
     w_ptr += plane * H * W
     out_ptr += plane * H * W
@@ -171,8 +196,7 @@ def _tv_plane_kernel(x_ptr, w_ptr, steps_ptr, out_ptr, iters_ptr, pg_ptr, H, W, 
 
 
 @triton.jit
-def _primal_at(x_ptr, w_ptr, z_ptr, p1_ptr, p2_ptr, base, r, c, H, W, lo, tau, a, inv, cx,
-               HAS_MASK: tl.constexpr):
+def _primal_at(x_ptr, w_ptr, z_ptr, p1_ptr, p2_ptr, base, r, c, H, W, lo, tau, a, inv, cx, HAS_MASK: tl.constexpr):
     """Primal step ``zt`` and current ``z``, ``p1``, ``p2`` at pixels (r, c) of one plane (0 outside)."""
     inside = (r < H) & (c < W)
     off = base + r * W + c
@@ -204,19 +228,38 @@ def _tile_coords(pid, H, W, tiles_h, tiles_w, BLOCK_H: tl.constexpr, BLOCK_W: tl
 
 
 @triton.jit
-def _tv_tile_step_kernel(x_ptr, w_ptr, steps_ptr, active_ptr, z_ptr, p1_ptr, p2_ptr, z_out, p1_out, p2_out,
-                         H, W, tiles_h, tiles_w, rho,
-                         HAS_MASK: tl.constexpr, ISOTROPIC: tl.constexpr, NSTEPS: tl.constexpr,
-                         BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+def _tv_tile_step_kernel(
+    x_ptr,
+    w_ptr,
+    steps_ptr,
+    active_ptr,
+    z_ptr,
+    p1_ptr,
+    p2_ptr,
+    z_out,
+    p1_out,
+    p2_out,
+    H,
+    W,
+    tiles_h,
+    tiles_w,
+    rho,
+    HAS_MASK: tl.constexpr,
+    ISOTROPIC: tl.constexpr,
+    NSTEPS: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+):
     plane, r, c, base = _tile_coords(tl.program_id(0), H, W, tiles_h, tiles_w, BLOCK_H, BLOCK_W)
     lo, _, tau, a, b, inv, cx = _load_steps(steps_ptr + plane.to(tl.int64) * NSTEPS)
     active = tl.load(active_ptr + plane) != 0
-    zt, z, p1, p2 = _primal_at(x_ptr, w_ptr, z_ptr, p1_ptr, p2_ptr, base, r, c, H, W,
-                               lo, tau, a, inv, cx, HAS_MASK)
-    zt_r, z_r, _, _ = _primal_at(x_ptr, w_ptr, z_ptr, p1_ptr, p2_ptr, base, r, c + 1, H, W,
-                                 lo, tau, a, inv, cx, HAS_MASK)
-    zt_d, z_d, _, _ = _primal_at(x_ptr, w_ptr, z_ptr, p1_ptr, p2_ptr, base, r + 1, c, H, W,
-                                 lo, tau, a, inv, cx, HAS_MASK)
+    zt, z, p1, p2 = _primal_at(x_ptr, w_ptr, z_ptr, p1_ptr, p2_ptr, base, r, c, H, W, lo, tau, a, inv, cx, HAS_MASK)
+    zt_r, z_r, _, _ = _primal_at(
+        x_ptr, w_ptr, z_ptr, p1_ptr, p2_ptr, base, r, c + 1, H, W, lo, tau, a, inv, cx, HAS_MASK
+    )
+    zt_d, z_d, _, _ = _primal_at(
+        x_ptr, w_ptr, z_ptr, p1_ptr, p2_ptr, base, r + 1, c, H, W, lo, tau, a, inv, cx, HAS_MASK
+    )
     d = zt - z
     zb = zt + d
     q1 = b * tl.where(c < W - 1, (zt_r + (zt_r - z_r)) - zb, 0.0) + p1
@@ -238,9 +281,25 @@ def _projected_at(p1_ptr, p2_ptr, off, ok, ISOTROPIC: tl.constexpr):
 
 
 @triton.jit
-def _tv_tile_gap_kernel(x_ptr, w_ptr, steps_ptr, z_ptr, p1_ptr, p2_ptr, out_ptr, H, W, tiles_h, tiles_w, lam,
-                        HAS_MASK: tl.constexpr, ISOTROPIC: tl.constexpr, NSTEPS: tl.constexpr,
-                        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+def _tv_tile_gap_kernel(
+    x_ptr,
+    w_ptr,
+    steps_ptr,
+    z_ptr,
+    p1_ptr,
+    p2_ptr,
+    out_ptr,
+    H,
+    W,
+    tiles_h,
+    tiles_w,
+    lam,
+    HAS_MASK: tl.constexpr,
+    ISOTROPIC: tl.constexpr,
+    NSTEPS: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+):
     plane, r, c, base = _tile_coords(tl.program_id(0), H, W, tiles_h, tiles_w, BLOCK_H, BLOCK_W)
     lo, rng, _, _, _, _, _ = _load_steps(steps_ptr + plane.to(tl.int64) * NSTEPS)
     inside = (r < H) & (c < W)
@@ -285,32 +344,63 @@ class _TiledPlanes:
     def __init__(self, planes, weights, steps, lam, isotropic):
         n, self.h, self.w = planes.shape
         self.planes, self.weights, self.steps, self.lam, self.isotropic = planes, weights, steps, lam, isotropic
-        self.state = [(planes.to(torch.float32) - steps[:, LO, None, None]).contiguous(),
-                      torch.zeros_like(planes, dtype=torch.float32), torch.zeros_like(planes, dtype=torch.float32)]
+        self.state = [
+            (planes.to(torch.float32) - steps[:, LO, None, None]).contiguous(),
+            torch.zeros_like(planes, dtype=torch.float32),
+            torch.zeros_like(planes, dtype=torch.float32),
+        ]
         self.spare = [torch.empty_like(s) for s in self.state]
         self.rows = torch.arange(n, device=planes.device)
         self.active = torch.ones(n, dtype=torch.int32, device=planes.device)
         self.tiles_h, self.tiles_w = triton.cdiv(self.h, TILE), triton.cdiv(self.w, TILE)
         self.grid = (n * self.tiles_h * self.tiles_w,)
-        self.consts = dict(HAS_MASK=weights is not None, ISOTROPIC=isotropic, NSTEPS=STEP_COLUMNS,
-                           BLOCK_H=TILE, BLOCK_W=TILE, num_warps=4)
+        self.consts = dict(
+            HAS_MASK=weights is not None,
+            ISOTROPIC=isotropic,
+            NSTEPS=STEP_COLUMNS,
+            BLOCK_H=TILE,
+            BLOCK_W=TILE,
+            num_warps=4,
+        )
 
     def _w(self):
-        return self.weights if self.weights is not None else self.planes   # never read without a mask
+        return self.weights if self.weights is not None else self.planes  # never read without a mask
 
     def run(self, iters: int) -> None:
         with device_guard(self.planes):
             for _ in range(iters):
-                _tv_tile_step_kernel[self.grid](self.planes, self._w(), self.steps, self.active, *self.state,
-                                                *self.spare, self.h, self.w, self.tiles_h, self.tiles_w, RHO,
-                                                **self.consts)
+                _tv_tile_step_kernel[self.grid](
+                    self.planes,
+                    self._w(),
+                    self.steps,
+                    self.active,
+                    *self.state,
+                    *self.spare,
+                    self.h,
+                    self.w,
+                    self.tiles_h,
+                    self.tiles_w,
+                    RHO,
+                    **self.consts,
+                )
                 self.state, self.spare = self.spare, self.state
 
     def gap(self) -> torch.Tensor:
         sums = torch.empty(self.grid[0], 2, dtype=torch.float32, device=self.planes.device)
         with device_guard(self.planes):
-            _tv_tile_gap_kernel[self.grid](self.planes, self._w(), self.steps, *self.state, sums, self.h, self.w,
-                                           self.tiles_h, self.tiles_w, self.lam, **self.consts)
+            _tv_tile_gap_kernel[self.grid](
+                self.planes,
+                self._w(),
+                self.steps,
+                *self.state,
+                sums,
+                self.h,
+                self.w,
+                self.tiles_h,
+                self.tiles_w,
+                self.lam,
+                **self.consts,
+            )
         return sums.view(-1, self.tiles_h * self.tiles_w, 2).sum(1)[self.rows]
 
     def output(self) -> torch.Tensor:
@@ -322,8 +412,15 @@ class _TiledPlanes:
         self.active[self.rows] = 1
 
 
-def tv_primal_dual(planes: torch.Tensor, weights: Optional[torch.Tensor], lam: float, iters: int,
-                   tol: Optional[float], isotropic: bool, path: str = "auto"):
+def tv_primal_dual(
+    planes: torch.Tensor,
+    weights: Optional[torch.Tensor],
+    lam: float,
+    iters: int,
+    tol: Optional[float],
+    isotropic: bool,
+    path: str = "auto",
+):
     """Run at most ``iters`` primal-dual TV iterations on every plane with the Triton kernels.
 
     Args:
@@ -351,8 +448,10 @@ def tv_primal_dual(planes: torch.Tensor, weights: Optional[torch.Tensor], lam: f
     if path == "auto":
         path = "plane" if plane_fits(h, w) else "tiled"
     if path == "plane" and not plane_fits(h, w):
-        raise ValueError(f"a {h}x{w} plane does not fit the fused kernel (padded size above "
-                         f"{PLANE_MAX_ELEMENTS} elements or a side below {MIN_SIDE}); use path='tiled'")
+        raise ValueError(
+            f"a {h}x{w} plane does not fit the fused kernel (padded size above "
+            f"{PLANE_MAX_ELEMENTS} elements or a side below {MIN_SIDE}); use path='tiled'"
+        )
     planes = planes.contiguous()
     weights = None if weights is None else weights.contiguous()
     with device_guard(planes):
@@ -366,9 +465,25 @@ def tv_primal_dual(planes: torch.Tensor, weights: Optional[torch.Tensor], lam: f
     pg = torch.empty(n, 2, dtype=torch.float32, device=planes.device)
     every = CHECK_EVERY if tol is not None else iters
     with device_guard(planes):
-        _tv_plane_kernel[(n,)](planes, weights if weights is not None else planes, steps, out, its, pg, h, w, iters,
-                               every, lam, 0.0 if tol is None else tol, RHO,
-                               HAS_MASK=weights is not None, ISOTROPIC=isotropic, NSTEPS=STEP_COLUMNS,
-                               BLOCK_H=block_h, BLOCK_W=block_w,
-                               num_warps=max(1, block_h * block_w // ONE_WARP_ELEMENTS))
+        _tv_plane_kernel[(n,)](
+            planes,
+            weights if weights is not None else planes,
+            steps,
+            out,
+            its,
+            pg,
+            h,
+            w,
+            iters,
+            every,
+            lam,
+            0.0 if tol is None else tol,
+            RHO,
+            HAS_MASK=weights is not None,
+            ISOTROPIC=isotropic,
+            NSTEPS=STEP_COLUMNS,
+            BLOCK_H=block_h,
+            BLOCK_W=block_w,
+            num_warps=max(1, block_h * block_w // ONE_WARP_ELEMENTS),
+        )
     return out, its, pg

@@ -4,6 +4,7 @@ Current means: ``fastwnll`` imports from this checkout, ``fastwnll._C`` loads, i
 installed torch, its CUDA kernels match ``FASTWNLL_CUDA`` (1: compiled in, 0: left out), and it is
 newer than every C++/CUDA source, setup.py and pyproject.toml. Otherwise prints why and exits 1.
 """
+
 import glob
 import os
 import sys
@@ -14,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def stale_reason():
     try:
         import torch
+
         import fastwnll
         from fastwnll import _ext
     except ImportError as error:
@@ -28,8 +30,9 @@ def stale_reason():
     if build is None or build["torch"] != torch.__version__:
         return f"built for torch {build and build['torch']}, torch {torch.__version__} is installed"
     flag = os.environ.get("FASTWNLL_CUDA", "auto").strip().lower()
-    if (flag in ("1", "on", "true", "yes") and not build["cuda"]) or (flag in ("0", "off", "false", "no")
-                                                                      and build["cuda"]):
+    if (flag in ("1", "on", "true", "yes") and not build["cuda"]) or (
+        flag in ("0", "off", "false", "no") and build["cuda"]
+    ):
         return f"FASTWNLL_CUDA={flag} but the CUDA kernels were {build['reason']}"
     inputs = [os.path.join(ROOT, name) for name in ("setup.py", "pyproject.toml")]
     inputs += glob.glob(os.path.join(ROOT, "csrc", "**", "*.*"), recursive=True)

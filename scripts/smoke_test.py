@@ -6,6 +6,7 @@ give correct results, and the ``fastwnll`` command works.
 Usage: ``TRITON_INTERPRET=1 python smoke_test.py EXPECTED_PREFIX`` (the interpreter switch must be set
 before triton is imported).
 """
+
 import os
 import subprocess
 import sys

@@ -7,6 +7,7 @@ test marked ``cuda`` (the CUDA entries of the matrix are) is skipped when no CUD
 so files need no skip marker of their own. A test (or a parameter) marked ``needs("faiss", ...)`` is
 skipped when one of those optional packages cannot be imported.
 """
+
 import os
 from pathlib import Path
 
@@ -64,8 +65,10 @@ def find_mnist_dir() -> Path:
     for folder in mnist_dirs(MNIST_ROOT):
         if all(find_file(folder, stem) for stem in FILES["test"]):
             return folder
-    pytest.skip(f"needs the real MNIST test files ({' and '.join(s + '[.gz]' for s in FILES['test'])}), not found "
-                f"under {MNIST_ROOT}: set {DATA_DIR_ENV} to the folder holding them")
+    pytest.skip(
+        f"needs the real MNIST test files ({' and '.join(s + '[.gz]' for s in FILES['test'])}), not found "
+        f"under {MNIST_ROOT}: set {DATA_DIR_ENV} to the folder holding them"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Small models on sklearn's 8x8 digits shared by the attack and evaluation tests (a helper module,
 not a test file): a plain CNN, a CNN read through a WNLL head whose exact gradient masks itself,
 and a CNN whose output is a hard argmax (a deliberately masked model)."""
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,8 +45,15 @@ def wnll_cnn(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
     """A CNN trained with the linear layer of its WNLL head, then read through the head (wnll mode)
     with a bank of the first 1,000 training digits. Its exact WNLL gradient is a weak attack."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 64),
-                        nn.ReLU(), WNLLHead(64, 10, mode="linear"))
+    net = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(256, 64),
+        nn.ReLU(),
+        WNLLHead(64, 10, mode="linear"),
+    )
     train(net, x, y, steps=300)
     for p in net.parameters():
         p.requires_grad_(False)

@@ -1,4 +1,5 @@
 """Brute-force float64 reference of the kNN tests (test_knn_exact.py, test_knn_cuda.py) and their data."""
+
 import torch
 
 

@@ -1,18 +1,42 @@
 """Attacks: budgets, agreement with torchattacks, BPDA/EOT wrappers, gradient modes, hygiene, errors;
 the attacks designed against a WNLL head and the torchattacks cross-checks (Square, AutoAttack)."""
+
 import copy
 import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from digits_models import load_digits, plain_cnn, train, wnll_cnn
 from torch import nn
 
-from digits_models import load_digits, plain_cnn, train, wnll_cnn
 from fastwnll.attacks import (
-    ATTACKS, BPDA, EOT, NORMS, PROTOCOLS, attack_spec, autoattack, correct_mask, cross_entropy, cw_l2, cw_margin,
-    fgsm, get_attack, gradient_mode, head_stand_in, ifgsm, logit_margin, loss_grad, margin_loss, pgd,
-    robust_accuracy, square, transfer_attack, wnll_margin, wnll_margin_l2, wnll_smooth,
+    ATTACKS,
+    BPDA,
+    EOT,
+    NORMS,
+    PROTOCOLS,
+    attack_spec,
+    autoattack,
+    correct_mask,
+    cross_entropy,
+    cw_l2,
+    cw_margin,
+    fgsm,
+    get_attack,
+    gradient_mode,
+    head_stand_in,
+    ifgsm,
+    logit_margin,
+    loss_grad,
+    margin_loss,
+    pgd,
+    robust_accuracy,
+    square,
+    transfer_attack,
+    wnll_margin,
+    wnll_margin_l2,
+    wnll_smooth,
 )
 from fastwnll.attacks.wnll import smoothed_interpolation_scores, template_distance_scores
 from fastwnll.data import DATASET_SPECS
@@ -87,6 +111,7 @@ GRADIENT_MODE_ATTACKS = [name for name, spec in ATTACKS.items() if spec.takes_gr
 
 # ---------------------------------------------------------------- the registry
 
+
 def test_every_registered_attack_has_a_test_case():
     assert set(ATTACK_CASES) == set(ATTACKS)
 
@@ -134,6 +159,7 @@ def test_unknown_attack_names_the_choices():
 
 
 # ---------------------------------------------------------------- budgets and effect
+
 
 @pytest.fixture(scope="module")
 def crafted(models, batch):
@@ -193,6 +219,7 @@ def test_cw_binary_search_finds_smaller_perturbations_than_a_fixed_c(cnn, batch)
 
 # ---------------------------------------------------------------- agreement with torchattacks
 
+
 def test_fgsm_matches_torchattacks(cnn, batch):
     x, y = batch
     expected = torchattacks.FGSM(copy.deepcopy(cnn), eps=EPS)(x, y)
@@ -221,6 +248,7 @@ def test_cw_at_fixed_c_has_the_robust_accuracy_of_torchattacks(cnn, batch):
 
 # ---------------------------------------------------------------- PGD restarts and randomness
 
+
 def test_pgd_restarts_keep_the_worst_case_per_example(cnn, batch):
     x, y = batch
     eps = 0.08
@@ -242,6 +270,7 @@ def test_pgd_random_start_is_reproducible_with_a_generator(cnn, batch):
 
 
 # ---------------------------------------------------------------- hygiene
+
 
 class _Recorder(nn.Module):
     """Identity that records the train flag and the value of ``gradient`` seen in each forward."""
@@ -268,7 +297,13 @@ def test_attacks_run_in_eval_mode_restore_modes_and_leave_no_parameter_grads(bat
     else:
         head = nn.Linear(256, 10)
     model = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), recorder, nn.Flatten(), nn.Dropout(0.5), head,
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        recorder,
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        head,
     )
     model.train()
     model[1].eval()  # a mixed state: frozen batch norm inside a training model
@@ -302,6 +337,7 @@ def test_correct_mask_moves_batches_to_the_device_and_checks_the_output(cnn, bat
 
 
 # ---------------------------------------------------------------- gradient mode
+
 
 def test_gradient_mode_switches_every_head_and_restores():
     first, second = _Recorder(), _Recorder()
@@ -340,6 +376,7 @@ def test_attacks_use_the_requested_gradient_mode(cnn, batch, name):
 
 
 # ---------------------------------------------------------------- BPDA and EOT
+
 
 def _quantize(z):
     return torch.round(z * 4) / 4  # zero gradient almost everywhere
@@ -435,6 +472,7 @@ def test_eot_outside_bpda_averages_over_fresh_randomness(cnn, batch):
 
 # ---------------------------------------------------------------- transfer and registry
 
+
 def test_transfer_attack_crafted_on_one_model_fools_another(cnn, mlp, batch):
     x, y = batch
     x_adv = transfer_attack(cnn, x, y, "ifgsm", eps=0.2, alpha=0.02, steps=STEPS)
@@ -449,8 +487,9 @@ def test_transfer_attack_crafted_on_one_model_fools_another(cnn, mlp, batch):
 
 def test_get_attack_binds_arguments(cnn, batch):
     x, y = batch
-    torch.testing.assert_close(get_attack("ifgsm", eps=EPS, alpha=ALPHA, steps=3)(cnn, x, y),
-                               ifgsm(cnn, x, y, EPS, ALPHA, 3), atol=0, rtol=0)
+    torch.testing.assert_close(
+        get_attack("ifgsm", eps=EPS, alpha=ALPHA, steps=3)(cnn, x, y), ifgsm(cnn, x, y, EPS, ALPHA, 3), atol=0, rtol=0
+    )
     with pytest.raises(ValueError, match="fgsm, ifgsm, pgd, cw_l2"):
         get_attack("deepfool")
     with pytest.raises(TypeError, match="'pgd'"):
@@ -466,6 +505,7 @@ def test_cw_margin_values():
 
 
 # ---------------------------------------------------------------- errors
+
 
 def _bad_calls(model, x, y):
     nan = x.clone()
@@ -534,6 +574,7 @@ def test_device_mismatch_names_both_devices(cnn, batch):
 
 
 # ---------------------------------------------------------------- attacks designed against a WNLL head
+
 
 @pytest.fixture(scope="module")
 def wnll_batch(digits):
@@ -609,8 +650,7 @@ def test_smoothed_scores_are_the_interpolation_with_a_softer_graph(wnll_net, wnl
 
     head = wnll_net[-1]
     features = wnll_net[:-1](wnll_batch[0][:30])
-    probs = wnll_interpolate(head.template_features, head.template_labels, features, k=60, k_sigma=61,
-                             num_classes=10)
+    probs = wnll_interpolate(head.template_features, head.template_labels, features, k=60, k_sigma=61, num_classes=10)
     torch.testing.assert_close(smoothed_interpolation_scores(head, features), probs.clamp_min(1e-8).log())
     with pytest.raises(ValueError, match="k_sigma"):
         smoothed_interpolation_scores(head, features, k=10, k_sigma=12)
@@ -631,10 +671,15 @@ def test_l2_margin_attack_projects_onto_the_ball(wnll_net, wnll_batch):
 
 # ---------------------------------------------------------------- torchattacks cross-checks
 
+
 def test_square_is_gradient_free_and_reproducible(cnn, batch):
     x, y = batch[0][:30], batch[1][:30]
-    run = lambda seed: square(_Lambda(lambda z: cnn(z.detach())), x, y, EPS, n_queries=30,  # noqa: E731
-                              generator=torch.Generator().manual_seed(seed))
+
+    def run(seed):
+        return square(
+            _Lambda(lambda z: cnn(z.detach())), x, y, EPS, n_queries=30, generator=torch.Generator().manual_seed(seed)
+        )
+
     state = torch.random.get_rng_state()
     assert torch.equal(run(1), run(1))  # a model without a gradient path still works
     assert torch.equal(torch.random.get_rng_state(), state)  # torchattacks' global seeding was undone
@@ -651,8 +696,11 @@ def test_square_attacks_a_wnll_model_as_deployed(wnll_net, wnll_batch):
 def test_a_missing_torchattacks_names_the_extra(monkeypatch, cnn, batch):
     x, y = batch[0][:4], batch[1][:4]
     monkeypatch.setitem(sys.modules, "torchattacks", None)  # "import torchattacks" now raises ImportError
-    for call in (lambda: square(cnn, x, y, EPS), lambda: autoattack(cnn, x, y, EPS),
-                 lambda: ATTACKS["square"].check_available()):
+    for call in (
+        lambda: square(cnn, x, y, EPS),
+        lambda: autoattack(cnn, x, y, EPS),
+        lambda: ATTACKS["square"].check_available(),
+    ):
         with pytest.raises(ImportError, match=r"torchattacks.*pip install 'fastwnll\[eval\]'"):
             call()
     ATTACKS["ifgsm"].check_available()  # attacks without a library are unaffected

@@ -1,4 +1,5 @@
 """fastwnll.info() / `python -m fastwnll info`, and that the extension's CPU kernels really run threaded."""
+
 import json
 import subprocess
 import sys

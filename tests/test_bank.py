@@ -2,13 +2,13 @@
 MNIST features, ties, duplicates, queries that displace the templates' neighbours, scale changes,
 float32 and float64), the same gradients, the inductive closed form of one query at a time, and it
 re-indexes itself when the bank changes."""
+
 import pytest
 import torch
 
 import fastwnll
-from fastwnll import TemplateBank
+from fastwnll import TemplateBank, knn_torch
 from fastwnll import bank as bank_module
-from fastwnll import knn_torch
 from fastwnll.graph import unit_scale
 from fastwnll.interpolate import wnll_interpolate
 from fastwnll.knn import knn_graph
@@ -107,8 +107,12 @@ def test_queries_that_change_the_scale(dtype):
     templates = gaussian(300, 8, 5, dtype)
     labels = torch.arange(300) % 3
     bank = TemplateBank(templates, labels, k=12)
-    for queries in (gaussian(20, 8, 6, dtype, 16.0), gaussian(5, 8, 7, dtype) + 1e4, gaussian(9, 8, 8, dtype, 1e-3),
-                    torch.cat([gaussian(5, 8, 9, dtype, 40.0), templates[:5]])):
+    for queries in (
+        gaussian(20, 8, 6, dtype, 16.0),
+        gaussian(5, 8, 7, dtype) + 1e4,
+        gaussian(9, 8, 8, dtype, 1e-3),
+        torch.cat([gaussian(5, 8, 9, dtype, 40.0), templates[:5]]),
+    ):
         idx, dist = bank.graph(queries)
         ref_idx, ref_dist = full_graph(templates, queries, 12)
         assert torch.equal(idx, ref_idx) and torch.equal(dist, ref_dist)
@@ -123,8 +127,9 @@ def test_options_are_those_of_wnll_interpolate():
         assert_same_as_full(templates, labels, queries, 7, **options)
     bank = TemplateBank(templates, labels, k=7)
     for options in ({"mu": 2.5}, {"tol": 1e-4, "max_iter": 500}):
-        assert torch.equal(bank.interpolate(queries, **options),
-                           wnll_interpolate(templates, labels, queries, k=7, **options))
+        assert torch.equal(
+            bank.interpolate(queries, **options), wnll_interpolate(templates, labels, queries, k=7, **options)
+        )
     scores, info = bank.interpolate(queries, return_info=True)
     _, ref_info = wnll_interpolate(templates, labels, queries, k=7, return_info=True)
     assert info == ref_info and info.converged
@@ -153,7 +158,7 @@ def test_gradients_equal_autograd_through_the_full_rebuild():
         (bank.interpolate(x, inductive=inductive) * g).sum().backward()
         ref = queries.clone().requires_grad_(True)
         if inductive:
-            scores = torch.cat([wnll_interpolate(templates, labels, ref[i:i + 1], k=8) for i in range(18)])
+            scores = torch.cat([wnll_interpolate(templates, labels, ref[i : i + 1], k=8) for i in range(18)])
         else:
             scores = wnll_interpolate(templates, labels, ref, k=8)
         (scores * g).sum().backward()
@@ -176,14 +181,15 @@ def test_inductive_equals_one_query_at_a_time_and_ignores_the_batch(mnist_pca, d
     templates, labels, queries = x[:1500].to(dtype), y[:1500], x[3000:3060].to(dtype)
     bank = TemplateBank(templates, labels)
     scores = bank.interpolate(queries, inductive=True)
-    single = torch.cat([wnll_interpolate(templates, labels, queries[i:i + 1]) for i in range(60)])
+    single = torch.cat([wnll_interpolate(templates, labels, queries[i : i + 1]) for i in range(60)])
     tol = {"rtol": 1e-4, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-9, "atol": 1e-12}
     torch.testing.assert_close(scores, single, **tol)
     # batch composition, order and size do not matter, bit for bit
     order = torch.randperm(60, generator=torch.Generator().manual_seed(0))
     assert torch.equal(bank.interpolate(queries[order], inductive=True), scores[order])
-    assert torch.equal(torch.cat([bank.interpolate(queries[i:i + 7], inductive=True) for i in range(0, 60, 7)]),
-                       scores)
+    assert torch.equal(
+        torch.cat([bank.interpolate(queries[i : i + 7], inductive=True) for i in range(0, 60, 7)]), scores
+    )
     far = torch.cat([queries, 30 * queries[:5]])  # other queries of another scale in the batch
     assert torch.equal(bank.interpolate(far, inductive=True)[:60], scores)
     # whereas transductive scores do depend on the batch
@@ -196,7 +202,7 @@ def test_inductive_closed_form_in_a_tiny_bank():
     labels = torch.tensor([0, 1, 0, 1, 2, 2])
     queries = gaussian(4, 2, 20, torch.float64)
     bank = TemplateBank(templates, labels, k=6)
-    single = torch.cat([wnll_interpolate(templates, labels, queries[i:i + 1], k=6) for i in range(4)])
+    single = torch.cat([wnll_interpolate(templates, labels, queries[i : i + 1], k=6) for i in range(4)])
     torch.testing.assert_close(bank.interpolate(queries, inductive=True), single, rtol=1e-9, atol=1e-12)
 
 

@@ -1,5 +1,6 @@
 """The build script's decisions (where the CUDA toolkit is, whether CUDA kernels are built, and
 why), the record `fastwnll info` reports, and the set-up script's "extension is current" check."""
+
 import importlib.util
 import os
 import subprocess
@@ -54,21 +55,25 @@ def test_cuda_home_wins_over_cuda_path_and_the_guess(setup_py, tmp_path):
     assert setup_py.find_cuda_home({"CUDA_HOME": missing}, second)[0] == second
 
 
-@pytest.mark.parametrize("flag, toolkit, torch_cuda, built, says", [
-    ("auto", "/opt/cuda", "13.0", True, "built with the toolkit in /opt/cuda"),
-    ("1", "/opt/cuda", "13.0", True, "built with the toolkit in /opt/cuda"),
-    ("0", "/opt/cuda", "13.0", False, "not built: FASTWNLL_CUDA=0"),
-    ("auto", None, "13.0", False, "not built: no CUDA toolkit"),
-    ("auto", "/opt/cuda", None, False, "is a CPU-only build"),
-])
+@pytest.mark.parametrize(
+    "flag, toolkit, torch_cuda, built, says",
+    [
+        ("auto", "/opt/cuda", "13.0", True, "built with the toolkit in /opt/cuda"),
+        ("1", "/opt/cuda", "13.0", True, "built with the toolkit in /opt/cuda"),
+        ("0", "/opt/cuda", "13.0", False, "not built: FASTWNLL_CUDA=0"),
+        ("auto", None, "13.0", False, "not built: no CUDA toolkit"),
+        ("auto", "/opt/cuda", None, False, "is a CPU-only build"),
+    ],
+)
 def test_cuda_decision_says_why(setup_py, flag, toolkit, torch_cuda, built, says):
     decision, reason = setup_py.cuda_decision(flag, toolkit, ["/somewhere"], torch_cuda)
     assert decision is built
     assert says in reason
 
 
-@pytest.mark.parametrize("toolkit, torch_cuda, says", [(None, "13.0", "no CUDA toolkit"),
-                                                       ("/opt/cuda", None, "CPU-only build")])
+@pytest.mark.parametrize(
+    "toolkit, torch_cuda, says", [(None, "13.0", "no CUDA toolkit"), ("/opt/cuda", None, "CPU-only build")]
+)
 def test_forcing_cuda_without_a_toolkit_fails_loudly(setup_py, toolkit, torch_cuda, says):
     with pytest.raises(RuntimeError, match=f"FASTWNLL_CUDA=1 but .*{says}"):
         setup_py.cuda_decision("1", toolkit, ["/somewhere"], torch_cuda)
@@ -91,8 +96,13 @@ def test_info_reports_how_the_extension_was_built():
 
 def _current(env_update: dict) -> subprocess.CompletedProcess:
     env = {**os.environ, **env_update}
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "extension_current.py")], capture_output=True,
-                          text=True, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "extension_current.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def test_setup_skips_the_build_only_when_the_extension_is_current():

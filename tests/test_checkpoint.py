@@ -1,6 +1,6 @@
 """Checkpoint files: the checksum, atomic saves, one clear error (naming the file and the problem) for
 every kind of damaged file, and Ctrl-C during training (on scikit-learn's digits, CPU)."""
-import io
+
 import os
 import signal
 import subprocess
@@ -27,8 +27,20 @@ REPO = Path(__file__).resolve().parents[1]
 def run(tmp_path_factory) -> Path:
     """A finished one-epoch digits run with a WNLL head (its checkpoint holds a template bank)."""
     out = tmp_path_factory.mktemp("checkpoint") / "run"
-    train(TrainConfig(dataset="digits", head="wnll", epochs=1, stage2_epochs=1, batch_size=64, templates=300,
-                      eval_every=0, device="cpu", out=str(out)), progress=False)
+    train(
+        TrainConfig(
+            dataset="digits",
+            head="wnll",
+            epochs=1,
+            stage2_epochs=1,
+            batch_size=64,
+            templates=300,
+            eval_every=0,
+            device="cpu",
+            out=str(out),
+        ),
+        progress=False,
+    )
     return out / "checkpoint.pt"
 
 
@@ -50,8 +62,9 @@ def resaved(tmp_path, run, change) -> Path:
 def test_checkpoint_is_a_torch_archive_with_its_digest(run):
     assert zipfile.ZipFile(run).comment.startswith(b"fastwnll sha256 ")
     plain = torch.load(run, weights_only=True)  # still a file torch reads by itself
-    assert plain["finished"] is True and torch.equal(plain["model"]["head.linear.weight"],
-                                                     load_checkpoint(run)["model"]["head.linear.weight"])
+    assert plain["finished"] is True and torch.equal(
+        plain["model"]["head.linear.weight"], load_checkpoint(run)["model"]["head.linear.weight"]
+    )
 
 
 def check_error(path, problem):
@@ -79,7 +92,7 @@ def test_random_bytes_after_a_zip_signature(tmp_path):
 
 def test_truncated_file(tmp_path, run):
     data = run.read_bytes()
-    check_error(damaged(tmp_path, data[:len(data) // 2]), "truncated or damaged")
+    check_error(damaged(tmp_path, data[: len(data) // 2]), "truncated or damaged")
 
 
 @pytest.mark.parametrize("where", [0.3, 0.6, 0.9])
@@ -110,18 +123,33 @@ def test_python_objects_are_refused_without_torch_advice(tmp_path):
     assert "weights_only" not in str(error)
 
 
-@pytest.mark.parametrize("change, problem", [
-    (lambda p: p["model"].__setitem__("head.linear.weight", torch.full((10, 32), float("nan"))),
-     "parameter 'head.linear.weight' holds NaN or infinite values"),
-    (lambda p: p["model"].__setitem__("head.linear.weight", torch.zeros(7, 3)), "size mismatch for head.linear.weight"),
-    (lambda p: p["model"].pop("head.linear.bias"), 'Missing key(s) in state_dict: "head.linear.bias"'),
-    (lambda p: p["model"].__setitem__("extra.weight", torch.zeros(2)), 'Unexpected key(s) in state_dict: "extra.weight"'),
-    (lambda p: p["model"].__setitem__("head.template_labels", p["model"]["head.template_labels"] + 50),
-     "template bank of 'head' has labels outside [0, 10)"),
-    (lambda p: p["model"].__setitem__("head.template_labels", p["model"]["head.template_labels"][:5]),
-     "template bank of 'head' has 300 feature rows but 5 labels"),
-    (lambda p: p["config"].__setitem__("model", "vgg"), "its configuration does not make a network"),
-])
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (
+            lambda p: p["model"].__setitem__("head.linear.weight", torch.full((10, 32), float("nan"))),
+            "parameter 'head.linear.weight' holds NaN or infinite values",
+        ),
+        (
+            lambda p: p["model"].__setitem__("head.linear.weight", torch.zeros(7, 3)),
+            "size mismatch for head.linear.weight",
+        ),
+        (lambda p: p["model"].pop("head.linear.bias"), 'Missing key(s) in state_dict: "head.linear.bias"'),
+        (
+            lambda p: p["model"].__setitem__("extra.weight", torch.zeros(2)),
+            'Unexpected key(s) in state_dict: "extra.weight"',
+        ),
+        (
+            lambda p: p["model"].__setitem__("head.template_labels", p["model"]["head.template_labels"] + 50),
+            "template bank of 'head' has labels outside [0, 10)",
+        ),
+        (
+            lambda p: p["model"].__setitem__("head.template_labels", p["model"]["head.template_labels"][:5]),
+            "template bank of 'head' has 300 feature rows but 5 labels",
+        ),
+        (lambda p: p["config"].__setitem__("model", "vgg"), "its configuration does not make a network"),
+    ],
+)
 def test_corrupted_weights_name_file_and_parameter(tmp_path, run, change, problem):
     path = resaved(tmp_path, run, change)
     with pytest.raises(CheckpointError) as info:
@@ -134,8 +162,10 @@ def test_evaluate_command_reports_a_damaged_checkpoint_in_one_line(tmp_path, cap
     path = damaged(tmp_path, b"")
     assert main(["evaluate", "--checkpoint", str(path), "--device", "cpu"]) == 1
     err = capsys.readouterr().err
-    assert err.strip() == f"fastwnll evaluate: error: {path}: the file is empty (0 bytes), not a checkpoint; " \
-                          "it was truncated or never written"
+    assert (
+        err.strip() == f"fastwnll evaluate: error: {path}: the file is empty (0 bytes), not a checkpoint; "
+        "it was truncated or never written"
+    )
 
 
 def test_old_checkpoint_without_checksum_loads_with_a_warning(tmp_path, run):
@@ -163,8 +193,17 @@ def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path, run, monkeypa
 
 
 def test_saved_checkpoint_round_trips_exactly(tmp_path):
-    payload = {"config": {"a": [1, 2]}, "model": {"w": torch.randn(4, 5, dtype=torch.float64)}, "epoch": 3,
-               "num_classes": 2, "in_channels": 1, "history": [], "stage": None, "rng": {}, "finished": False}
+    payload = {
+        "config": {"a": [1, 2]},
+        "model": {"w": torch.randn(4, 5, dtype=torch.float64)},
+        "epoch": 3,
+        "num_classes": 2,
+        "in_channels": 1,
+        "history": [],
+        "stage": None,
+        "rng": {},
+        "finished": False,
+    }
     path = tmp_path / "c.pt"
     save_checkpoint(path, payload)
     loaded = load_checkpoint(path)
@@ -180,10 +219,32 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     resume, no traceback, an intact checkpoint; the resumed run continues from it."""
     out = tmp_path / "run dir"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "fastwnll", "train", "--dataset", "digits", "--epochs", "500",
-                             "--eval-every", "0", "--batch-size", "64", "--device", "cpu", "--quiet",
-                             "--out", str(out)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fastwnll",
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "500",
+            "--eval-every",
+            "0",
+            "--batch-size",
+            "64",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -196,8 +257,10 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
             proc.kill()
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
-    assert stderr.strip().splitlines()[-1] == f"fastwnll train: interrupted; resume with: fastwnll train --resume " \
-                                              f"--out '{out}'"
+    assert (
+        stderr.strip().splitlines()[-1] == f"fastwnll train: interrupted; resume with: fastwnll train --resume "
+        f"--out '{out}'"
+    )
     saved = load_checkpoint(out)
     assert not saved["finished"] and saved["epoch"] >= 1
     assert not temporary_path(out / "checkpoint.pt").exists()
@@ -216,8 +279,9 @@ def test_ctrl_c_before_the_first_checkpoint(tmp_path, monkeypatch, capsys):
     argv = ["train", "--epochs", "1", "--eval-every", "0", "--device", "cpu", "--quiet", "--out", str(out)]
     monkeypatch.setattr(trainer, "train_epoch", interrupted)
     assert main(argv) == 130
-    assert capsys.readouterr().err.strip() == ("fastwnll train: interrupted before the first epoch ended; nothing "
-                                               "to resume: run the command again")
+    assert capsys.readouterr().err.strip() == (
+        "fastwnll train: interrupted before the first epoch ended; nothing to resume: run the command again"
+    )
     assert not out.exists() or not any(out.iterdir())
     with pytest.raises(trainer.TrainingInterrupted, match="before its first epoch ended") as info:
         train(TrainConfig(epochs=1, device="cpu", out=str(out)), progress=False)
@@ -239,8 +303,11 @@ def test_ctrl_c_in_a_later_epoch_from_python(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer, "train_epoch", second_epoch_interrupted)
     config = TrainConfig(epochs=3, eval_every=0, batch_size=64, device="cpu", out=str(tmp_path / "run"))
-    with pytest.raises(trainer.TrainingInterrupted, match=r"after epoch 1/3; .* is complete: continue with "
-                                                          r"train\(config, resume=True\)") as info:
+    with pytest.raises(
+        trainer.TrainingInterrupted,
+        match=r"after epoch 1/3; .* is complete: continue with "
+        r"train\(config, resume=True\)",
+    ) as info:
         train(config, progress=False)
     assert info.value.epoch == 1 and info.value.checkpoint == tmp_path / "run" / "checkpoint.pt"
     monkeypatch.setattr(trainer, "train_epoch", steps.train_epoch)

@@ -1,5 +1,6 @@
 """The command line's registry of subcommands: every package with a ``commands.py`` module is found,
 registers commands with handlers, and every command answers ``--help``."""
+
 import argparse
 import importlib
 
@@ -24,8 +25,12 @@ COMMANDS = ["info"] + [name for commands in REGISTERED.values() for name, _ in c
 
 
 def test_command_modules_are_the_packages_with_a_commands_module():
-    assert command_modules() == ["fastwnll.bench.commands", "fastwnll.evaluation.commands",
-                                 "fastwnll.geometry.commands", "fastwnll.train.commands"]
+    assert command_modules() == [
+        "fastwnll.bench.commands",
+        "fastwnll.evaluation.commands",
+        "fastwnll.geometry.commands",
+        "fastwnll.train.commands",
+    ]
     assert sorted(COMMANDS) == ["attack", "bench", "demo", "evaluate", "geometry", "info", "report", "train"]
 
 

@@ -1,5 +1,6 @@
 """Command-line usage: argparse's exit status 2 for usage errors, every numeric option checked against its
 range when the command line is parsed, impossible template banks refused before any training."""
+
 import argparse
 import re
 
@@ -43,10 +44,23 @@ def test_every_numeric_option_has_a_range():
         for action in parser._actions:
             assert action.type not in (int, float), f"{command} {action.option_strings} has no range"
     flags = {(command, flag) for command, flag, _ in NUMERIC}
-    for expected in [("train", "--batch-size"), ("train", "--templates"), ("train", "--epochs"),
-                     ("train", "--eps"), ("train", "--steps"), ("train", "--stop-after"), ("evaluate", "--templates"),
-                     ("evaluate", "--batch-size"), ("attack", "--n"), ("attack", "--steps"), ("attack", "--batch-size"),
-                     ("report", "--n"), ("report", "--eps"), ("report", "--eot"), ("demo", "--epochs")]:
+    for expected in [
+        ("train", "--batch-size"),
+        ("train", "--templates"),
+        ("train", "--epochs"),
+        ("train", "--eps"),
+        ("train", "--steps"),
+        ("train", "--stop-after"),
+        ("evaluate", "--templates"),
+        ("evaluate", "--batch-size"),
+        ("attack", "--n"),
+        ("attack", "--steps"),
+        ("attack", "--batch-size"),
+        ("report", "--n"),
+        ("report", "--eps"),
+        ("report", "--eot"),
+        ("demo", "--epochs"),
+    ]:
         assert expected in flags
 
 
@@ -61,21 +75,27 @@ def test_out_of_range_values_are_usage_errors(command, flag, allowed, capsys):
     assert re.search(named, capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got '0'"),
-    (["train", "--templates", "0"], "argument --templates: must be an integer >= 1, got '0'"),
-    (["train", "--tvm-augment", "1.5"], "argument --tvm-augment: must be a number in [0, 1], got '1.5'"),
-    (["train", "--template-fraction", "1"], "argument --template-fraction: must be a number in (0, 1), got '1'"),
-    (["train", "--lr", "inf"], "argument --lr: must be a finite number > 0, got 'inf'"),
-    (["train", "--epochs", "two"], "argument --epochs: expected an integer >= 0, got 'two'"),
-    (["train", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
-    (["train", "--no-such-flag"], "unrecognized arguments"),
-    (["evaluate"], "the following arguments are required: --checkpoint"),
-    (["attack", "--checkpoint", "x", "--attack", "fgsm", "--eps", "-0.1"], "argument --eps: expected a radius >= 0"),
-    (["report", "--out", "r", "--cw-eps", "-1"], "argument --cw-eps: expected a radius >= 0 or 'unbounded'"),
-    (["demo", "--eps", "0"], "argument --eps: must be a finite number > 0, got '0'"),
-    (["no-such-command"], "invalid choice: 'no-such-command'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got '0'"),
+        (["train", "--templates", "0"], "argument --templates: must be an integer >= 1, got '0'"),
+        (["train", "--tvm-augment", "1.5"], "argument --tvm-augment: must be a number in [0, 1], got '1.5'"),
+        (["train", "--template-fraction", "1"], "argument --template-fraction: must be a number in (0, 1), got '1'"),
+        (["train", "--lr", "inf"], "argument --lr: must be a finite number > 0, got 'inf'"),
+        (["train", "--epochs", "two"], "argument --epochs: expected an integer >= 0, got 'two'"),
+        (["train", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
+        (["train", "--no-such-flag"], "unrecognized arguments"),
+        (["evaluate"], "the following arguments are required: --checkpoint"),
+        (
+            ["attack", "--checkpoint", "x", "--attack", "fgsm", "--eps", "-0.1"],
+            "argument --eps: expected a radius >= 0",
+        ),
+        (["report", "--out", "r", "--cw-eps", "-1"], "argument --cw-eps: expected a radius >= 0 or 'unbounded'"),
+        (["demo", "--eps", "0"], "argument --eps: must be a finite number > 0, got '0'"),
+        (["no-such-command"], "invalid choice: 'no-such-command'"),
+    ],
+)
 def test_usage_errors_exit_with_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -86,12 +106,20 @@ def test_help_and_version_exit_with_0(capsys):
     assert main(["--version"]) == 0 and main(["train", "--help"]) == 0
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--head", "wnll", "--templates", "100000"], "templates=100000 (--templates) exceeds the 1438 training images"),
-    (["--head", "wnll", "--templates", "5"], "a bank of 5 templates (templates) lacks the class(es)"),
-    (["--head", "wnll", "--adv", "pgd", "--adv-templates", "2000"],
-     "adv_templates=2000 (--adv-templates) exceeds the 1438 training images"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--head", "wnll", "--templates", "100000"],
+            "templates=100000 (--templates) exceeds the 1438 training images",
+        ),
+        (["--head", "wnll", "--templates", "5"], "a bank of 5 templates (templates) lacks the class(es)"),
+        (
+            ["--head", "wnll", "--adv", "pgd", "--adv-templates", "2000"],
+            "adv_templates=2000 (--adv-templates) exceeds the 1438 training images",
+        ),
+    ],
+)
 def test_impossible_template_banks_are_refused_before_training(tmp_path, argv, message, capsys):
     out = tmp_path / "run"
     assert main(["train", "--device", "cpu", "--quiet", "--out", str(out)] + argv) == 1
@@ -102,8 +130,27 @@ def test_impossible_template_banks_are_refused_before_training(tmp_path, argv, m
 def test_default_template_bank_is_capped_by_the_training_split(tmp_path, capsys):
     """Without --templates a WNLL run on the 1,438 digits uses them all (the default 5,000 is a cap)."""
     out = tmp_path / "run"
-    assert main(["train", "--head", "wnll", "--epochs", "1", "--stage2-epochs", "1", "--eval-every", "0",
-                 "--device", "cpu", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--head",
+                "wnll",
+                "--epochs",
+                "1",
+                "--stage2-epochs",
+                "1",
+                "--eval-every",
+                "0",
+                "--device",
+                "cpu",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(out), "--templates", "2000", "--device", "cpu"]) == 1
     assert "templates=2000 (--templates) exceeds the 1438 training images" in capsys.readouterr().err

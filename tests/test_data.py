@@ -1,6 +1,7 @@
 """Dataset loaders: IDX reader, MNIST (torchvision raw layout), the fixed mnist10k split of the real
 files, CIFAR-10 pickles, sklearn digits, user .npz files; every error. Fixtures are tiny files written
 here in the real formats."""
+
 import gzip
 import pickle
 import re
@@ -54,8 +55,11 @@ def write_mnist(folder: Path, gz: bool, n_train: int = 12, n_test: int = 5):
 @pytest.mark.parametrize("dtype", list(IDX_CODES))
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_round_trip_every_type(tmp_path, dtype, gz):
-    array = (np.arange(2 * 3 * 4) - 7).reshape(2, 3, 4).astype(dtype) if dtype != np.uint8 else \
-        np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    array = (
+        (np.arange(2 * 3 * 4) - 7).reshape(2, 3, 4).astype(dtype)
+        if dtype != np.uint8
+        else np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    )
     write_idx(tmp_path / "a.idx", array, gz)
     read = read_idx(tmp_path / "a.idx")
     assert read.dtype == np.dtype(dtype) and read.dtype.isnative
@@ -68,10 +72,14 @@ def test_idx_agrees_with_torchvision_reader(tmp_path):
 
     data = write_mnist(tmp_path, gz=False)
     images, labels = data["train"]
-    np.testing.assert_array_equal(read_image_file(str(tmp_path / "train-images-idx3-ubyte")).numpy(),
-                                  read_idx(tmp_path / "train-images-idx3-ubyte"))
-    np.testing.assert_array_equal(read_label_file(str(tmp_path / "train-labels-idx1-ubyte")).numpy(),
-                                  read_idx(tmp_path / "train-labels-idx1-ubyte"))
+    np.testing.assert_array_equal(
+        read_image_file(str(tmp_path / "train-images-idx3-ubyte")).numpy(),
+        read_idx(tmp_path / "train-images-idx3-ubyte"),
+    )
+    np.testing.assert_array_equal(
+        read_label_file(str(tmp_path / "train-labels-idx1-ubyte")).numpy(),
+        read_idx(tmp_path / "train-labels-idx1-ubyte"),
+    )
 
 
 def test_idx_reads_the_real_mnist_files(mnist_dir):
@@ -81,13 +89,16 @@ def test_idx_reads_the_real_mnist_files(mnist_dir):
     assert np.bincount(labels).tolist() == MNIST_TEST_COUNTS
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"\x01\x00\x08\x01\x00\x00\x00\x01\x05", "not an IDX file"),
-    (b"\x00\x00", "not an IDX file"),
-    (b"\x00\x00\x07\x01\x00\x00\x00\x01\x05", "unknown IDX type code 0x07"),
-    (b"\x00\x00\x08\x02\x00\x00\x00\x01", "truncated"),
-    (b"\x00\x00\x08\x01\x00\x00\x00\x03\x05\x06", "holds 2 bytes of values but its IDX header"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\x01\x00\x08\x01\x00\x00\x00\x01\x05", "not an IDX file"),
+        (b"\x00\x00", "not an IDX file"),
+        (b"\x00\x00\x07\x01\x00\x00\x00\x01\x05", "unknown IDX type code 0x07"),
+        (b"\x00\x00\x08\x02\x00\x00\x00\x01", "truncated"),
+        (b"\x00\x00\x08\x01\x00\x00\x00\x03\x05\x06", "holds 2 bytes of values but its IDX header"),
+    ],
+)
 def test_idx_rejects_malformed_content(data, message):
     with pytest.raises(ValueError, match=message):
         read_idx_bytes(data, "f.idx")
@@ -145,8 +156,14 @@ def test_mnist_missing_says_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         load_dataset("mnist", data_dir=tmp_path, split="train")
     message = str(info.value)
-    for part in ("train-images-idx3-ubyte", str(tmp_path / "MNIST" / "raw"), "download=True", "--download",
-                 "torchvision.datasets.MNIST", "https://"):
+    for part in (
+        "train-images-idx3-ubyte",
+        str(tmp_path / "MNIST" / "raw"),
+        "download=True",
+        "--download",
+        "torchvision.datasets.MNIST",
+        "https://",
+    ):
         assert part in message
 
 
@@ -224,9 +241,12 @@ def test_mnist10k_is_looked_for_only_where_the_user_says(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as info:
         load_dataset("mnist10k", split="test")
     message = str(info.value)
-    searched = message[message.index(" in ") + 4:message.index(". Pass")].split(", ")
-    assert searched == [str(tmp_path / "data" / "MNIST" / "raw"), str(tmp_path / "data" / "raw"),
-                        str(tmp_path / "data")]
+    searched = message[message.index(" in ") + 4 : message.index(". Pass")].split(", ")
+    assert searched == [
+        str(tmp_path / "data" / "MNIST" / "raw"),
+        str(tmp_path / "data" / "raw"),
+        str(tmp_path / "data"),
+    ]
 
 
 def test_mnist10k_missing_says_how_to_get_it(tmp_path):
@@ -242,7 +262,12 @@ def cifar_batch(n: int, seed: int, bytes_keys: bool = False):
     rng = np.random.default_rng(seed)
     data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
     labels = [int(v) for v in rng.integers(0, 10, n)]
-    entry = {"batch_label": f"batch {seed}", "data": data, "labels": labels, "filenames": [f"{i}.png" for i in range(n)]}
+    entry = {
+        "batch_label": f"batch {seed}",
+        "data": data,
+        "labels": labels,
+        "filenames": [f"{i}.png" for i in range(n)],
+    }
     if bytes_keys:
         entry = {k.encode(): v for k, v in entry.items()}
     return entry
@@ -280,8 +305,13 @@ def test_cifar10_missing_or_incomplete(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         load_dataset("cifar10", data_dir=tmp_path, split="test")
     message = str(info.value)
-    for part in ("test_batch", str(tmp_path / "cifar-10-batches-py"), "download=True",
-                 "torchvision.datasets.CIFAR10", "cifar-10-python.tar.gz"):
+    for part in (
+        "test_batch",
+        str(tmp_path / "cifar-10-batches-py"),
+        "download=True",
+        "torchvision.datasets.CIFAR10",
+        "cifar-10-python.tar.gz",
+    ):
         assert part in message
     folder = tmp_path / "cifar-10-batches-py"
     write_cifar(folder)
@@ -305,14 +335,20 @@ def test_cifar10_download_goes_through_torchvision(tmp_path, monkeypatch):
     assert calls == [(str(tmp_path), True, True)] and x.shape == (10, 3, 32, 32)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"not a pickle at all", "is not a CIFAR-10 batch pickle"),
-    (pickle.dumps([1, 2]), "must hold a dict with 'data' and 'labels', got list"),
-    (pickle.dumps({"data": np.zeros((2, 3072), np.uint8)}), r"got keys \['data'\]"),
-    (pickle.dumps({"data": np.zeros((2, 3071), np.uint8), "labels": [0, 1]}), r"'data' must be \[N, 3072\] uint8"),
-    (pickle.dumps({"data": np.zeros((2, 3072), np.float32), "labels": [0, 1]}), r"'data' must be \[N, 3072\] uint8"),
-    (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}), "has 1 labels but there are 2 images"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not a pickle at all", "is not a CIFAR-10 batch pickle"),
+        (pickle.dumps([1, 2]), "must hold a dict with 'data' and 'labels', got list"),
+        (pickle.dumps({"data": np.zeros((2, 3072), np.uint8)}), r"got keys \['data'\]"),
+        (pickle.dumps({"data": np.zeros((2, 3071), np.uint8), "labels": [0, 1]}), r"'data' must be \[N, 3072\] uint8"),
+        (
+            pickle.dumps({"data": np.zeros((2, 3072), np.float32), "labels": [0, 1]}),
+            r"'data' must be \[N, 3072\] uint8",
+        ),
+        (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}), "has 1 labels but there are 2 images"),
+    ],
+)
 def test_cifar10_bad_batch_files(tmp_path, content, message):
     (tmp_path / "test_batch").write_bytes(content)
     with pytest.raises(ValueError, match=message):
@@ -349,14 +385,21 @@ def test_npz_uint8_hw_with_fixed_split(tmp_path):
     perm = np.random.RandomState(0).permutation(10)
     assert x.shape == (8, 1, 6, 5) and xt.shape == (2, 1, 6, 5) and x.dtype == torch.float32
     assert torch.equal(x[:, 0], torch.from_numpy(images[perm[:8]]).float() / 255)
-    assert y.dtype == torch.int64 and y.tolist() == labels[perm[:8]].tolist() and yt.tolist() == labels[perm[8:]].tolist()
+    assert (
+        y.dtype == torch.int64 and y.tolist() == labels[perm[:8]].tolist() and yt.tolist() == labels[perm[8:]].tolist()
+    )
 
 
 def test_npz_float_nchw_with_test_arrays(tmp_path):
     rng = np.random.default_rng(1)
     x_train, x_test = rng.random((7, 3, 4, 4)), rng.random((3, 3, 4, 4)).astype(np.float32)
-    np.savez(tmp_path / "d.npz", x=x_train, y=np.arange(7, dtype=np.int32) % 2, x_test=x_test,
-             y_test=np.array([1, 0, 1], dtype=np.uint8))
+    np.savez(
+        tmp_path / "d.npz",
+        x=x_train,
+        y=np.arange(7, dtype=np.int32) % 2,
+        x_test=x_test,
+        y_test=np.array([1, 0, 1], dtype=np.uint8),
+    )
     x, y = load_dataset("npz", data_dir=str(tmp_path / "d.npz"))
     assert x.shape == (7, 3, 4, 4) and torch.allclose(x, torch.from_numpy(x_train).float())
     assert y.dtype == torch.int64 and y.tolist() == [0, 1, 0, 1, 0, 1, 0]
@@ -367,28 +410,48 @@ def test_npz_float_nchw_with_test_arrays(tmp_path):
 GOOD_X, GOOD_Y = np.zeros((4, 5, 5), np.uint8), np.array([0, 1, 0, 1])
 
 
-@pytest.mark.parametrize("arrays, error, message", [
-    ({"x": np.full((4, 5, 5), 1.5), "y": GOOD_Y}, ValueError, r"x of .*values in \[1.5, 1.5\].*\[0, 1\]"),
-    ({"x": np.full((4, 5, 5), -0.1, np.float32), "y": GOOD_Y}, ValueError, r"x of .*must lie in \[0, 1\]"),
-    ({"x": np.full((4, 5, 5), np.nan), "y": GOOD_Y}, ValueError, "x of .*NaN"),
-    ({"x": np.zeros((4, 5, 5), np.int16), "y": GOOD_Y}, TypeError, "x of .*must be uint8 or floating point, got int16"),
-    ({"x": np.zeros((4, 25), np.uint8), "y": GOOD_Y}, ValueError, r"x of .*\[N, H, W\] or \[N, C, H, W\], got \[4, 25\]"),
-    ({"x": np.zeros((0, 5, 5), np.uint8), "y": GOOD_Y[:0]}, ValueError, "x of .*holds no images"),
-    ({"x": GOOD_X, "y": GOOD_Y.astype(np.float32)}, TypeError, "y of .*integer class labels, got dtype float32"),
-    ({"x": GOOD_X, "y": GOOD_Y.astype(bool)}, TypeError, "y of .*integer class labels, got dtype bool"),
-    ({"x": GOOD_X, "y": GOOD_Y[:3]}, ValueError, "y of .*has 3 labels but there are 4 images"),
-    ({"x": GOOD_X, "y": GOOD_Y[:, None]}, ValueError, r"y of .*shape \[N\], got \[4, 1\]"),
-    ({"x": GOOD_X, "y": GOOD_Y - 1}, ValueError, "y of .*negative labels"),
-    ({"x": GOOD_X}, ValueError, "lacks the array.s. y"),
-    ({"x": GOOD_X, "y": GOOD_Y, "x_test": GOOD_X}, ValueError, "only one of x_test / y_test"),
-    ({"x": GOOD_X, "y": GOOD_Y, "x_test": np.zeros((2, 4, 5), np.uint8), "y_test": GOOD_Y[:2]}, ValueError,
-     r"x images are \[1, 5, 5\] but x_test images are \[1, 4, 5\]"),
-    ({"x": GOOD_X, "y": GOOD_Y, "x_test": np.full((2, 5, 5), 2.0), "y_test": GOOD_Y[:2]}, ValueError,
-     r"x_test of .*must lie in \[0, 1\]"),
-    ({"x": GOOD_X, "y": GOOD_Y, "x_test": GOOD_X[:2], "y_test": GOOD_Y}, ValueError,
-     "y_test of .*has 4 labels but there are 2 images"),
-    ({"x": np.array([None] * 4, dtype=object), "y": GOOD_Y}, ValueError, "not a readable .npz archive"),
-])
+@pytest.mark.parametrize(
+    "arrays, error, message",
+    [
+        ({"x": np.full((4, 5, 5), 1.5), "y": GOOD_Y}, ValueError, r"x of .*values in \[1.5, 1.5\].*\[0, 1\]"),
+        ({"x": np.full((4, 5, 5), -0.1, np.float32), "y": GOOD_Y}, ValueError, r"x of .*must lie in \[0, 1\]"),
+        ({"x": np.full((4, 5, 5), np.nan), "y": GOOD_Y}, ValueError, "x of .*NaN"),
+        (
+            {"x": np.zeros((4, 5, 5), np.int16), "y": GOOD_Y},
+            TypeError,
+            "x of .*must be uint8 or floating point, got int16",
+        ),
+        (
+            {"x": np.zeros((4, 25), np.uint8), "y": GOOD_Y},
+            ValueError,
+            r"x of .*\[N, H, W\] or \[N, C, H, W\], got \[4, 25\]",
+        ),
+        ({"x": np.zeros((0, 5, 5), np.uint8), "y": GOOD_Y[:0]}, ValueError, "x of .*holds no images"),
+        ({"x": GOOD_X, "y": GOOD_Y.astype(np.float32)}, TypeError, "y of .*integer class labels, got dtype float32"),
+        ({"x": GOOD_X, "y": GOOD_Y.astype(bool)}, TypeError, "y of .*integer class labels, got dtype bool"),
+        ({"x": GOOD_X, "y": GOOD_Y[:3]}, ValueError, "y of .*has 3 labels but there are 4 images"),
+        ({"x": GOOD_X, "y": GOOD_Y[:, None]}, ValueError, r"y of .*shape \[N\], got \[4, 1\]"),
+        ({"x": GOOD_X, "y": GOOD_Y - 1}, ValueError, "y of .*negative labels"),
+        ({"x": GOOD_X}, ValueError, "lacks the array.s. y"),
+        ({"x": GOOD_X, "y": GOOD_Y, "x_test": GOOD_X}, ValueError, "only one of x_test / y_test"),
+        (
+            {"x": GOOD_X, "y": GOOD_Y, "x_test": np.zeros((2, 4, 5), np.uint8), "y_test": GOOD_Y[:2]},
+            ValueError,
+            r"x images are \[1, 5, 5\] but x_test images are \[1, 4, 5\]",
+        ),
+        (
+            {"x": GOOD_X, "y": GOOD_Y, "x_test": np.full((2, 5, 5), 2.0), "y_test": GOOD_Y[:2]},
+            ValueError,
+            r"x_test of .*must lie in \[0, 1\]",
+        ),
+        (
+            {"x": GOOD_X, "y": GOOD_Y, "x_test": GOOD_X[:2], "y_test": GOOD_Y},
+            ValueError,
+            "y_test of .*has 4 labels but there are 2 images",
+        ),
+        ({"x": np.array([None] * 4, dtype=object), "y": GOOD_Y}, ValueError, "not a readable .npz archive"),
+    ],
+)
 def test_npz_errors_name_the_problem(tmp_path, arrays, error, message):
     np.savez(tmp_path / "d.npz", **arrays)
     with pytest.raises(error, match=message):
@@ -408,16 +471,19 @@ def test_npz_file_errors(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ load_dataset
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({"name": "imagenet"}, ValueError, "unknown dataset 'imagenet'"),
-    ({"name": "digits", "split": "val"}, ValueError, "split must be one of"),
-    ({"name": "digits", "seed": 1.5}, TypeError, "seed must be an int"),
-    ({"name": "digits", "download": True}, ValueError, "bundled with scikit-learn"),
-    ({"name": "mnist10k", "download": True}, ValueError, "'mnist10k' cannot be downloaded"),
-    ({"name": "npz", "download": True, "path": "a.npz"}, ValueError, "download=True applies to"),
-    ({"name": "mnist", "path": "a.npz"}, ValueError, "path= is for the 'npz' dataset only"),
-    ({"name": "digits", "data_dir": "somewhere"}, ValueError, "takes no data_dir"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"name": "imagenet"}, ValueError, "unknown dataset 'imagenet'"),
+        ({"name": "digits", "split": "val"}, ValueError, "split must be one of"),
+        ({"name": "digits", "seed": 1.5}, TypeError, "seed must be an int"),
+        ({"name": "digits", "download": True}, ValueError, "bundled with scikit-learn"),
+        ({"name": "mnist10k", "download": True}, ValueError, "'mnist10k' cannot be downloaded"),
+        ({"name": "npz", "download": True, "path": "a.npz"}, ValueError, "download=True applies to"),
+        ({"name": "mnist", "path": "a.npz"}, ValueError, "path= is for the 'npz' dataset only"),
+        ({"name": "digits", "data_dir": "somewhere"}, ValueError, "takes no data_dir"),
+    ],
+)
 def test_load_dataset_argument_errors(kwargs, error, message):
     name = kwargs.pop("name")
     with pytest.raises(error, match=message):

@@ -1,12 +1,19 @@
 """Masking diagnostics (zero gradients, randomness without EOT, an attack much weaker than another of its
 cell) and the worst case over every attack of a cell, on small digits models built here."""
+
 import pytest
 import torch
-
 from digits_models import HardArgmax, load_digits, plain_cnn, wnll_cnn
+
 from fastwnll.evaluation import Evaluator, Target, resolve
 from fastwnll.evaluation.diagnostics import (
-    WEAKER_MIN_IMAGES, MaskingWarning, diagnose, gradient_checks, row_diagnostics, warn, weaker_attacks,
+    WEAKER_MIN_IMAGES,
+    MaskingWarning,
+    diagnose,
+    gradient_checks,
+    row_diagnostics,
+    warn,
+    weaker_attacks,
 )
 from fastwnll.evaluation.grid import WORST, with_worst_case
 from fastwnll.train import TrainConfig
@@ -21,8 +28,9 @@ SQUARE = {"n_queries": 300}
 
 
 def _target(name, model, head="linear"):
-    return Target(name=name, model=model, config=TrainConfig(dataset="digits"), head=head, num_classes=10,
-                  path="-", finished=True)
+    return Target(
+        name=name, model=model, config=TrainConfig(dataset="digits"), head=head, num_classes=10, path="-", finished=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +55,9 @@ def _cell(evaluator, target, attacks, defense="none", protocols=("paper",), eot=
         for protocol in protocols:
             setting = resolve(protocol, target.model, defense, eot=eot)
             settings = SQUARE if attack == "square" else None
-            entries.append(evaluator.evaluate_with_mask(target, attack, eps, defense, setting, steps=10,
-                                                        settings=settings))
+            entries.append(
+                evaluator.evaluate_with_mask(target, attack, eps, defense, setting, steps=10, settings=settings)
+            )
     return entries
 
 
@@ -76,13 +85,13 @@ def test_diagnostics_stay_silent_on_a_plain_cnn(cnn, evaluator):
 
 def test_randomness_without_eot_is_reported_and_eot_silences_it(cnn, evaluator):
     target = _target("cnn", cnn)
-    (row, _), = _cell(evaluator, target, ["ifgsm"], defense="tvm", protocols=("adaptive",), eot=1)
+    ((row, _),) = _cell(evaluator, target, ["ifgsm"], defense="tvm", protocols=("adaptive",), eot=1)
     assert row["eot"] == 1 and row["prediction_changes"] > 0
     assert [d["check"] for d in row_diagnostics(row)] == ["randomness-without-eot"]
-    (row, _), = _cell(evaluator, target, ["ifgsm"], defense="tvm", protocols=("adaptive",), eot=2)
+    ((row, _),) = _cell(evaluator, target, ["ifgsm"], defense="tvm", protocols=("adaptive",), eot=2)
     assert row["prediction_changes"] is None and row_diagnostics(row) == []
     # the paper protocol crafts on the undefended (deterministic) network: nothing random to average
-    (row, _), = _cell(evaluator, target, ["ifgsm"], defense="tvm", protocols=("paper",))
+    ((row, _),) = _cell(evaluator, target, ["ifgsm"], defense="tvm", protocols=("paper",))
     assert row["prediction_changes"] == 0.0
 
 
@@ -105,25 +114,41 @@ def test_the_exact_wnll_gradient_is_named_as_the_cause(digits, evaluator):
 
 def test_square_queries_a_tvm_defended_wnll_model_as_deployed(digits, evaluator):
     target = _target("wnll", wnll_cnn(*digits), head="wnll")
-    row = evaluator.evaluate(target, "square", 0.2, "tvm", resolve("adaptive", target.model, "tvm", eot=4),
-                             n=40, settings=SQUARE)
+    row = evaluator.evaluate(
+        target, "square", 0.2, "tvm", resolve("adaptive", target.model, "tvm", eot=4), n=40, settings=SQUARE
+    )
     assert (row["tvm_attack"], row["eot"], row["gradient"]) == ("deployed", 1, None)
     assert row["robust_accuracy"] < row["clean_accuracy"]
     assert "zero_gradient_share" not in row and "n_queries" not in row and "300 queries" in row["budget"]
 
 
 def _row(attack, protocol, gradient=None, tvm_attack=None, n=40, robust=0.5):
-    return {"model": "m", "defense": "none", "protocol": protocol, "attack": attack, "norm": "linf", "eps": 0.3,
-            "gradient": gradient, "tvm_attack": tvm_attack, "eot": 1, "n": n, "clean_accuracy": 0.9,
-            "robust_accuracy": robust, "budget": attack}
+    return {
+        "model": "m",
+        "defense": "none",
+        "protocol": protocol,
+        "attack": attack,
+        "norm": "linf",
+        "eps": 0.3,
+        "gradient": gradient,
+        "tvm_attack": tvm_attack,
+        "eot": 1,
+        "n": n,
+        "clean_accuracy": 0.9,
+        "robust_accuracy": robust,
+        "budget": attack,
+    }
 
 
 def test_worst_case_rows_take_every_attack_of_a_cell_on_the_common_prefix():
     paper = torch.tensor([True, True, False, True] * 10)
     adaptive = torch.tensor([True, False, True, True] * 10)
     square = torch.tensor([False, True, True, True] * 5)  # 20 images: the first half
-    entries = [(_row("ifgsm", "paper", "surrogate"), paper), (_row("ifgsm", "adaptive", "exact"), adaptive),
-               (_row("square", "paper", n=20), square)]
+    entries = [
+        (_row("ifgsm", "paper", "surrogate"), paper),
+        (_row("ifgsm", "adaptive", "exact"), adaptive),
+        (_row("square", "paper", n=20), square),
+    ]
     rows = with_worst_case(entries)
     assert [r["protocol"] for r in rows] == ["paper", "adaptive", "paper", "worst-case", "worst-case", "worst-case"]
     ifgsm, square_worst, worst = rows[3:]
@@ -138,7 +163,7 @@ def test_worst_case_rows_take_every_attack_of_a_cell_on_the_common_prefix():
 def test_weaker_attack_check_ignores_small_counts_single_steps_and_tvm_ignored():
     strong = torch.zeros(40, dtype=torch.bool)
     weak = torch.zeros(40, dtype=torch.bool)
-    weak[:WEAKER_MIN_IMAGES - 1] = True  # too few images
+    weak[: WEAKER_MIN_IMAGES - 1] = True  # too few images
     assert weaker_attacks([(_row("ifgsm", "adaptive", "exact"), weak), (_row("ifgsm", "paper"), strong)]) == []
     weak[:20] = True
     assert len(weaker_attacks([(_row("ifgsm", "adaptive", "exact"), weak), (_row("ifgsm", "paper"), strong)])) == 1

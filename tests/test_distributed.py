@@ -1,6 +1,7 @@
 """Data-parallel training and sharded evaluation on PyTorch's distributed engine, on the CPU with gloo:
 two spawned processes with torchrun's environment (and one real ``torchrun`` launch), checked against
 one process holding the whole batch or running the whole evaluation."""
+
 import builtins
 import contextlib
 import io
@@ -23,7 +24,13 @@ from fastwnll.models import build
 from fastwnll.nn import WNLLHead, wnll_batch
 from fastwnll.runtime import TrainConfig, load_checkpoint
 from fastwnll.runtime.distributed import (
-    SINGLE, Processes, batch_seed, choose_backend, process_group, shard_batches, shard_rows,
+    SINGLE,
+    Processes,
+    batch_seed,
+    choose_backend,
+    process_group,
+    shard_batches,
+    shard_rows,
 )
 from fastwnll.train import evaluate_checkpoint, train
 from fastwnll.train.steps import Stage, batch_loss, tvm_augment
@@ -34,9 +41,37 @@ CPU = torch.device("cpu")
 # A short PGD + WNLL run of a ResNet (BatchNorm) on digits whose batches, template banks and test batches
 # are all shared out unevenly between two processes (shares of 48, 100, 2 + 1 test batches, 2 + 1 bank
 # batches).
-RUN = ["--dataset", "digits", "--model", "resnet20", "--head", "wnll", "--epochs", "1", "--stage2-epochs", "1",
-       "--adv", "pgd", "--steps", "2", "--tvm-augment", "0.25", "--batch-size", "96", "--stage2-batch-size", "200",
-       "--templates", "300", "--adv-templates", "200", "--eval-batch-size", "120", "--device", "cpu", "--quiet"]
+RUN = [
+    "--dataset",
+    "digits",
+    "--model",
+    "resnet20",
+    "--head",
+    "wnll",
+    "--epochs",
+    "1",
+    "--stage2-epochs",
+    "1",
+    "--adv",
+    "pgd",
+    "--steps",
+    "2",
+    "--tvm-augment",
+    "0.25",
+    "--batch-size",
+    "96",
+    "--stage2-batch-size",
+    "200",
+    "--templates",
+    "300",
+    "--adv-templates",
+    "200",
+    "--eval-batch-size",
+    "120",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def free_port() -> int:
@@ -46,8 +81,9 @@ def free_port() -> int:
 
 
 def _entry(rank: int, world: int, port: int, worker, args) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     worker(rank, *args)
 
@@ -92,8 +128,9 @@ def _gradient_phase(rank: int, out: Path) -> None:
             if isinstance(head, WNLLHead):
                 head.graph = "global"
         net = wrap_model(model, CPU, current())
-        loss, _, out_rows, targets = batch_loss(net, x[SHARES[rank]], y[SHARES[rank]], CPU, None, current(),
-                                                torch.Generator().manual_seed(5))
+        loss, _, out_rows, targets = batch_loss(
+            net, x[SHARES[rank]], y[SHARES[rank]], CPU, None, current(), torch.Generator().manual_seed(5)
+        )
         loss.backward()
         grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         results[gradient, stage_name] = {"grads": grads, "out": out_rows.detach(), "targets": targets}
@@ -124,11 +161,17 @@ def test_global_graph_step_has_the_gradients_of_one_process(processes_ran):
             case = rank[gradient, stage_name]
             assert case["grads"].keys() == reference.keys()
             for name, grad in reference.items():
-                torch.testing.assert_close(case["grads"][name], grad, rtol=1e-9, atol=1e-12 * float(grad.abs().max()),
-                                           msg=f"{gradient} {stage_name} {name}")
+                torch.testing.assert_close(
+                    case["grads"][name],
+                    grad,
+                    rtol=1e-9,
+                    atol=1e-12 * float(grad.abs().max()),
+                    msg=f"{gradient} {stage_name} {name}",
+                )
         # The processes' output rows are the single process's rows, in order.
-        torch.testing.assert_close(torch.cat([r[gradient, stage_name]["out"] for r in ranks]), out_rows.detach(),
-                                   rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(
+            torch.cat([r[gradient, stage_name]["out"] for r in ranks]), out_rows.detach(), rtol=1e-9, atol=1e-12
+        )
         assert torch.equal(torch.cat([r[gradient, stage_name]["targets"] for r in ranks]), targets)
     for rank in ranks:
         assert "differs between processes" in rank["split_error"]
@@ -160,6 +203,7 @@ class WriteRecorder:
             def call(path, *args, **kwargs):
                 self._note(path)
                 return real[name](path, *args, **kwargs)
+
             return call
 
         for name in real:
@@ -180,16 +224,20 @@ def _training_phase(rank: int, root: Path) -> None:
     whole, parts = root / "whole", root / "parts"
     recorder = WriteRecorder(str(root))
     output, errors, codes = io.StringIO(), io.StringIO(), []
-    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(errors), \
-            (recorder.active() if rank else contextlib.nullcontext()):
+    with (
+        contextlib.redirect_stdout(output),
+        contextlib.redirect_stderr(errors),
+        recorder.active() if rank else contextlib.nullcontext(),
+    ):
         codes.append(main(["train", *RUN, "--out", str(whole)]))
         codes.append(main(["train", *RUN, "--out", str(parts), "--stop-after", "1"]))
         if rank == 0:  # the network after stage 1, for a test of the BatchNorm statistics
             shutil.copy(parts / "checkpoint.pt", root / "epoch1.pt")
         codes.append(main(["train", "--resume", "--out", str(parts), "--quiet"]))
         codes.append(main(["train", *RUN, "--out", str(whole)]))  # refused by process 0: a run is there
-    (root / f"training{rank}.json").write_text(json.dumps({"codes": codes, "stdout": output.getvalue(),
-                                                           "stderr": errors.getvalue(), "writes": recorder.paths}))
+    (root / f"training{rank}.json").write_text(
+        json.dumps({"codes": codes, "stdout": output.getvalue(), "stderr": errors.getvalue(), "writes": recorder.paths})
+    )
 
 
 def _worker(rank: int, root: str, ports: list[int]) -> None:
@@ -278,15 +326,45 @@ def test_resume_needs_the_same_number_of_processes(runs, tmp_path):
 
 
 def test_single_process_run_writes_what_it_always_wrote(tmp_path):
-    config = TrainConfig(dataset="digits", head="wnll", epochs=1, stage2_epochs=1, batch_size=128,
-                         stage2_batch_size=200, templates=200, device="cpu", out=str(tmp_path))
+    config = TrainConfig(
+        dataset="digits",
+        head="wnll",
+        epochs=1,
+        stage2_epochs=1,
+        batch_size=128,
+        stage2_batch_size=200,
+        templates=200,
+        device="cpu",
+        out=str(tmp_path),
+    )
     summary = train(config, progress=False)
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [set(r) for r in records] == [
-        {"epoch", "cycle", "stage", "epoch_in_stage", "lr", "train_loss", "train_acc", "train_time_s", "test_acc",
-         "eval_time_s"},
-        {"epoch", "cycle", "stage", "epoch_in_stage", "lr", "train_loss", "train_acc", "train_time_s", "test_acc",
-         "test_acc_linear", "eval_time_s"},
+        {
+            "epoch",
+            "cycle",
+            "stage",
+            "epoch_in_stage",
+            "lr",
+            "train_loss",
+            "train_acc",
+            "train_time_s",
+            "test_acc",
+            "eval_time_s",
+        },
+        {
+            "epoch",
+            "cycle",
+            "stage",
+            "epoch_in_stage",
+            "lr",
+            "train_loss",
+            "train_acc",
+            "train_time_s",
+            "test_acc",
+            "test_acc_linear",
+            "eval_time_s",
+        },
     ]
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written == summary and summary["world_size"] == 1
@@ -297,8 +375,28 @@ def test_single_process_run_writes_what_it_always_wrote(tmp_path):
 
 # ----------------------------------------------------------------------------------------- (c) evaluation
 EVALUATE = ["evaluate", "--templates", "300", "--batch-size", "70", "--json", "--device", "cpu"]
-ATTACK = ["attack", "--attack", "pgd", "--eps", "0.1", "--steps", "3", "--defense", "tvm", "--tvm-iters", "10",
-          "--protocol", "paper", "--n", "250", "--batch-size", "60", "--no-progress", "--device", "cpu"]
+ATTACK = [
+    "attack",
+    "--attack",
+    "pgd",
+    "--eps",
+    "0.1",
+    "--steps",
+    "3",
+    "--defense",
+    "tvm",
+    "--tvm-iters",
+    "10",
+    "--protocol",
+    "paper",
+    "--n",
+    "250",
+    "--batch-size",
+    "60",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 def _evaluation_phase(rank: int, checkpoint: str, root: Path, ports: list[int]) -> None:
@@ -339,10 +437,22 @@ def test_torchrun_launch(runs, tmp_path):
     """The README's command: ``torchrun --nproc-per-node 2 -m fastwnll evaluate ...`` (here the
     interpreter's ``-m torch.distributed.run`` with a standalone rendezvous)."""
     root, _ = runs
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "fastwnll", *EVALUATE, "--checkpoint", str(root / "whole")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "fastwnll",
+        *EVALUATE,
+        "--checkpoint",
+        str(root / "whole"),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert done.returncode == 0, done.stderr
     printed = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(printed) == 1  # process 0 only
@@ -360,10 +470,18 @@ def test_two_gpus_with_nccl_and_sync_batchnorm(tmp_path):
     done = subprocess.run([*launch, "train", *on_cuda, "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert (summary["world_size"], summary["backend"], summary["graph"], summary["device"]) == \
-        (2, "nccl", "global", "cuda:0")
-    done = subprocess.run([*launch, "evaluate", "--checkpoint", str(out), "--batch-size", "120", "--json"],
-                          capture_output=True, text=True, timeout=300)
+    assert (summary["world_size"], summary["backend"], summary["graph"], summary["device"]) == (
+        2,
+        "nccl",
+        "global",
+        "cuda:0",
+    )
+    done = subprocess.run(
+        [*launch, "evaluate", "--checkpoint", str(out), "--batch-size", "120", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     sharded = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))["accuracy"]
     single = evaluate_checkpoint(out, device="cuda", batch_size=120)["accuracy"]
@@ -379,8 +497,25 @@ def _shares_phase(rank: int, root: Path, ports: list[int]) -> None:
     with contextlib.redirect_stderr(errors):
         for port, argv in zip(ports, (["--batch-size", "1"], ["--stage2-batch-size", "20", "--graph", "local"])):
             os.environ["MASTER_PORT"] = str(port)  # each command joins and leaves its own group
-            codes.append(main(["train", "--dataset", "digits", "--head", "wnll", "--epochs", "1", "--device", "cpu",
-                               "--quiet", "--out", str(root / "small"), *argv]))
+            codes.append(
+                main(
+                    [
+                        "train",
+                        "--dataset",
+                        "digits",
+                        "--head",
+                        "wnll",
+                        "--epochs",
+                        "1",
+                        "--device",
+                        "cpu",
+                        "--quiet",
+                        "--out",
+                        str(root / "small"),
+                        *argv,
+                    ]
+                )
+            )
     (root / f"small{rank}.json").write_text(json.dumps({"codes": codes, "stderr": errors.getvalue()}))
 
 
@@ -405,12 +540,15 @@ def test_global_graph_without_a_process_group_is_an_error():
     assert head(torch.randn(2, 4)).shape == (2, 3)  # the graph option is for training only
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"graph": "global"}, "this run is a single process"),
-    ({"backend": "gloo"}, "needs a distributed launch"),
-    ({"graph": "sideways"}, "graph must be one of"),
-    ({"backend": "mpi"}, "backend must be one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"graph": "global"}, "this run is a single process"),
+        ({"backend": "gloo"}, "needs a distributed launch"),
+        ({"graph": "sideways"}, "graph must be one of"),
+        ({"backend": "mpi"}, "backend must be one of"),
+    ],
+)
 def test_distributed_options_in_a_single_process_are_errors(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         train(TrainConfig(dataset="digits", epochs=1, device="cpu", out=str(tmp_path)), progress=False, **kwargs)
@@ -418,8 +556,24 @@ def test_distributed_options_in_a_single_process_are_errors(tmp_path, kwargs, me
 
 
 def test_cli_backend_without_torchrun_exits_1(tmp_path, capsys):
-    assert main(["train", "--dataset", "digits", "--epochs", "1", "--device", "cpu", "--backend", "gloo",
-                 "--out", str(tmp_path / "x")]) == 1
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "1",
+                "--device",
+                "cpu",
+                "--backend",
+                "gloo",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 1
+    )
     assert "needs a distributed launch" in capsys.readouterr().err
     assert main(["train", "--graph", "diagonal"]) == 2
 
@@ -456,14 +610,15 @@ def test_batch_shares_are_whole_batches_in_order(n, batch_size, world):
     shares = [shard_batches(n, batch_size, Processes(rank=r, world_size=world)) for r in range(world)]
     everything = [item for share in shares for item in share]
     assert everything == shard_batches(n, batch_size, SINGLE)
-    assert [(start, stop) for _, start, stop in everything] == \
-        [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    assert [(start, stop) for _, start, stop in everything] == [
+        (s, min(s + batch_size, n)) for s in range(0, n, batch_size)
+    ]
 
 
 def test_batch_seeds():
     assert batch_seed(7, 0) == 7
     seeds = {batch_seed(s, b) for s in range(4) for b in range(2000)}
-    assert len(seeds) == 8000 and all(0 <= v < 2 ** 32 for v in seeds)
+    assert len(seeds) == 8000 and all(0 <= v < 2**32 for v in seeds)
 
 
 def test_tvm_augment_of_shares_changes_the_rows_of_the_whole_batch():
@@ -471,7 +626,7 @@ def test_tvm_augment_of_shares_changes_the_rows_of_the_whole_batch():
     whole = tvm_augment(x, 0.3, torch.Generator().manual_seed(3))
     changed = (whole != x).flatten(1).any(1)
     assert int(changed.sum()) == 3
-    parts = [tvm_augment(x[s], 0.3, torch.Generator().manual_seed(3), 10, s.start)
-             for s in (slice(0, 4), slice(4, 10))]
-    assert torch.equal(torch.cat([(p != x[s]).flatten(1).any(1) for p, s in zip(parts, (slice(0, 4), slice(4, 10)))]),
-                       changed)
+    parts = [tvm_augment(x[s], 0.3, torch.Generator().manual_seed(3), 10, s.start) for s in (slice(0, 4), slice(4, 10))]
+    assert torch.equal(
+        torch.cat([(p != x[s]).flatten(1).any(1) for p, s in zip(parts, (slice(0, 4), slice(4, 10)))]), changed
+    )

@@ -1,5 +1,6 @@
 """Robustness evaluation: the attack and report commands, defended models (TVM with BPDA and EOT),
 protocols, transfer attacks, the report files, and the errors. Tiny digits models trained here."""
+
 import dataclasses
 import json
 import re
@@ -11,8 +12,18 @@ import torch
 from fastwnll.attacks import ATTACKS, BPDA, EOT, cross_entropy, gradient_mode, ifgsm, loss_grad
 from fastwnll.cli import main
 from fastwnll.evaluation import (
-    DEFENSES, PROTOCOLS, Evaluator, GridConfig, TVMDefense, attack_target, defended, eval_data, load_target, resolve,
-    run_grid, write_report,
+    DEFENSES,
+    PROTOCOLS,
+    Evaluator,
+    GridConfig,
+    TVMDefense,
+    attack_target,
+    defended,
+    eval_data,
+    load_target,
+    resolve,
+    run_grid,
+    write_report,
 )
 from fastwnll.evaluation.budgets import attack_kwargs
 from fastwnll.evaluation.grid import cells
@@ -69,8 +80,29 @@ def _clean(stdout: str) -> float:
 
 def test_attack_cli_prints_robust_accuracy(runs, tmp_path, capsys):
     out = tmp_path / "row.json"
-    assert main(["attack", "--checkpoint", runs["linear"], "--attack", "ifgsm", "--eps", "0.1", "--steps", "5",
-                 "--n", "80", "--device", "cpu", "--no-progress", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                "--checkpoint",
+                runs["linear"],
+                "--attack",
+                "ifgsm",
+                "--eps",
+                "0.1",
+                "--steps",
+                "5",
+                "--n",
+                "80",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     row = json.loads(out.read_text())
     assert _robust(stdout) == pytest.approx(row["robust_accuracy"], abs=1e-4)
@@ -84,8 +116,25 @@ def test_attack_cli_prints_robust_accuracy(runs, tmp_path, capsys):
 
 
 def test_attack_cli_eps_zero_is_clean_accuracy(runs, capsys):
-    assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "fgsm", "--eps", "0", "--n", "60",
-                 "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                "--checkpoint",
+                runs["wnll"],
+                "--attack",
+                "fgsm",
+                "--eps",
+                "0",
+                "--n",
+                "60",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     assert _robust(stdout) == _clean(stdout)
     assert "exact WNLL gradient" in stdout and "surrogate WNLL gradient" in stdout  # worst-case runs both
@@ -93,8 +142,29 @@ def test_attack_cli_eps_zero_is_clean_accuracy(runs, capsys):
 
 def test_attack_cli_worst_case_is_the_default_and_bounds_both_protocols(runs, tmp_path, capsys):
     out = tmp_path / "row.json"
-    assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "ifgsm", "--eps", "0.15", "--steps", "5",
-                 "--n", "60", "--device", "cpu", "--no-progress", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                "--checkpoint",
+                runs["wnll"],
+                "--attack",
+                "ifgsm",
+                "--eps",
+                "0.15",
+                "--steps",
+                "5",
+                "--n",
+                "60",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     row = json.loads(out.read_text())
     assert row["protocol"] == "worst-case" and set(row["protocols"]) == {"paper", "adaptive"}
@@ -102,24 +172,101 @@ def test_attack_cli_worst_case_is_the_default_and_bounds_both_protocols(runs, tm
     assert row["robust_accuracy"] <= min(per_protocol)
     assert _robust(stdout) == pytest.approx(row["robust_accuracy"], abs=1e-4)
     for protocol in ("paper", "adaptive"):
-        assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "ifgsm", "--eps", "0.15", "--steps", "5",
-                     "--n", "60", "--device", "cpu", "--no-progress", "--protocol", protocol]) == 0
-        assert _robust(capsys.readouterr().out) == pytest.approx(row["protocols"][protocol]["robust_accuracy"],
-                                                                 abs=1e-4)
+        assert (
+            main(
+                [
+                    "attack",
+                    "--checkpoint",
+                    runs["wnll"],
+                    "--attack",
+                    "ifgsm",
+                    "--eps",
+                    "0.15",
+                    "--steps",
+                    "5",
+                    "--n",
+                    "60",
+                    "--device",
+                    "cpu",
+                    "--no-progress",
+                    "--protocol",
+                    protocol,
+                ]
+            )
+            == 0
+        )
+        assert _robust(capsys.readouterr().out) == pytest.approx(
+            row["protocols"][protocol]["robust_accuracy"], abs=1e-4
+        )
 
 
 def test_attack_cli_worst_case_rejects_one_gradient(runs, capsys):
-    assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "fgsm", "--eps", "0.1", "--device", "cpu",
-                 "--no-progress", "--gradient", "exact"]) == 1
+    assert (
+        main(
+            [
+                "attack",
+                "--checkpoint",
+                runs["wnll"],
+                "--attack",
+                "fgsm",
+                "--eps",
+                "0.1",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--gradient",
+                "exact",
+            ]
+        )
+        == 1
+    )
     assert "worst-case runs both" in capsys.readouterr().err
-    assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "fgsm", "--eps", "0.1", "--device", "cpu",
-                 "--no-progress", "--protocol", "best"]) == 1
+    assert (
+        main(
+            [
+                "attack",
+                "--checkpoint",
+                runs["wnll"],
+                "--attack",
+                "fgsm",
+                "--eps",
+                "0.1",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--protocol",
+                "best",
+            ]
+        )
+        == 1
+    )
     assert "unknown protocol 'best'" in capsys.readouterr().err
 
 
 def test_attack_cli_transfer_between_checkpoints(runs, wnll, linear, capsys):
-    assert main(["attack", "--checkpoint", runs["wnll"], "--transfer-from", runs["linear"], "--attack", "ifgsm",
-                 "--eps", "0.15", "--steps", "5", "--n", "60", "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                "--checkpoint",
+                runs["wnll"],
+                "--transfer-from",
+                runs["linear"],
+                "--attack",
+                "ifgsm",
+                "--eps",
+                "0.15",
+                "--steps",
+                "5",
+                "--n",
+                "60",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     assert "transfer from" in stdout
     # same number as crafting on the linear source and evaluating the WNLL target by hand
@@ -131,50 +278,174 @@ def test_attack_cli_transfer_between_checkpoints(runs, wnll, linear, capsys):
 
 
 def test_attack_cli_cw_reports_distance(runs, capsys):
-    assert main(["attack", "--checkpoint", runs["linear"], "--attack", "cw_l2", "--steps", "30", "--lr", "0.05",
-                 "--n", "30", "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                "--checkpoint",
+                runs["linear"],
+                "--attack",
+                "cw_l2",
+                "--steps",
+                "30",
+                "--lr",
+                "0.05",
+                "--n",
+                "30",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     assert "median L2" in stdout and _robust(stdout) < _clean(stdout)
 
 
 def test_attack_cli_tvm_adaptive_runs(runs, capsys):
-    assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "fgsm", "--eps", "0.1", "--defense", "tvm",
-                 "--eot", "2", "--tvm-iters", "10", "--n", "40", "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                "--checkpoint",
+                runs["wnll"],
+                "--attack",
+                "fgsm",
+                "--eps",
+                "0.1",
+                "--defense",
+                "tvm",
+                "--eot",
+                "2",
+                "--tvm-iters",
+                "10",
+                "--n",
+                "40",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     assert "BPDA through TVM + EOT over 2 masks" in stdout and 0 <= _robust(stdout) <= 1
 
 
 def test_attack_cli_runs_a_wnll_attack_under_the_adaptive_protocol(runs, tmp_path, capsys):
     out = tmp_path / "row.json"
-    assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "wnll_margin", "--eps", "0.15", "--steps", "5",
-                 "--n", "40", "--device", "cpu", "--no-progress", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                "--checkpoint",
+                runs["wnll"],
+                "--attack",
+                "wnll_margin",
+                "--eps",
+                "0.15",
+                "--steps",
+                "5",
+                "--n",
+                "40",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     row = json.loads(out.read_text())
     assert row["protocol"] == "adaptive" and row["gradient"] is None and row["diagnostics"] == []
     assert "WNLL-margin, L_inf eps 0.15, 5 steps" in stdout and row["robust_accuracy"] < row["clean_accuracy"]
-    assert main(["attack", "--checkpoint", runs["linear"], "--attack", "wnll_smooth", "--eps", "0.1",
-                 "--device", "cpu", "--no-progress"]) == 1
+    assert (
+        main(
+            [
+                "attack",
+                "--checkpoint",
+                runs["linear"],
+                "--attack",
+                "wnll_smooth",
+                "--eps",
+                "0.1",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     assert "no WNLL head" in capsys.readouterr().err
 
 
 def test_attack_cli_square_takes_registry_settings_and_reports_diagnostics(runs, tmp_path, capsys):
     out = tmp_path / "row.json"
-    assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "square", "--eps", "0.2", "--set",
-                 "n_queries=20", "--n", "40", "--device", "cpu", "--no-progress", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                "--checkpoint",
+                runs["wnll"],
+                "--attack",
+                "square",
+                "--eps",
+                "0.2",
+                "--set",
+                "n_queries=20",
+                "--n",
+                "40",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     row = json.loads(out.read_text())
     assert "20 queries" in stdout and row["gradient"] is None and isinstance(row["diagnostics"], list)
     # the two protocols are the same gradient-free attack: crafted once
     assert row["protocols"]["adaptive"]["reused"]
-    assert main(["attack", "--checkpoint", runs["wnll"], "--attack", "square", "--eps", "0.2", "--set",
-                 "queries=20", "--device", "cpu", "--no-progress"]) == 1
+    assert (
+        main(
+            [
+                "attack",
+                "--checkpoint",
+                runs["wnll"],
+                "--attack",
+                "square",
+                "--eps",
+                "0.2",
+                "--set",
+                "queries=20",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     assert "unknown Square settings ['queries']" in capsys.readouterr().err
 
 
 def test_report_takes_every_attack_into_the_worst_case(runs, tmp_path, capsys):
-    grid = {"models": [{"name": "wnll", "checkpoint": runs["wnll"]}, {"name": "lin", "checkpoint": runs["linear"]}],
-            "defenses": ["none"], "attacks": ["ifgsm", "wnll_margin", "square"], "eps": [0.15], "n": 40, "steps": 4,
-            "attack_settings": {"square": {"n_queries": 20}}, "attack_n": {"square": 30}, "device": "cpu"}
+    grid = {
+        "models": [{"name": "wnll", "checkpoint": runs["wnll"]}, {"name": "lin", "checkpoint": runs["linear"]}],
+        "defenses": ["none"],
+        "attacks": ["ifgsm", "wnll_margin", "square"],
+        "eps": [0.15],
+        "n": 40,
+        "steps": 4,
+        "attack_settings": {"square": {"n_queries": 20}},
+        "attack_n": {"square": 30},
+        "device": "cpu",
+    }
     result = run_grid(GridConfig.from_dict(grid), progress=False)
     rows = {(r["model"], r["protocol"], r["attack"]): r for r in result["rows"]}
     assert ("lin", "adaptive", "wnll_margin") not in rows and ("wnll", "paper", "wnll_margin") not in rows
@@ -291,8 +562,10 @@ def test_cw_radius_interpolates_between_clean_and_unbounded(linear):
     evaluator = Evaluator(x, y, dataset="digits", batch_size=30)
     setting = resolve("paper", linear.model, "none")
     cw = {"steps": 30, "lr": 0.05}
-    results = [evaluator.evaluate(linear, "cw_l2", eps, "none", setting, settings=cw)["robust_accuracy"]
-               for eps in (0.0, 0.5, 1.5, None)]
+    results = [
+        evaluator.evaluate(linear, "cw_l2", eps, "none", setting, settings=cw)["robust_accuracy"]
+        for eps in (0.0, 0.5, 1.5, None)
+    ]
     assert results[0] == evaluator.clean_accuracy(linear, "none")
     assert results == sorted(results, reverse=True) and results[-1] < results[0]
 
@@ -302,11 +575,21 @@ def test_cw_radius_interpolates_between_clean_and_unbounded(linear):
 
 def test_report_writes_markdown_json_and_png(runs, tmp_path, capsys):
     grid = {
-        "models": [{"name": "wnll", "checkpoint": runs["wnll"]},
-                   {"name": "wnll-linear", "checkpoint": runs["wnll"], "head": "linear"}],
-        "attacks": ["fgsm", "ifgsm", "cw_l2"], "eps": [0.05, 0.1], "cw_eps": [1.0, None],
-        "n": 40, "cw_n": 20, "steps": 3, "cw": {"steps": 10, "lr": 0.05}, "eot": 2, "tvm": FAST_TVM,
-        "device": "cpu", "title": "test grid",
+        "models": [
+            {"name": "wnll", "checkpoint": runs["wnll"]},
+            {"name": "wnll-linear", "checkpoint": runs["wnll"], "head": "linear"},
+        ],
+        "attacks": ["fgsm", "ifgsm", "cw_l2"],
+        "eps": [0.05, 0.1],
+        "cw_eps": [1.0, None],
+        "n": 40,
+        "cw_n": 20,
+        "steps": 3,
+        "cw": {"steps": 10, "lr": 0.05},
+        "eot": 2,
+        "tvm": FAST_TVM,
+        "device": "cpu",
+        "title": "test grid",
         "transfer": [{"source": {"name": "oracle", "checkpoint": runs["linear"]}, "attacks": ["fgsm"], "eps": [0.1]}],
     }
     path = tmp_path / "grid.json"
@@ -321,19 +604,23 @@ def test_report_writes_markdown_json_and_png(runs, tmp_path, capsys):
     # + the worst case over all attacks at the 2 L_inf radii; CW is alone at its radii)
     assert len(white) == 2 * 2 * (3 * 6 + 2)
     assert {(r["model"], r["defense"], r["protocol"]) for r in white} == {
-        (m, d, p) for m in ("wnll", "wnll-linear") for d in ("none", "tvm") for p in ("paper", "adaptive", "worst-case")}
+        (m, d, p) for m in ("wnll", "wnll-linear") for d in ("none", "tvm") for p in ("paper", "adaptive", "worst-case")
+    }
     transfer = [r for r in rows if r["protocol"] == "transfer"]
     assert {(r["model"], r["defense"], r["source"]) for r in transfer} == {
-        (m, d, "oracle") for m in ("wnll", "wnll-linear") for d in ("none", "tvm")}
+        (m, d, "oracle") for m in ("wnll", "wnll-linear") for d in ("none", "tvm")
+    }
     by_key = {(r["model"], r["defense"], r["protocol"], r["attack"], r["eps"]): r for r in white}
     for (model, defense, protocol, attack, eps), row in by_key.items():
         if protocol == "worst-case" and attack != "worst-linf":
-            assert row["robust_accuracy"] <= min(by_key[(model, defense, p, attack, eps)]["robust_accuracy"]
-                                                 for p in ("paper", "adaptive"))
+            assert row["robust_accuracy"] <= min(
+                by_key[(model, defense, p, attack, eps)]["robust_accuracy"] for p in ("paper", "adaptive")
+            )
         if attack == "worst-linf":
             assert row["runs"] == ["fgsm/paper", "ifgsm/paper", "fgsm/adaptive", "ifgsm/adaptive"]
-            assert row["robust_accuracy"] <= min(by_key[(model, defense, "worst-case", a, eps)]["robust_accuracy"]
-                                                 for a in ("fgsm", "ifgsm"))
+            assert row["robust_accuracy"] <= min(
+                by_key[(model, defense, "worst-case", a, eps)]["robust_accuracy"] for a in ("fgsm", "ifgsm")
+            )
     assert isinstance(result["diagnostics"], list)
     # linear head, no defence: both protocols are the same attack, crafted once
     assert by_key[("wnll-linear", "none", "adaptive", "ifgsm", 0.1)]["reused"]
@@ -342,8 +629,10 @@ def test_report_writes_markdown_json_and_png(runs, tmp_path, capsys):
     markdown = (out / "results.md").read_text()
     table = [line for line in markdown.splitlines() if line.startswith("| wnll")]
     assert len(table) == 2 * 2 * 3 + 2 * 2  # white-box lines + transfer lines
-    assert "| model | head | defence | protocol | clean | FGSM 0.05 | FGSM 0.1 | IFGSM 0.05 | IFGSM 0.1 | " \
-           "CW-L2 L2<=1 | CW-L2 unbounded | worst case 0.05 | worst case 0.1 |" in markdown
+    assert (
+        "| model | head | defence | protocol | clean | FGSM 0.05 | FGSM 0.1 | IFGSM 0.05 | IFGSM 0.1 | "
+        "CW-L2 L2<=1 | CW-L2 unbounded | worst case 0.05 | worst case 0.1 |" in markdown
+    )
     assert "## Masking diagnostics" in markdown
     assert "FGSM 0.1 from oracle" in markdown
     png = (out / "robustness.png").read_bytes()
@@ -352,18 +641,53 @@ def test_report_writes_markdown_json_and_png(runs, tmp_path, capsys):
 
 def test_report_from_flags(runs, tmp_path, capsys):
     out = tmp_path / "flags"
-    assert main(["report", "--model", f"lin={runs['linear']}", "--model", f"w={runs['wnll']}:linear",
-                 "--defenses", "none", "--attacks", "fgsm", "--eps", "0.1", "--protocols", "paper",
-                 "--n", "30", "--device", "cpu", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--model",
+                f"lin={runs['linear']}",
+                "--model",
+                f"w={runs['wnll']}:linear",
+                "--defenses",
+                "none",
+                "--attacks",
+                "fgsm",
+                "--eps",
+                "0.1",
+                "--protocols",
+                "paper",
+                "--n",
+                "30",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [(r["model"], r["head"], r["attack"], r["eps"]) for r in rows] == [
-        ("lin", "linear", "fgsm", 0.1), ("w", "linear", "fgsm", 0.1)]
+        ("lin", "linear", "fgsm", 0.1),
+        ("w", "linear", "fgsm", 0.1),
+    ]
 
 
 def test_write_report_from_python(wnll, tmp_path):
-    result = run_grid(GridConfig(models=[{"name": "w", "checkpoint": wnll.path}], defenses=["none"],
-                                 attacks=["fgsm"], eps=[0.1], protocols=["paper"], n=20, device="cpu"),
-                      progress=False)
+    result = run_grid(
+        GridConfig(
+            models=[{"name": "w", "checkpoint": wnll.path}],
+            defenses=["none"],
+            attacks=["fgsm"],
+            eps=[0.1],
+            protocols=["paper"],
+            n=20,
+            device="cpu",
+        ),
+        progress=False,
+    )
     paths = write_report(result, tmp_path)
     assert all((tmp_path / name).is_file() for name in ("results.md", "results.json", "robustness.png"))
     assert paths["json"].endswith("results.json") and len(result["rows"]) == 1
@@ -372,18 +696,26 @@ def test_write_report_from_python(wnll, tmp_path):
 # ------------------------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--attack", "deepfool", "--eps", "0.1"], "unknown attack 'deepfool'"),
-    (["--attack", "ifgsm"], "needs an L_inf radius"),
-    (["--attack", "fgsm", "--eps", "0.1", "--defense", "jpeg"], "unknown defence 'jpeg'"),
-    (["--attack", "fgsm", "--eps", "0.1", "--eot", "4"], "EOT (4 samples) needs a randomized defence"),
-    (["--attack", "fgsm", "--eps", "0.1", "--defense", "tvm", "--protocol", "paper", "--eot", "4"],
-     "EOT has nothing to average"),
-    (["--attack", "fgsm", "--eps", "0.1", "--protocol", "adaptive", "--gradient", "exact"], "applies to WNLL heads"),
-    (["--attack", "fgsm", "--eps", "0.1", "--head", "wnll"], "cannot be read through a WNLL head"),
-    (["--attack", "fgsm", "--eps", "0.1", "--protocol", "strong"], "unknown protocol 'strong'"),
-    (["--attack", "fgsm", "--eps", "0.1", "--n", "100000"], "exceeds the 359 images"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--attack", "deepfool", "--eps", "0.1"], "unknown attack 'deepfool'"),
+        (["--attack", "ifgsm"], "needs an L_inf radius"),
+        (["--attack", "fgsm", "--eps", "0.1", "--defense", "jpeg"], "unknown defence 'jpeg'"),
+        (["--attack", "fgsm", "--eps", "0.1", "--eot", "4"], "EOT (4 samples) needs a randomized defence"),
+        (
+            ["--attack", "fgsm", "--eps", "0.1", "--defense", "tvm", "--protocol", "paper", "--eot", "4"],
+            "EOT has nothing to average",
+        ),
+        (
+            ["--attack", "fgsm", "--eps", "0.1", "--protocol", "adaptive", "--gradient", "exact"],
+            "applies to WNLL heads",
+        ),
+        (["--attack", "fgsm", "--eps", "0.1", "--head", "wnll"], "cannot be read through a WNLL head"),
+        (["--attack", "fgsm", "--eps", "0.1", "--protocol", "strong"], "unknown protocol 'strong'"),
+        (["--attack", "fgsm", "--eps", "0.1", "--n", "100000"], "exceeds the 359 images"),
+    ],
+)
 def test_attack_cli_errors(runs, capsys, args, message):
     assert main(["attack", "--checkpoint", runs["linear"], "--device", "cpu", "--no-progress"] + args) == 1
     assert message in capsys.readouterr().err
@@ -401,8 +733,24 @@ def test_transfer_between_datasets_is_refused(runs, wnll, tmp_path, capsys):
     torch.save(payload, other)
     with pytest.raises(ValueError, match="mismatched datasets"):
         check_same_data(load_target(other, device="cpu"), wnll)
-    assert main(["attack", "--checkpoint", runs["wnll"], "--transfer-from", str(other), "--attack", "fgsm",
-                 "--eps", "0.1", "--device", "cpu"]) == 1
+    assert (
+        main(
+            [
+                "attack",
+                "--checkpoint",
+                runs["wnll"],
+                "--transfer-from",
+                str(other),
+                "--attack",
+                "fgsm",
+                "--eps",
+                "0.1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 1
+    )
     assert "mismatched datasets" in capsys.readouterr().err
 
 
@@ -417,27 +765,56 @@ def test_wnll_head_without_template_bank_is_refused(runs, tmp_path):
     assert load_target(path, head="linear", device="cpu").head == "linear"
 
 
-@pytest.mark.parametrize("values, message", [
-    ({}, "at least one model"),
-    ({"models": [{"name": "a", "checkpoint": "x"}], "colour": 1}, "unknown grid configuration fields"),
-    ({"models": [{"name": "a", "checkpoint": "x"}, {"name": "a", "checkpoint": "y"}], "eps": [0.1]}, "unique"),
-    ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [-1.0]}, "eps must be >= 0"),
-    ({"models": [{"name": "a", "checkpoint": "x"}], "attacks": ["fgsm"]}, "no eps values"),
-    ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "protocols": ["strong"]}, "unknown protocol"),
-    ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "defenses": ["jpeg"]}, "unknown defence"),
-    ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "n": 10, "cw_n": 20}, "cw_n must be"),
-    ({"models": [{"name": "a", "checkpoint": "x", "head": "softmax"}], "eps": [0.1]}, "head must be one of"),
-    ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "attacks": ["wnll_margin"], "protocols": ["paper"]},
-     "'wnll_margin' does not run under the paper protocol (only adaptive)"),
-    ({"models": [{"name": "a", "checkpoint": "x"}], "attacks": ["wnll_margin_l2"], "cw_eps": [None]},
-     "bounded while crafting"),
-    ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "attacks": ["square"],
-      "attack_settings": {"square": {"queries": 1}}}, "attack_settings['square'] must be an object of Square"),
-    ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "attack_settings": {"square": {}}},
-     "not one of the grid's attacks"),
-    ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "attacks": ["fgsm"], "n": 10,
-      "attack_n": {"fgsm": 11}}, "attack_n['fgsm'] must be an integer in [1, n=10]"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({}, "at least one model"),
+        ({"models": [{"name": "a", "checkpoint": "x"}], "colour": 1}, "unknown grid configuration fields"),
+        ({"models": [{"name": "a", "checkpoint": "x"}, {"name": "a", "checkpoint": "y"}], "eps": [0.1]}, "unique"),
+        ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [-1.0]}, "eps must be >= 0"),
+        ({"models": [{"name": "a", "checkpoint": "x"}], "attacks": ["fgsm"]}, "no eps values"),
+        ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "protocols": ["strong"]}, "unknown protocol"),
+        ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "defenses": ["jpeg"]}, "unknown defence"),
+        ({"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "n": 10, "cw_n": 20}, "cw_n must be"),
+        ({"models": [{"name": "a", "checkpoint": "x", "head": "softmax"}], "eps": [0.1]}, "head must be one of"),
+        (
+            {
+                "models": [{"name": "a", "checkpoint": "x"}],
+                "eps": [0.1],
+                "attacks": ["wnll_margin"],
+                "protocols": ["paper"],
+            },
+            "'wnll_margin' does not run under the paper protocol (only adaptive)",
+        ),
+        (
+            {"models": [{"name": "a", "checkpoint": "x"}], "attacks": ["wnll_margin_l2"], "cw_eps": [None]},
+            "bounded while crafting",
+        ),
+        (
+            {
+                "models": [{"name": "a", "checkpoint": "x"}],
+                "eps": [0.1],
+                "attacks": ["square"],
+                "attack_settings": {"square": {"queries": 1}},
+            },
+            "attack_settings['square'] must be an object of Square",
+        ),
+        (
+            {"models": [{"name": "a", "checkpoint": "x"}], "eps": [0.1], "attack_settings": {"square": {}}},
+            "not one of the grid's attacks",
+        ),
+        (
+            {
+                "models": [{"name": "a", "checkpoint": "x"}],
+                "eps": [0.1],
+                "attacks": ["fgsm"],
+                "n": 10,
+                "attack_n": {"fgsm": 11},
+            },
+            "attack_n['fgsm'] must be an integer in [1, n=10]",
+        ),
+    ],
+)
 def test_grid_config_errors(values, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         GridConfig.from_dict(values)
@@ -452,10 +829,15 @@ def test_grid_refuses_an_attack_whose_library_is_missing(monkeypatch):
 
 
 def test_grid_exclude_skips_matching_cells():
-    config = GridConfig.from_dict({
-        "models": [{"name": "a", "checkpoint": "x"}, {"name": "b", "checkpoint": "y"}], "attacks": ["fgsm", "cw_l2"],
-        "eps": [0.1, 0.3], "cw_eps": [None],
-        "exclude": [{"defense": "tvm", "protocol": "adaptive", "eps": [0.1]}, {"model": "b", "attack": "cw_l2"}]})
+    config = GridConfig.from_dict(
+        {
+            "models": [{"name": "a", "checkpoint": "x"}, {"name": "b", "checkpoint": "y"}],
+            "attacks": ["fgsm", "cw_l2"],
+            "eps": [0.1, 0.3],
+            "cw_eps": [None],
+            "exclude": [{"defense": "tvm", "protocol": "adaptive", "eps": [0.1]}, {"model": "b", "attack": "cw_l2"}],
+        }
+    )
     targets = [SimpleNamespace(name="a"), SimpleNamespace(name="b")]
     kept = {(t.name, d, p, a, e) for t, d, p, a, e in cells(config, targets)}
     assert len(kept) == 2 * 2 * 2 * 3 - 2 - 4
@@ -475,12 +857,20 @@ def test_report_columns_and_grid_radii_come_from_the_registry(name):
     spec = ATTACKS[name]
     assert column_label(name, None) == f"{spec.label} unbounded"
     assert column_label(name, 1.5) == (f"{spec.label} L2<=1.5" if spec.norm == "l2" else f"{spec.label} 1.5")
-    config = GridConfig.from_dict({"models": [{"name": "a", "checkpoint": "x"}], "attacks": [name],
-                                   "eps": [0.1, 0.3], "cw_eps": [2.0, None], "protocols": list(PROTOCOLS)})
+    config = GridConfig.from_dict(
+        {
+            "models": [{"name": "a", "checkpoint": "x"}],
+            "attacks": [name],
+            "eps": [0.1, 0.3],
+            "cw_eps": [2.0, None],
+            "protocols": list(PROTOCOLS),
+        }
+    )
     wnll_model, linear_model = WNLLHead(4, 2), torch.nn.Linear(4, 2)
     grid = cells(config, [SimpleNamespace(name="a", model=wnll_model), SimpleNamespace(name="b", model=linear_model)])
-    assert {eps for *_, eps in grid} == ({2.0, None} if spec.minimum_norm else {2.0} if spec.norm == "l2"
-                                        else {0.1, 0.3})
+    assert {eps for *_, eps in grid} == (
+        {2.0, None} if spec.minimum_norm else {2.0} if spec.norm == "l2" else {0.1, 0.3}
+    )
     # each attack runs under the protocols it declares, and the ones built against a WNLL head only on WNLL models
     assert {protocol for _, _, protocol, _, _ in grid} == set(spec.protocols)
     assert {target.name for target, *_ in grid} == ({"a"} if spec.wnll else {"a", "b"})

@@ -1,5 +1,6 @@
 """scripts/gpu_check.sh: well-formed, its stages fit its time, and its CPU dry run goes through every stage
 to the summary (the GPU run itself needs a GPU; the summary's logic is tested in test_bench.py)."""
+
 import json
 import os
 import re
@@ -12,16 +13,26 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
-STAGES = ["build", "extension", "tests-cuda", "tests-triton", "bench-wnll", "bench-knn", "bench-bank", "bench-tv",
-          "bench-training"]
+STAGES = [
+    "build",
+    "extension",
+    "tests-cuda",
+    "tests-triton",
+    "bench-wnll",
+    "bench-knn",
+    "bench-bank",
+    "bench-tv",
+    "bench-training",
+]
 
 
 def run(*args, seconds=None, timeout=300):
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
     if seconds is not None:
         env["GPU_CHECK_SECONDS"] = str(seconds)
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def stage_lines() -> list[tuple[str, int]]:
@@ -55,7 +66,7 @@ def test_without_a_gpu_the_script_says_so(tmp_path):
 def test_cpu_dry_run_goes_through_every_stage_to_the_summary(tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
     (work / "results").mkdir(parents=True)
-    (work / "results" / "wnll_cuda.json").write_text("{}")      # left by an earlier run: removed first
+    (work / "results" / "wnll_cuda.json").write_text("{}")  # left by an earlier run: removed first
     done = run("--cpu-dry-run", "--work", str(work), "--out", str(out))
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((out / "gpu_check_cpu.json").read_text())
@@ -69,12 +80,13 @@ def test_cpu_dry_run_goes_through_every_stage_to_the_summary(tmp_path):
     log = (work / "gpu_check.log").read_text()
     assert all(f"[{name}] exit status 0" in log for name in STAGES)
     assert sorted(p.name for p in (work / "results").iterdir()) == sorted(
-        f"{b}_cpu.{ext}" for b in ("wnll", "knn", "bank", "tv", "training") for ext in ("csv", "json"))
+        f"{b}_cpu.{ext}" for b in ("wnll", "knn", "bank", "tv", "training") for ext in ("csv", "json")
+    )
 
 
 @pytest.mark.slow
 def test_stages_are_cut_to_the_time_left(tmp_path):
-    done = run("--cpu-dry-run", "--work", str(tmp_path), seconds=40)   # 15 s for the stages
+    done = run("--cpu-dry-run", "--work", str(tmp_path), seconds=40)  # 15 s for the stages
     assert done.returncode == 1
     summary = json.loads((tmp_path / "gpu_check_cpu.json").read_text())
     stages = {s["stage"]: s for s in summary["stages"]}

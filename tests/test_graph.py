@@ -1,5 +1,6 @@
 """Gaussian edge weights: formula, the k_sigma convention, the seed-code kernel, scale invariance,
 half precision, autocast, gradients, errors."""
+
 import math
 
 import pytest
@@ -18,7 +19,7 @@ def test_weights_follow_the_formula_with_seed_sigma_convention():
     d_all = (x - x[i]).norm(dim=1)
     d_all[i] = float("inf")
     sigma = d_all.sort().values[6]  # 8th counting the point itself = 7th other point
-    expected = math.exp(-float(d_all[idx[i, t]]) ** 2 / float(sigma) ** 2)
+    expected = math.exp(-(float(d_all[idx[i, t]]) ** 2) / float(sigma) ** 2)
     assert w[i, t].item() == pytest.approx(expected, rel=1e-12)
     assert w[i, 6].item() == pytest.approx(math.exp(-1.0), rel=1e-12)  # the sigma neighbour itself
     assert ((w > 0) & (w <= 1)).all()
@@ -29,7 +30,7 @@ def test_seed_kernel_squares_the_ratio():
     idx, _ = knn_graph(x, 9)
     gauss = gaussian_weights(x, idx, k_sigma=5)
     seed = gaussian_weights(x, idx, k_sigma=5, kernel="seed")
-    torch.testing.assert_close(seed, torch.exp(-torch.log(gauss) ** 2))
+    torch.testing.assert_close(seed, torch.exp(-(torch.log(gauss) ** 2)))
 
 
 def test_gradient_reaches_features_through_distances_and_sigma():
@@ -85,7 +86,7 @@ def test_default_k_sigma_follows_k():
 def reference_weights(x, idx, k_sigma):
     """exp(-(d / sigma)^2) computed in float64 from unit-scale features."""
     d = (x.double().unsqueeze(1) - x.double()[idx]).norm(dim=-1)
-    return torch.exp(-((d / d[:, k_sigma - 2:k_sigma - 1]) ** 2))
+    return torch.exp(-((d / d[:, k_sigma - 2 : k_sigma - 1]) ** 2))
 
 
 @pytest.mark.parametrize("scale", [1e-30, 1.0, 1e18])
@@ -110,7 +111,7 @@ def test_power_of_two_scales_give_identical_weights(device, dtype):
     idx, _ = knn_graph(x, 8)
     w = gaussian_weights(x, idx)
     for power in (-100, 60):
-        assert torch.equal(gaussian_weights(x * 2.0 ** power, idx), w)
+        assert torch.equal(gaussian_weights(x * 2.0**power, idx), w)
 
 
 @pytest.mark.parametrize("scale", [1e-30, 1e16])
@@ -121,8 +122,9 @@ def test_gradients_at_extreme_scales(scale):
     x = torch.randn(25, 3, generator=g, dtype=torch.float64)
     idx, _ = knn_graph(x, 6)
     xs = (x * scale).requires_grad_()
-    assert torch.autograd.gradcheck(lambda z: gaussian_weights(z, idx, k_sigma=4), (xs,), eps=1e-6 * scale,
-                                    atol=1e-5 / scale)
+    assert torch.autograd.gradcheck(
+        lambda z: gaussian_weights(z, idx, k_sigma=4), (xs,), eps=1e-6 * scale, atol=1e-5 / scale
+    )
     G = torch.randn(25, 6, generator=g, dtype=torch.float64)
     (grad_s,) = torch.autograd.grad((gaussian_weights(xs, idx, k_sigma=4) * G).sum(), xs)
     x1 = x.clone().requires_grad_()
@@ -151,8 +153,9 @@ def test_half_precision_is_computed_in_float32(device, half):
     xd = x.to(device, copy=True).requires_grad_()
     w = gaussian_weights(xd, idx.to(device))
     assert w.dtype == half and torch.equal(w.cpu(), expected)
-    assert torch.equal(weights_from_distances(dist.to(half).to(device)).cpu(),
-                       weights_from_distances(dist.to(half).float()).to(half))
+    assert torch.equal(
+        weights_from_distances(dist.to(half).to(device)).cpu(), weights_from_distances(dist.to(half).float()).to(half)
+    )
     G = torch.randn(100, 8, generator=g)
     (w.float() * G.to(device)).sum().backward()
     x32 = x.float().requires_grad_()

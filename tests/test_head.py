@@ -1,4 +1,5 @@
 """WNLLHead: batch splitting, both gradient modes, the template bank, errors, compile, torchvision."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -40,8 +41,9 @@ def test_training_forward_outputs_query_rows_with_wnll_values():
         out = head(x)
     assert out.shape == (30, 3) and out.dtype == torch.float32
     assert torch.equal(batch.targets, y[batch.query_index])
-    expected = fastwnll.wnll_interpolate(x[batch.template_index], y[batch.template_index], x[batch.query_index],
-                                         k=8, k_sigma=5, num_classes=3)
+    expected = fastwnll.wnll_interpolate(
+        x[batch.template_index], y[batch.template_index], x[batch.query_index], k=8, k_sigma=5, num_classes=3
+    )
     torch.testing.assert_close(out.exp(), expected.clamp_min(1e-8) / expected.clamp_min(1e-8).sum(1, keepdim=True))
     assert (out.argmax(1) == batch.targets).float().mean() > 0.9
 
@@ -117,8 +119,9 @@ def test_eval_interpolates_against_the_bank_and_averages_template_batches():
     head.template_batches = 2
     with torch.no_grad():
         out2 = head(x[60:])
-    chunks = [fastwnll.wnll_interpolate(x[:60][c::2], y[:60][c::2], x[60:], k=8, k_sigma=5, num_classes=3)
-              for c in range(2)]
+    chunks = [
+        fastwnll.wnll_interpolate(x[:60][c::2], y[:60][c::2], x[60:], k=8, k_sigma=5, num_classes=3) for c in range(2)
+    ]
     expected = ((chunks[0] + chunks[1]) / 2).clamp_min(1e-8)
     torch.testing.assert_close(out2.exp(), expected / expected.sum(1, keepdim=True))
     with wnll_batch(head, y[60:]) as batch:  # labels are ignored in eval mode

@@ -2,6 +2,7 @@
 whenever the bank changes), transductive and inductive inference, template chunks that hold every
 class, warnings about classes, dtypes, the k_sigma default, the kNN backend option and the graph
 recorded with results."""
+
 import copy
 import pickle
 import warnings
@@ -72,8 +73,10 @@ def test_the_index_follows_every_change_of_the_bank():
     def expect(templates, labels, **options):
         options = {"k": head.k, "k_sigma": head.k_sigma, "num_classes": 3, **options}
         with torch.no_grad():
-            assert torch.equal(head(queries.to(templates.dtype)),
-                               log_probs(wnll_interpolate(templates, labels, queries.to(templates.dtype), **options)))
+            assert torch.equal(
+                head(queries.to(templates.dtype)),
+                log_probs(wnll_interpolate(templates, labels, queries.to(templates.dtype), **options)),
+            )
 
     expect(x[:200], y[:200])
     head.set_templates(x[50:250], y[50:250])
@@ -117,8 +120,10 @@ def test_inductive_inference_does_not_depend_on_the_batch(mnist_pca):
         out = head(queries)
         perm = torch.randperm(100, generator=torch.Generator().manual_seed(0))
         assert torch.equal(head(queries[perm]), out[perm])
-        assert torch.equal(torch.cat([head(queries[i:i + 9]) for i in range(0, 100, 9)]), out)
-        single = torch.cat([wnll_interpolate(x[:1000], y[:1000], queries[i:i + 1], num_classes=10) for i in range(20)])
+        assert torch.equal(torch.cat([head(queries[i : i + 9]) for i in range(0, 100, 9)]), out)
+        single = torch.cat(
+            [wnll_interpolate(x[:1000], y[:1000], queries[i : i + 1], num_classes=10) for i in range(20)]
+        )
         torch.testing.assert_close(out[:20].exp(), log_probs(single).exp(), rtol=1e-4, atol=1e-6)
         assert (out.argmax(1) == y[2000:2100]).float().mean() > 0.8
         head.inference = "transductive"
@@ -219,9 +224,16 @@ def test_knn_backend_per_head(monkeypatch):
 def test_graph_summary():
     x, y = clustered(100)
     model = nn.Sequential(nn.Identity(), eval_head(x[:90], y[:90], k=8, template_batches=3))
-    assert graph_summary(model, 64) == {"inference": "transductive", "templates": 30, "template_batches": 3,
-                                        "queries_per_graph": 64, "k": 8, "k_sigma": 8, "knn_backend": "auto",
-                                        "exact_knn": True}
+    assert graph_summary(model, 64) == {
+        "inference": "transductive",
+        "templates": 30,
+        "template_batches": 3,
+        "queries_per_graph": 64,
+        "k": 8,
+        "k_sigma": 8,
+        "knn_backend": "auto",
+        "exact_knn": True,
+    }
     model[1].inference = "inductive"
     assert graph_summary(model, 64)["queries_per_graph"] == 1
     model[1].mode = "linear"

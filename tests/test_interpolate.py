@@ -1,4 +1,5 @@
 """wnll_interpolate end to end: graphlearning reference, maximum principle, real MNIST, gradients, errors."""
+
 import numpy as np
 import pytest
 import torch
@@ -201,22 +202,25 @@ def test_cuda_tf32_is_off_inside():
 # --------------------------------------------------------------------------------------------
 # Arguments checked before any heavy work; validation passes
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("change, match", [
-    (dict(mu=-1.0), "mu must be finite"),
-    (dict(mu=float("nan")), "mu must be finite"),
-    (dict(mu=1e300), "cannot be carried by torch.float32"),
-    (dict(mu=1e37), "mu=1e\\+37 is too large for torch.float32"),
-    (dict(kernel="laplace"), "unknown kernel"),
-    (dict(tol=0.0), "tol must be"),
-    (dict(tol=1.0), "tol must be"),
-    (dict(k_sigma=1), "k_sigma=1"),
-    (dict(k_sigma=10), "k_sigma=10"),
-    (dict(max_iter=0), "max_iter"),
-    (dict(on_nonconvergence="fail"), "on_nonconvergence"),
-    (dict(knn_backend="annoy"), "unknown kNN backend"),
-    (dict(num_classes=0), "num_classes"),
-    (dict(k=0), "k=0"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(mu=-1.0), "mu must be finite"),
+        (dict(mu=float("nan")), "mu must be finite"),
+        (dict(mu=1e300), "cannot be carried by torch.float32"),
+        (dict(mu=1e37), "mu=1e\\+37 is too large for torch.float32"),
+        (dict(kernel="laplace"), "unknown kernel"),
+        (dict(tol=0.0), "tol must be"),
+        (dict(tol=1.0), "tol must be"),
+        (dict(k_sigma=1), "k_sigma=1"),
+        (dict(k_sigma=10), "k_sigma=10"),
+        (dict(max_iter=0), "max_iter"),
+        (dict(on_nonconvergence="fail"), "on_nonconvergence"),
+        (dict(knn_backend="annoy"), "unknown kNN backend"),
+        (dict(num_classes=0), "num_classes"),
+        (dict(k=0), "k=0"),
+    ],
+)
 def test_arguments_are_checked_before_the_knn_search(monkeypatch, change, match):
     def no_search(*args, **kwargs):
         raise AssertionError("the kNN search ran before the arguments were checked")
@@ -235,8 +239,10 @@ def test_default_k_sigma_allows_few_neighbours():
     for k in (2, 4, 6):
         u = fastwnll.wnll_interpolate(x[:30], y[:30], x[30:], k=k)
         torch.testing.assert_close(u, fastwnll.wnll_interpolate(x[:30], y[:30], x[30:], k=k, k_sigma=k + 1))
-    torch.testing.assert_close(fastwnll.wnll_interpolate(x[:30], y[:30], x[30:], k=10),
-                               fastwnll.wnll_interpolate(x[:30], y[:30], x[30:], k=10, k_sigma=8))
+    torch.testing.assert_close(
+        fastwnll.wnll_interpolate(x[:30], y[:30], x[30:], k=10),
+        fastwnll.wnll_interpolate(x[:30], y[:30], x[30:], k=10, k_sigma=8),
+    )
 
 
 def test_validation_runs_once_and_validate_false_skips_it(monkeypatch):

@@ -1,4 +1,5 @@
 """kNN search against a brute-force float64 reference, for every exact backend, and its input errors."""
+
 import pytest
 import torch
 
@@ -229,8 +230,11 @@ def test_bad_arguments():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(exclude_self=True, self_offset=-1), ValueError,
-         r"self_offset=-1 out of range.*0 <= self_offset <= nb - nq = 6"),
+        (
+            dict(exclude_self=True, self_offset=-1),
+            ValueError,
+            r"self_offset=-1 out of range.*0 <= self_offset <= nb - nq = 6",
+        ),
         (dict(exclude_self=True, self_offset=7), ValueError, r"self_offset=7 out of range"),
         (dict(self_offset=2), ValueError, "only used with exclude_self=True"),
         (dict(exclude_self=False, self_offset=0), ValueError, "only used with exclude_self=True"),
@@ -249,5 +253,5 @@ def test_self_offset_at_both_ends_of_its_range():
     g = torch.Generator().manual_seed(7)
     base = torch.randn(40, 3, generator=g, dtype=torch.float64)
     for offset in (0, 30):
-        idx, _ = knn_search(base[offset:offset + 10], base, 3, exclude_self=True, self_offset=offset)
+        idx, _ = knn_search(base[offset : offset + 10], base, 3, exclude_self=True, self_offset=offset)
         assert not (idx == torch.arange(offset, offset + 10).unsqueeze(1)).any()

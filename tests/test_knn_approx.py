@@ -1,5 +1,6 @@
 """Approximate kNN (faiss HNSW and IVF-Flat): recall on data with known neighbours, exact distances
 for what it returns, rows with too few results searched exactly, options, and WNLL on real data."""
+
 import pytest
 import torch
 

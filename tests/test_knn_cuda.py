@@ -3,12 +3,13 @@ float32, faiss-gpu with one cached resource object per device and the index on t
 no copy of CUDA tensors to the host by ``auto``, distance tiles sized by free memory, and the
 approximate methods' device rules. Every test needs a GPU (skipped without one); the CPU analogues
 are in test_knn_precision.py, test_knn_memory.py and test_knn_approx.py."""
+
 import pytest
 import torch
+from knn_reference import assert_exact, spread_points
 
 from fastwnll import knn_faiss, knn_torch
 from fastwnll.knn import ApproximateKNN, knn_graph, knn_search
-from knn_reference import assert_exact, spread_points
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

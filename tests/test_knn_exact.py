@@ -1,13 +1,14 @@
 """The exact kNN search is exact in floating point on awkward data: features sharing a large offset,
 far-apart clusters, ties, float32 and float64, for every exact backend, graph and query-vs-base search,
 checked against a brute-force float64 reference computed from coordinate differences."""
+
 import pytest
 import torch
+from knn_reference import assert_exact, spread_points
 
 import fastwnll
 from fastwnll import knn as knn_module
 from fastwnll.knn import knn_graph, knn_search
-from knn_reference import assert_exact, spread_points
 
 BACKENDS = ["native", "torch", pytest.param("faiss", marks=pytest.mark.needs("faiss"))]
 DTYPES = [torch.float32, torch.float64]
@@ -67,9 +68,11 @@ def test_many_tiles_with_offset(backend):
     data with clusters of different sizes."""
     g = torch.Generator().manual_seed(3)
     labels = torch.randint(0, 7, (1500,), generator=g)
-    x = (torch.randn(1500, 24, generator=g, dtype=torch.float64) + 6 * torch.randn(7, 24, generator=g,
-                                                                                    dtype=torch.float64)[labels]
-         + 500.0).float()
+    x = (
+        torch.randn(1500, 24, generator=g, dtype=torch.float64)
+        + 6 * torch.randn(7, 24, generator=g, dtype=torch.float64)[labels]
+        + 500.0
+    ).float()
     idx, dist = knn_graph(x, 15, backend=backend)
     assert_exact(x, x, 15, idx, dist, offset=0)
 
@@ -96,8 +99,9 @@ def test_certificate_rejects_a_wrong_candidate_set():
     certified; one with a clear gap is; a complete candidate set always is. A row whose k nearest
     are duplicates (distance 0) passes only when a candidate is farther: otherwise a duplicate of
     lower index may have been left out."""
-    dist = torch.tensor([[1.0, 2.0, 3.0, 3.0], [1.0, 2.0, 3.0, 9.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]],
-                        dtype=torch.float64)
+    dist = torch.tensor(
+        [[1.0, 2.0, 3.0, 3.0], [1.0, 2.0, 3.0, 9.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]], dtype=torch.float64
+    )
     spread = torch.tensor([1.0, 1.0, 1e-6, 1e-6], dtype=torch.float64)
     ok = knn_module.certified(dist, 3, spread, 1e-6, 1e-6, available=10)
     assert ok.tolist() == [False, True, False, True]
@@ -111,8 +115,10 @@ def test_wnll_float32_agrees_with_float64_on_offset_features():
     """The end-to-end symptom: with a common offset of 1,000, float32 WNLL predictions match float64."""
     g = torch.Generator().manual_seed(4)
     labels = torch.arange(900) % 3
-    x = torch.randn(900, 16, generator=g, dtype=torch.float64) + 1.5 * torch.randn(3, 16, generator=g,
-                                                                                     dtype=torch.float64)[labels]
+    x = (
+        torch.randn(900, 16, generator=g, dtype=torch.float64)
+        + 1.5 * torch.randn(3, 16, generator=g, dtype=torch.float64)[labels]
+    )
     x = x + 1000.0
     m = 300
     u64 = fastwnll.wnll_interpolate(x[:m], labels[:m], x[m:], k=15)

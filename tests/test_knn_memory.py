@@ -1,6 +1,7 @@
 """The kNN search's extra memory is linear in the number of points: the locality order computes its
 point-to-centroid distances by chunks, and the torch path sizes its distance tiles by a byte budget
 (a quarter of the free memory on CUDA), splitting the base's columns when it is very large."""
+
 import subprocess
 import sys
 
@@ -31,8 +32,13 @@ print(status("VmHWM:") - before)
 
 def test_locality_order_memory_is_linear():
     """200,000 points: the old n x n/256 distance matrices took 1.2 GB; now about 25 MB."""
-    out = subprocess.run([sys.executable, "-c", CHILD.format(n=200_000)], capture_output=True, text=True,
-                         check=True, env={"OMP_NUM_THREADS": "1", "PATH": ""})
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD.format(n=200_000)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"OMP_NUM_THREADS": "1", "PATH": ""},
+    )
     extra = int(out.stdout.strip())
     assert extra < 100 << 20, f"locality_order used {extra / 2**20:.0f} MiB extra"
 
@@ -44,8 +50,11 @@ def test_tile_shape_follows_the_byte_budget():
     # a base too large for 64 rows: column chunks (never narrower than kc), 64 rows
     assert knn_torch.tile_shape(10_000, 10**6, 20, 16, torch.float64, 4 << 20) == (64, 6553)
     assert knn_torch.tile_shape(10_000, 10**6, 50, 16, torch.float64, 1000) == (1, 50)
-    for nq, nb, dim, dtype in [(5, 7, 3, torch.float32), (10**5, 10**6, 64, torch.float32),
-                               (300, 10**7, 128, torch.float64)]:
+    for nq, nb, dim, dtype in [
+        (5, 7, 3, torch.float32),
+        (10**5, 10**6, 64, torch.float32),
+        (300, 10**7, 128, torch.float64),
+    ]:
         rows, cols = knn_torch.tile_shape(nq, nb, 16, dim, dtype, 128 << 20)
         size = torch.finfo(dtype).bits // 8
         assert (rows + dim) * cols * size <= 128 << 20 and 1 <= rows <= nq and cols <= nb

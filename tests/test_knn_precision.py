@@ -1,6 +1,7 @@
 """The kNN search's arithmetic does not depend on the caller's precision settings: half-precision
 features are searched in float32, autocast and reduced-precision float32 matrix products are switched
 off inside and restored after."""
+
 import pytest
 import torch
 

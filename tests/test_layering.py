@@ -1,4 +1,5 @@
 """The package's layering (docs/design.md, section 6), checked on every import statement of its modules."""
+
 import ast
 from pathlib import Path
 
@@ -8,10 +9,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fastwnll"
 # Subpackages and modules above the core, by layer; every other part of fastwnll is core (layer 0).
 LAYERS = {
     "fastwnll.nn": 1,
-    "fastwnll.models": 2, "fastwnll.attacks": 2,
+    "fastwnll.models": 2,
+    "fastwnll.attacks": 2,
     "fastwnll.runtime": 3,
-    "fastwnll.train": 4, "fastwnll.evaluation": 4,
-    "fastwnll.geometry": 5, "fastwnll.bench": 5, "fastwnll.cli": 5, "fastwnll.__main__": 5,
+    "fastwnll.train": 4,
+    "fastwnll.evaluation": 4,
+    "fastwnll.geometry": 5,
+    "fastwnll.bench": 5,
+    "fastwnll.cli": 5,
+    "fastwnll.__main__": 5,
 }
 SIBLINGS = ("fastwnll.train", "fastwnll.evaluation")
 
@@ -39,7 +45,7 @@ def imports(path: Path) -> list[tuple[int, str]]:
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 found.append((node.lineno, ".".join(base + ([node.module] if node.module else []))))
             else:
                 found.append((node.lineno, node.module))
@@ -60,8 +66,11 @@ def test_the_scan_sees_the_package():
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
 def test_no_module_imports_from_a_higher_layer(path):
     here = module_name(path)
-    upward = [f"line {line}: {name} (layer {layer(name)})" for line, name in imports(path)
-              if name != "fastwnll" and layer(name) > layer(here)]
+    upward = [
+        f"line {line}: {name} (layer {layer(name)})"
+        for line, name in imports(path)
+        if name != "fastwnll" and layer(name) > layer(here)
+    ]
     assert not upward, f"{here} (layer {layer(here)}) imports from above: {upward}"
 
 

@@ -1,4 +1,5 @@
 """Models: the CIFAR ResNets, the MNIST and digits CNNs, their buffer blocks and heads, attach_head."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -76,14 +77,32 @@ def test_in_channels_and_num_classes():
     assert model(torch.rand(2, 1, 20, 20)).shape == (2, 10)  # any image size: global average pooling
 
 
-@pytest.mark.parametrize("name, x, error, message", [
-    ("resnet20", torch.rand(2, 1, 32, 32), ValueError, r"resnet20 expects images of shape \[N, 3, H, W\], got \[2, 1, 32, 32\]"),
-    ("resnet20", torch.rand(3, 32, 32), ValueError, r"resnet20 expects images of shape \[N, 3, H, W\], got \[3, 32, 32\]"),
-    ("mnist_cnn", torch.rand(2, 1, 32, 32), ValueError, r"mnist_cnn expects images of shape \[N, 1, 28, 28\]"),
-    ("digits_cnn", torch.rand(2, 1, 28, 28), ValueError, r"digits_cnn expects images of shape \[N, 1, 8, 8\]"),
-    ("digits_cnn", torch.zeros(2, 1, 8, 8, dtype=torch.uint8), TypeError, "expects a floating-point image tensor, got torch.uint8"),
-    ("digits_cnn", [[0.0]], TypeError, "expects a floating-point image tensor, got list"),
-])
+@pytest.mark.parametrize(
+    "name, x, error, message",
+    [
+        (
+            "resnet20",
+            torch.rand(2, 1, 32, 32),
+            ValueError,
+            r"resnet20 expects images of shape \[N, 3, H, W\], got \[2, 1, 32, 32\]",
+        ),
+        (
+            "resnet20",
+            torch.rand(3, 32, 32),
+            ValueError,
+            r"resnet20 expects images of shape \[N, 3, H, W\], got \[3, 32, 32\]",
+        ),
+        ("mnist_cnn", torch.rand(2, 1, 32, 32), ValueError, r"mnist_cnn expects images of shape \[N, 1, 28, 28\]"),
+        ("digits_cnn", torch.rand(2, 1, 28, 28), ValueError, r"digits_cnn expects images of shape \[N, 1, 8, 8\]"),
+        (
+            "digits_cnn",
+            torch.zeros(2, 1, 8, 8, dtype=torch.uint8),
+            TypeError,
+            "expects a floating-point image tensor, got torch.uint8",
+        ),
+        ("digits_cnn", [[0.0]], TypeError, "expects a floating-point image tensor, got list"),
+    ],
+)
 def test_bad_inputs(name, x, error, message):
     model = build(name)
     with pytest.raises(error, match=message):
@@ -92,16 +111,27 @@ def test_bad_inputs(name, x, error, message):
         model.trunk(x)  # stage-2 training calls the trunk directly
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({"name": "resnet18"}, ValueError, "unknown model 'resnet18'"),
-    ({"name": "resnet20", "num_classes": 1}, ValueError, "num_classes must be an integer >= 2"),
-    ({"name": "resnet20", "num_classes": 10.0}, ValueError, "num_classes must be an integer >= 2"),
-    ({"name": "resnet20", "in_channels": 0}, ValueError, "in_channels must be a positive integer"),
-    ({"name": "resnet20", "head": "softmax"}, ValueError, r"head must be one of \('linear', 'wnll'\)"),
-    ({"name": "resnet20", "head": "linear", "k": 5}, TypeError, r"head='linear' takes no head options, got \['k'\]"),
-    ({"name": "resnet20", "head": "wnll", "k_sigma": 50}, ValueError, r"k_sigma=50 must be an integer in \[2, k\+1"),
-    ({"name": "resnet20", "head": "wnll", "bogus": 1}, TypeError, "bogus"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"name": "resnet18"}, ValueError, "unknown model 'resnet18'"),
+        ({"name": "resnet20", "num_classes": 1}, ValueError, "num_classes must be an integer >= 2"),
+        ({"name": "resnet20", "num_classes": 10.0}, ValueError, "num_classes must be an integer >= 2"),
+        ({"name": "resnet20", "in_channels": 0}, ValueError, "in_channels must be a positive integer"),
+        ({"name": "resnet20", "head": "softmax"}, ValueError, r"head must be one of \('linear', 'wnll'\)"),
+        (
+            {"name": "resnet20", "head": "linear", "k": 5},
+            TypeError,
+            r"head='linear' takes no head options, got \['k'\]",
+        ),
+        (
+            {"name": "resnet20", "head": "wnll", "k_sigma": 50},
+            ValueError,
+            r"k_sigma=50 must be an integer in \[2, k\+1",
+        ),
+        ({"name": "resnet20", "head": "wnll", "bogus": 1}, TypeError, "bogus"),
+    ],
+)
 def test_build_errors(kwargs, error, message):
     name = kwargs.pop("name")
     with pytest.raises(error, match=message):
@@ -202,13 +232,16 @@ def test_attach_head_dotted_path_dtype_and_bias_free_layer():
     assert torch.equal(head.linear.bias, torch.zeros(3, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("attr, head, kwargs, error, message", [
-    ("classifier", "wnll", {}, AttributeError, "has no submodule 'classifier'"),
-    ("body.fc", "wnll", {}, AttributeError, "has no submodule 'body.fc'"),
-    ("act", "wnll", {}, TypeError, "replaces an nn.Linear, but 'act' is a ReLU"),
-    ("fc", "linear", {}, TypeError, "replaces a WNLLHead, but 'fc' is a Linear"),
-    ("fc", "svm", {}, ValueError, "head must be one of"),
-])
+@pytest.mark.parametrize(
+    "attr, head, kwargs, error, message",
+    [
+        ("classifier", "wnll", {}, AttributeError, "has no submodule 'classifier'"),
+        ("body.fc", "wnll", {}, AttributeError, "has no submodule 'body.fc'"),
+        ("act", "wnll", {}, TypeError, "replaces an nn.Linear, but 'act' is a ReLU"),
+        ("fc", "linear", {}, TypeError, "replaces a WNLLHead, but 'fc' is a Linear"),
+        ("fc", "svm", {}, ValueError, "head must be one of"),
+    ],
+)
 def test_attach_head_errors(attr, head, kwargs, error, message):
     model = nn.Module()
     model.act, model.fc = nn.ReLU(), nn.Linear(4, 3)

@@ -1,5 +1,6 @@
 """A user's ``.npz`` file: the wrong kind of file and labels that are not the classes 0..C-1 give a clear
 error (never a 100,001-class model or a wrapped uint64 label)."""
+
 import numpy as np
 import pytest
 
@@ -18,16 +19,25 @@ def npz(tmp_path, **arrays):
 def test_a_npy_file_is_refused(tmp_path):
     path = tmp_path / "images.npy"
     np.save(path, IMAGES)
-    with pytest.raises(ValueError, match=r"images.npy is a .npy file \(one array of shape \[40, 8, 8\]\), not a .npz "
-                                         r"archive: save the images and labels together with numpy.savez"):
+    with pytest.raises(
+        ValueError,
+        match=r"images.npy is a .npy file \(one array of shape \[40, 8, 8\]\), not a .npz "
+        r"archive: save the images and labels together with numpy.savez",
+    ):
         load_dataset("npz", data_dir=path)
 
 
-@pytest.mark.parametrize("labels, message", [
-    (np.array([0, 100000] * 20), r"2 distinct values in \[0, 100000\], so 99999 class\(es\) below the largest never"),
-    (np.array([0, 2 ** 40] * 20, dtype=np.uint64), r"so 1099511627775 class\(es\) below the largest never occur"),
-    (np.array([0, 1, 3, 4] * 10), r"4 distinct values in \[0, 4\], so 1 class\(es\)"),
-])
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (
+            np.array([0, 100000] * 20),
+            r"2 distinct values in \[0, 100000\], so 99999 class\(es\) below the largest never",
+        ),
+        (np.array([0, 2**40] * 20, dtype=np.uint64), r"so 1099511627775 class\(es\) below the largest never occur"),
+        (np.array([0, 1, 3, 4] * 10), r"4 distinct values in \[0, 4\], so 1 class\(es\)"),
+    ],
+)
 def test_sparse_labels_are_refused_with_the_way_to_renumber(tmp_path, labels, message):
     path = npz(tmp_path, x=IMAGES, y=labels)
     for split in ("train", "test"):
@@ -37,7 +47,7 @@ def test_sparse_labels_are_refused_with_the_way_to_renumber(tmp_path, labels, me
 
 
 def test_uint64_labels_beyond_int64_are_refused(tmp_path):
-    path = npz(tmp_path, x=IMAGES, y=np.array([0, 2 ** 64 - 1] * 20, dtype=np.uint64))
+    path = npz(tmp_path, x=IMAGES, y=np.array([0, 2**64 - 1] * 20, dtype=np.uint64))
     with pytest.raises(ValueError, match="labels up to 18446744073709551615, beyond int64"):
         load_dataset("npz", data_dir=path)
 
@@ -56,6 +66,23 @@ def test_classes_are_counted_over_both_splits(tmp_path):
 
 def test_train_command_reports_sparse_labels_before_building_a_model(tmp_path, capsys):
     path = npz(tmp_path, x=IMAGES, y=np.array([0, 100000] * 20))
-    assert main(["train", "--dataset", "npz", "--data-dir", str(path), "--model", "digits_cnn", "--device", "cpu",
-                 "--out", str(tmp_path / "run"), "--quiet"]) == 1
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "npz",
+                "--data-dir",
+                str(path),
+                "--model",
+                "digits_cnn",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "run"),
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     assert "below the largest never occur" in capsys.readouterr().err

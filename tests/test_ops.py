@@ -1,8 +1,8 @@
 """torch.library.opcheck of every torch.ops.fastwnll op over shared sample inputs, on every device
 with a kernel for the op (schema, fake kernel, autograd registration, torch.compile tracing)."""
+
 import pytest
 import torch
-
 from test_solver import random_graph
 
 import fastwnll
@@ -62,8 +62,11 @@ SAMPLES = {
 
 
 def test_every_op_has_samples():
-    ops = {name for name in dir(torch.ops.fastwnll) if isinstance(getattr(torch.ops.fastwnll, name),
-                                                                  torch._ops.OpOverloadPacket)}
+    ops = {
+        name
+        for name in dir(torch.ops.fastwnll)
+        if isinstance(getattr(torch.ops.fastwnll, name), torch._ops.OpOverloadPacket)
+    }
     assert ops == set(SAMPLES)
 
 
@@ -74,8 +77,11 @@ def _to(value, device):
     return moved.requires_grad_() if value.requires_grad else moved
 
 
-CASES = [pytest.param(name, device, marks=[pytest.mark.cuda] if device == "cuda" else [], id=f"{name}-{device}")
-         for name, (_, devices) in sorted(SAMPLES.items()) for device in devices]
+CASES = [
+    pytest.param(name, device, marks=[pytest.mark.cuda] if device == "cuda" else [], id=f"{name}-{device}")
+    for name, (_, devices) in sorted(SAMPLES.items())
+    for device in devices
+]
 
 
 @pytest.mark.parametrize("name, device", CASES)

@@ -1,5 +1,6 @@
 """Nothing is overwritten silently: every command and function that writes files refuses existing ones
 unless told to overwrite (``--overwrite`` / ``overwrite=True``), and refuses before doing any work."""
+
 import json
 
 import pytest
@@ -38,8 +39,10 @@ def test_train_overwrite_replaces_the_earlier_run(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--stop-after", "1", "--epochs", "2"] + TINY[2:]) == 0
     assert main(["train", "--out", str(out)] + TINY) == 1
-    assert "checkpoint.pt already exists: resume it (--resume), start afresh (overwrite=True, --overwrite)" in \
-        capsys.readouterr().err
+    assert (
+        "checkpoint.pt already exists: resume it (--resume), start afresh (overwrite=True, --overwrite)"
+        in capsys.readouterr().err
+    )
     assert main(["train", "--out", str(out), "--overwrite"] + TINY) == 0
     assert load_checkpoint(out)["finished"] and load_checkpoint(out)["config"]["epochs"] == 1
     assert len((out / "log.jsonl").read_text().splitlines()) == 1
@@ -63,8 +66,26 @@ def test_resume_and_overwrite_exclude_each_other(tmp_path, capsys):
 
 
 def report_args(checkpoint, out):
-    return ["report", "--model", f"lin={checkpoint}", "--defenses", "none", "--attacks", "fgsm", "--eps", "0.1",
-            "--protocols", "paper", "--n", "20", "--device", "cpu", "--out", str(out), "--no-progress"]
+    return [
+        "report",
+        "--model",
+        f"lin={checkpoint}",
+        "--defenses",
+        "none",
+        "--attacks",
+        "fgsm",
+        "--eps",
+        "0.1",
+        "--protocols",
+        "paper",
+        "--n",
+        "20",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
 
 
 def test_report_refuses_an_existing_report_before_running(tmp_path, capsys):
@@ -73,8 +94,9 @@ def test_report_refuses_an_existing_report_before_running(tmp_path, capsys):
     (out / "results.md").write_text("the earlier report\n")
     # The model does not exist: a refusal that came after the grid ran would complain about it instead.
     assert main(report_args(tmp_path / "missing", out)) == 1
-    assert f"{out / 'results.md'} already exists: replace it with overwrite=True (--overwrite)" in \
-        capsys.readouterr().err
+    assert (
+        f"{out / 'results.md'} already exists: replace it with overwrite=True (--overwrite)" in capsys.readouterr().err
+    )
     assert (out / "results.md").read_text() == "the earlier report\n"
 
 
@@ -88,9 +110,18 @@ def test_report_overwrite(tmp_path, checkpoint):
 
 
 def test_write_report_refuses_unless_overwrite(tmp_path, checkpoint):
-    result = run_grid(GridConfig(models=[{"name": "lin", "checkpoint": checkpoint}], defenses=["none"],
-                                 attacks=["fgsm"], eps=[0.1], protocols=["paper"], n=10, device="cpu"),
-                      progress=False)
+    result = run_grid(
+        GridConfig(
+            models=[{"name": "lin", "checkpoint": checkpoint}],
+            defenses=["none"],
+            attacks=["fgsm"],
+            eps=[0.1],
+            protocols=["paper"],
+            n=10,
+            device="cpu",
+        ),
+        progress=False,
+    )
     (tmp_path / "robustness.png").write_bytes(b"an earlier plot")
     with pytest.raises(FileExistsError, match="robustness.png already exists"):
         write_report(result, tmp_path)
@@ -103,8 +134,22 @@ def test_write_report_refuses_unless_overwrite(tmp_path, checkpoint):
 def test_attack_json_refuses_an_existing_file_before_attacking(tmp_path, checkpoint, capsys):
     target = tmp_path / "result.json"
     target.write_text("keep me")
-    argv = ["attack", "--checkpoint", checkpoint, "--attack", "fgsm", "--eps", "0.1", "--n", "10",
-            "--device", "cpu", "--no-progress", "--json", str(target)]
+    argv = [
+        "attack",
+        "--checkpoint",
+        checkpoint,
+        "--attack",
+        "fgsm",
+        "--eps",
+        "0.1",
+        "--n",
+        "10",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--json",
+        str(target),
+    ]
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert "result.json already exists" in captured.err and "robust accuracy" not in captured.out
@@ -115,8 +160,25 @@ def test_attack_json_refuses_an_existing_file_before_attacking(tmp_path, checkpo
 
 def test_a_directory_where_a_file_goes_is_refused_even_with_overwrite(tmp_path, checkpoint, capsys):
     (tmp_path / "result.json").mkdir()
-    assert main(["attack", "--checkpoint", checkpoint, "--attack", "fgsm", "--eps", "0.1", "--device", "cpu",
-                 "--json", str(tmp_path / "result.json"), "--overwrite"]) == 1
+    assert (
+        main(
+            [
+                "attack",
+                "--checkpoint",
+                checkpoint,
+                "--attack",
+                "fgsm",
+                "--eps",
+                "0.1",
+                "--device",
+                "cpu",
+                "--json",
+                str(tmp_path / "result.json"),
+                "--overwrite",
+            ]
+        )
+        == 1
+    )
     assert "a directory where the result writes a file" in capsys.readouterr().err
 
 

@@ -4,6 +4,7 @@ command parses with the real argument parser, and the command-line walkthrough r
 small stand-in (scikit-learn's digits for MNIST, one epoch, few test images and attack steps); only the
 CIFAR-10 training, which needs that dataset, is parsed without running. The example report grid
 (``examples/grid.json``) parses and runs against the checkpoints the walkthrough writes."""
+
 import ast
 import json
 import re
@@ -30,7 +31,7 @@ def blocks(language: str) -> list[tuple[int, str]]:
     """``(line number, text)`` of every fenced block of ``language`` in the README."""
     found = []
     for match in re.finditer(rf"^```{language}\n(.*?)^```", README, flags=re.S | re.M):
-        found.append((README[:match.start()].count("\n") + 1, match.group(1)))
+        found.append((README[: match.start()].count("\n") + 1, match.group(1)))
     return found
 
 
@@ -66,8 +67,11 @@ COMMANDS = commands()
 # Commands quoted inline: `fastwnll <subcommand> ...` up to the end of the quote (or of a command quoted
 # inside a message, at ';' or ':'); placeholders such as `fastwnll <command> --help` are left out.
 PROSE = re.sub(r"^```.*?^```", "", README, flags=re.S | re.M)
-INLINE = [shlex.split(text) for span in re.findall(r"`([^`]*)`", PROSE)
-          for text in re.findall(r"(?:python -m )?fastwnll [a-z][^<;:]*", span)]
+INLINE = [
+    shlex.split(text)
+    for span in re.findall(r"`([^`]*)`", PROSE)
+    for text in re.findall(r"(?:python -m )?fastwnll [a-z][^<;:]*", span)
+]
 
 
 def test_the_readme_has_blocks_and_commands():
@@ -76,9 +80,14 @@ def test_the_readme_has_blocks_and_commands():
 
 @pytest.mark.parametrize("line, code", PYTHON, ids=[f"README.md:{line}" for line, _ in PYTHON])
 def test_python_block_runs_as_written(line, code):
-    for node in ast.walk(ast.parse(code)):   # an optional package the block imports may be missing here
-        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
-            [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+    for node in ast.walk(ast.parse(code)):  # an optional package the block imports may be missing here
+        names = (
+            [alias.name for alias in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module]
+            if isinstance(node, ast.ImportFrom) and node.module
+            else []
+        )
         for name in names:
             pytest.importorskip(name.split(".")[0])
     exec(compile(code, f"README.md:{line}", "exec"), {"__name__": f"readme_{line}"})
@@ -122,7 +131,7 @@ def small(args: list[str]) -> list[str] | None:
         if args[option["--dataset"] + 1] == "cifar10":
             return None
         args[option["--dataset"] + 1] = "digits"
-        del args[option["--data-dir"]:option["--data-dir"] + 2]
+        del args[option["--data-dir"] : option["--data-dir"] + 2]
         option = {flag: i for i, flag in enumerate(args) if flag.startswith("--")}
         for flag in ("--epochs", "--stage2-epochs", "--milestones"):
             if flag in option:
@@ -164,8 +173,9 @@ def test_example_grid_is_valid_and_reads_the_readme_runs():
     """``examples/grid.json`` parses as a GridConfig, and its checkpoints are the ``--out`` folders of
     the README's training commands."""
     config = GridConfig.from_dict(json.loads(EXAMPLE_GRID.read_text()))
-    outs = {args[args.index("--out") + 1] for _, argv in COMMANDS
-            if (args := fastwnll_argv(argv)) and args[0] == "train"}
+    outs = {
+        args[args.index("--out") + 1] for _, argv in COMMANDS if (args := fastwnll_argv(argv)) and args[0] == "train"
+    }
     checkpoints = {m["checkpoint"] for m in config.models} | {t["source"]["checkpoint"] for t in config.transfer}
     assert checkpoints <= outs and "examples/grid.json" in README
 
@@ -173,10 +183,12 @@ def test_example_grid_is_valid_and_reads_the_readme_runs():
 def test_subpackages_are_reachable_after_a_bare_import():
     """In a fresh interpreter, ``import fastwnll`` alone gives ``fastwnll.nn.TVM`` (the README's TV block)
     and every other subpackage, imported on first use."""
-    code = ("import sys, fastwnll\n"
-            "assert 'fastwnll.nn' not in sys.modules\n"
-            "assert fastwnll.nn.TVM.__name__ == 'TVM' and 'digits' in fastwnll.data.DATASET_SPECS\n"
-            "assert all(getattr(fastwnll, name).__name__ == 'fastwnll.' + name for name in fastwnll.SUBPACKAGES)\n"
-            "assert set(fastwnll.SUBPACKAGES) <= set(dir(fastwnll))\n")
+    code = (
+        "import sys, fastwnll\n"
+        "assert 'fastwnll.nn' not in sys.modules\n"
+        "assert fastwnll.nn.TVM.__name__ == 'TVM' and 'digits' in fastwnll.data.DATASET_SPECS\n"
+        "assert all(getattr(fastwnll, name).__name__ == 'fastwnll.' + name for name in fastwnll.SUBPACKAGES)\n"
+        "assert set(fastwnll.SUBPACKAGES) <= set(dir(fastwnll))\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -5,6 +5,7 @@ References are built here from docs/design.md, section 2, independently of the l
 system (torch.linalg.solve, differentiable for the gradient checks), a scipy.sparse system (spsolve)
 and scipy's connected components.
 """
+
 import math
 import warnings
 
@@ -143,8 +144,9 @@ def test_solve_info_reports_iterations_and_the_true_residual():
     assert 0 <= info.row_sum_error <= 1e-8
     torch.testing.assert_close(info.row_sum_error, (u.sum(1) - 1).abs().max().item(), rtol=0, atol=1e-15)
     # On the CPU the convergence test runs every iteration: one iteration fewer does not converge.
-    _, fewer = fastwnll.wnll_solve(idx, w, y, mu=1.0, tol=1e-9, max_iter=info.iterations - 1,
-                                   on_nonconvergence="ignore", return_info=True)
+    _, fewer = fastwnll.wnll_solve(
+        idx, w, y, mu=1.0, tol=1e-9, max_iter=info.iterations - 1, on_nonconvergence="ignore", return_info=True
+    )
     assert not fewer.converged and fewer.iterations == info.iterations - 1 and fewer.residual > 1e-9
     _, loose = fastwnll.wnll_solve(idx, w, y, mu=1.0, tol=1e-3, return_info=True)
     assert loose.iterations < info.iterations
@@ -356,8 +358,9 @@ def test_tol_below_the_precision_of_float32_is_not_reported_as_converged(device)
     idx, w, y = random_graph(300, 60, 7, 5, seed=3, dtype=F32)
     with pytest.raises(WNLLConvergenceError, match="stalled .* at the precision torch.float32 allows"):
         fastwnll.wnll_solve(idx.to(device), w.to(device), y.to(device), mu=4.0, tol=1e-9)
-    u, info = fastwnll.wnll_solve(idx.to(device), w.to(device), y.to(device), mu=4.0, tol=1e-9,
-                                  on_nonconvergence="ignore", return_info=True)
+    u, info = fastwnll.wnll_solve(
+        idx.to(device), w.to(device), y.to(device), mu=4.0, tol=1e-9, on_nonconvergence="ignore", return_info=True
+    )
     assert not info.converged and info.iterations < 100
     assert math.isclose(scaled_residual(idx, w, y, 4.0, u.cpu()), info.residual, rel_tol=0.5)
 
@@ -381,7 +384,7 @@ def test_row_sums_are_checked_against_any_labels():
     u, info = fastwnll.wnll_solve(idx, w, 3 * y - 1, mu=1.0, return_info=True)
     sums, bounds = u.sum(1), (3 * y - 1).sum(1)
     assert info.converged and bounds.min() - 1e-9 <= sums.min() and sums.max() <= bounds.max() + 1e-9
-    n, m = 10, 3
+    n = 10
     idx = torch.tensor([[1, 2], [0, 3], [4, 5], [0, 1], [3, 5], [3, 4], [7, 8], [8, 9], [9, 6], [6, 7]])
     y = torch.eye(3, dtype=F64)
     with pytest.raises(WNLLConvergenceError, match=r"maximum principle: their sums lie up to 1.000e\+00 outside"):
@@ -546,8 +549,11 @@ def test_unreachable_queries_are_counted():
     expected = torch.zeros(n - m, dtype=torch.bool)
     expected[3:] = True
     assert torch.equal(unreachable_queries(idx, w, m), expected)
-    with pytest.raises(WNLLUnreachableError, match=r"4 of 7 queries are connected to no template.*rows \[3, 4, 5, 6\]"
-                       r".*nodes \[6, 7, 8, 9\]"):
+    with pytest.raises(
+        WNLLUnreachableError,
+        match=r"4 of 7 queries are connected to no template.*rows \[3, 4, 5, 6\]"
+        r".*nodes \[6, 7, 8, 9\]",
+    ):
         fastwnll.wnll_solve(idx, w, y, mu=1.0)
     w[1, 1] = 0.0  # 1 -> 3 dropped; 3 -> 0 still connects node 3
     assert unreachable_queries(idx, w, m).sum() == 4
@@ -557,9 +563,12 @@ def test_unreachable_queries_are_counted():
 
 
 def test_unreachable_message_lists_at_most_eight():
-    n, m = 20, 1
+    n = 20
     idx = torch.tensor([[0]] + [[i + 1 if i + 1 < n else 1] for i in range(1, n)])
-    message = r"19 of 19 queries.*rows \[0, 1, 2, 3, 4, 5, 6, 7\] and 11 more \(nodes \[1, 2, 3, 4, 5, 6, 7, 8\] and 11 more\)"
+    message = (
+        r"19 of 19 queries.*rows \[0, 1, 2, 3, 4, 5, 6, 7\] and 11 more "
+        r"\(nodes \[1, 2, 3, 4, 5, 6, 7, 8\] and 11 more\)"
+    )
     with pytest.raises(WNLLUnreachableError, match=message):
         fastwnll.wnll_solve(idx, torch.ones(n, 1, dtype=F64), torch.ones(1, 1, dtype=F64), mu=1.0)
 
@@ -611,12 +620,15 @@ def test_bad_input_op(op, change, match):
         getattr(torch.ops.fastwnll, op)(*args)
 
 
-@pytest.mark.parametrize("u_shape, g_shape, dtype, match", [
-    ((7, 2), (7, 2), F64, r"u must have shape \[8, 2\]"),
-    ((8, 3), (8, 3), F64, r"u must have shape \[8, 2\]"),
-    ((8, 2), (8, 1), F64, "grad_u must have u's shape"),
-    ((8, 2), (8, 2), F32, "u and grad_u must have w's dtype"),
-])
+@pytest.mark.parametrize(
+    "u_shape, g_shape, dtype, match",
+    [
+        ((7, 2), (7, 2), F64, r"u must have shape \[8, 2\]"),
+        ((8, 3), (8, 3), F64, r"u must have shape \[8, 2\]"),
+        ((8, 2), (8, 1), F64, "grad_u must have u's shape"),
+        ((8, 2), (8, 2), F32, "u and grad_u must have w's dtype"),
+    ],
+)
 def test_bad_adjoint_arguments(u_shape, g_shape, dtype, match):
     idx, w, y = _op_args()[:3]
     u, g = torch.zeros(u_shape, dtype=dtype), torch.zeros(g_shape, dtype=dtype)

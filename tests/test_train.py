@@ -1,4 +1,5 @@
 """Training pipeline and the train / evaluate / demo commands, on scikit-learn's digits (CPU, fast)."""
+
 import json
 
 import pytest
@@ -7,11 +8,10 @@ import torch
 from fastwnll.cli import main
 from fastwnll.data import DATASET_SPECS, DATASETS
 from fastwnll.evaluation import attack_kwargs
-from fastwnll.train import TrainConfig, evaluate_checkpoint, load_checkpoint, load_model, train
 from fastwnll.nn.head import wnll_heads
 from fastwnll.runtime import load_split
+from fastwnll.train import TrainConfig, evaluate_checkpoint, load_checkpoint, load_model, train
 from fastwnll.train.steps import Stage, adversarial_batch, batch_order, tvm_augment
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -114,13 +114,25 @@ def test_stage_sets_requires_grad_and_modes(tmp_path):
 def test_resume_continues_bit_for_bit(tmp_path):
     """Stop mid stage 1 and at the stage boundary, resume: the same run as without interruption,
     PGD examples (random starts), TVM augmentation (random masks) and dropout included."""
-    changes = {"head": "wnll", "epochs": 2, "stage2_epochs": 1, "adv": "pgd", "eps": 0.05, "alpha": 0.025,
-               "steps": 2, "tvm_augment": 0.25, "adv_templates": 200, "eval_every": 0}
+    changes = {
+        "head": "wnll",
+        "epochs": 2,
+        "stage2_epochs": 1,
+        "adv": "pgd",
+        "eps": 0.05,
+        "alpha": 0.025,
+        "steps": 2,
+        "tvm_augment": 0.25,
+        "adv_templates": 200,
+        "eval_every": 0,
+    }
     straight = train(config(tmp_path, "straight", **changes), progress=False)
     for stop in (1, 2):
         name = f"stop{stop}"
-        assert train(config(tmp_path, name, **changes), stop_after_epochs=stop,
-                     progress=False)["stopped_after_epoch"] == stop
+        assert (
+            train(config(tmp_path, name, **changes), stop_after_epochs=stop, progress=False)["stopped_after_epoch"]
+            == stop
+        )
         resumed = train(config(tmp_path, name, **changes), resume=True, progress=False)
         a = load_checkpoint(tmp_path / "straight")
         b = load_checkpoint(tmp_path / name)
@@ -192,21 +204,24 @@ def test_training_and_attack_defaults_come_from_the_dataset_registry(name):
         assert kwargs["steps"] == budget.steps and kwargs["alpha"] == pytest.approx(budget.alpha)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"dataset": "imagenet"}, "dataset must be one of"),
-    ({"head": "softmax"}, "head must be one of"),
-    ({"epochs": -1}, "epochs must be an integer >= 0"),
-    ({"epochs": 0, "stage2_epochs": 0}, "nothing to train"),
-    ({"stage2_epochs": 1}, "needs head='wnll'"),
-    ({"eps": 0.1}, "without adversarial training"),
-    ({"adv": "pgd", "alpha": 0.0}, "alpha must be a finite number > 0"),
-    ({"lr": float("nan")}, "lr must be a finite number > 0"),
-    ({"milestones": [5, 3]}, "strictly increasing"),
-    ({"milestones": 5}, "list of epochs"),
-    ({"tvm_augment": 1.5}, "tvm_augment"),
-    ({"template_fraction": 1.0}, "template_fraction"),
-    ({"dataset": "npz"}, "has no default model"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"dataset": "imagenet"}, "dataset must be one of"),
+        ({"head": "softmax"}, "head must be one of"),
+        ({"epochs": -1}, "epochs must be an integer >= 0"),
+        ({"epochs": 0, "stage2_epochs": 0}, "nothing to train"),
+        ({"stage2_epochs": 1}, "needs head='wnll'"),
+        ({"eps": 0.1}, "without adversarial training"),
+        ({"adv": "pgd", "alpha": 0.0}, "alpha must be a finite number > 0"),
+        ({"lr": float("nan")}, "lr must be a finite number > 0"),
+        ({"milestones": [5, 3]}, "strictly increasing"),
+        ({"milestones": 5}, "list of epochs"),
+        ({"tvm_augment": 1.5}, "tvm_augment"),
+        ({"template_fraction": 1.0}, "template_fraction"),
+        ({"dataset": "npz"}, "has no default model"),
+    ],
+)
 def test_bad_config_is_rejected(changes, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**changes).resolve()
@@ -241,10 +256,22 @@ def runs(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(TrainConfig(dataset="digits", epochs=3, device="cpu", eval_every=0, out=str(root / "linear")),
-              progress=False)
-        wnll = train(TrainConfig(dataset="digits", head="wnll", epochs=3, stage2_epochs=1, device="cpu",
-                                 eval_every=0, out=str(root / "wnll")), progress=False)
+        train(
+            TrainConfig(dataset="digits", epochs=3, device="cpu", eval_every=0, out=str(root / "linear")),
+            progress=False,
+        )
+        wnll = train(
+            TrainConfig(
+                dataset="digits",
+                head="wnll",
+                epochs=3,
+                stage2_epochs=1,
+                device="cpu",
+                eval_every=0,
+                out=str(root / "wnll"),
+            ),
+            progress=False,
+        )
     finally:
         torch.set_num_threads(threads)
     return root, wnll
@@ -275,8 +302,7 @@ def test_evaluate_without_templates_is_an_error(runs, tmp_path):
     root, _ = runs
     with pytest.raises(RuntimeError, match="no WNLL template bank"):
         evaluate_checkpoint(root / "linear", device="cpu", head="wnll")
-    train(config(tmp_path, head="wnll", epochs=2, stage2_epochs=1, eval_every=0), stop_after_epochs=1,
-          progress=False)
+    train(config(tmp_path, head="wnll", epochs=2, stage2_epochs=1, eval_every=0), stop_after_epochs=1, progress=False)
     with pytest.raises(RuntimeError, match="has no WNLL template bank"):
         evaluate_checkpoint(tmp_path / "run", device="cpu", head="wnll")
     assert set(evaluate_checkpoint(tmp_path / "run", device="cpu", head="linear")["accuracy"]) == {"linear"}
@@ -287,8 +313,27 @@ def test_evaluate_without_templates_is_an_error(runs, tmp_path):
 
 def test_cli_train_resume_and_evaluate(tmp_path, capsys):
     out = str(tmp_path / "cli")
-    assert main(["train", "--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--device", "cpu",
-                 "--out", out, "--quiet", "--stop-after", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "64",
+                "--device",
+                "cpu",
+                "--out",
+                out,
+                "--quiet",
+                "--stop-after",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "continue with: fastwnll train --resume" in capsys.readouterr().out
     assert main(["train", "--out", out, "--resume", "--quiet"]) == 0
     printed = capsys.readouterr().out
@@ -304,20 +349,84 @@ def test_cli_train_resume_and_evaluate(tmp_path, capsys):
 
 def test_cli_train_wnll_flags(tmp_path, capsys):
     out = tmp_path / "wnll"
-    assert main(["train", "--dataset", "digits", "--head", "wnll", "--epochs", "1", "--stage2-epochs", "1",
-                 "--adv", "pgd", "--eps", "0.05", "--alpha", "0.025", "--steps", "1", "--adv-templates", "100",
-                 "--adv-gradient", "exact", "--tvm-augment", "0.1", "--templates", "500", "--milestones", "1",
-                 "--lr", "0.05", "--seed", "3", "--device", "cpu", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--head",
+                "wnll",
+                "--epochs",
+                "1",
+                "--stage2-epochs",
+                "1",
+                "--adv",
+                "pgd",
+                "--eps",
+                "0.05",
+                "--alpha",
+                "0.025",
+                "--steps",
+                "1",
+                "--adv-templates",
+                "100",
+                "--adv-gradient",
+                "exact",
+                "--tvm-augment",
+                "0.1",
+                "--templates",
+                "500",
+                "--milestones",
+                "1",
+                "--lr",
+                "0.05",
+                "--seed",
+                "3",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "WNLL head" in capsys.readouterr().out
     saved = json.loads((out / "summary.json").read_text())
     assert saved["templates"] == 500
-    assert {k: saved["config"][k] for k in ("adv_gradient", "eps", "steps", "seed", "tvm_augment", "milestones")} == \
-        {"adv_gradient": "exact", "eps": 0.05, "steps": 1, "seed": 3, "tvm_augment": 0.1, "milestones": [1]}
+    assert {k: saved["config"][k] for k in ("adv_gradient", "eps", "steps", "seed", "tvm_augment", "milestones")} == {
+        "adv_gradient": "exact",
+        "eps": 0.05,
+        "steps": 1,
+        "seed": 3,
+        "tvm_augment": 0.1,
+        "milestones": [1],
+    }
 
 
 def test_cli_demo_tiny(tmp_path, capsys):
-    assert main(["demo", "--epochs", "1", "--stage2-epochs", "1", "--steps", "1", "--attack-steps", "1",
-                 "--device", "cpu", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--epochs",
+                "1",
+                "--stage2-epochs",
+                "1",
+                "--steps",
+                "1",
+                "--attack-steps",
+                "1",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "demo"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "digits test set, 359 images" in table and "IFGSM (eps 0.1, 1 steps)" in table
     linear_row = next(line for line in table.splitlines() if line.startswith("linear head"))
@@ -331,11 +440,14 @@ def test_cli_demo_tiny(tmp_path, capsys):
     assert "argument --stage2-epochs: must be an integer >= 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--dataset", "digits", "--eps", "0.1"], "without adversarial training"),
-    (["evaluate", "--checkpoint", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),
-    (["train", "--resume", "--out", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--dataset", "digits", "--eps", "0.1"], "without adversarial training"),
+        (["evaluate", "--checkpoint", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),
+        (["train", "--resume", "--out", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),
+    ],
+)
 def test_cli_bad_input_exits_1(argv, message, capsys):
     assert main(argv) == 1
     assert message in capsys.readouterr().err
@@ -365,8 +477,22 @@ def test_cuda_options_without_a_gpu(tmp_path):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_training_with_amp_and_evaluation(tmp_path):
-    summary = train(config(tmp_path, head="wnll", epochs=2, stage2_epochs=1, adv="pgd", eps=0.05, alpha=0.025,
-                           steps=2, tvm_augment=0.25, device="cuda", amp="on"), progress=False)
+    summary = train(
+        config(
+            tmp_path,
+            head="wnll",
+            epochs=2,
+            stage2_epochs=1,
+            adv="pgd",
+            eps=0.05,
+            alpha=0.025,
+            steps=2,
+            tvm_augment=0.25,
+            device="cuda",
+            amp="on",
+        ),
+        progress=False,
+    )
     assert summary["device"].startswith("cuda") and summary["test_accuracy"] > 0.3
     result = evaluate_checkpoint(tmp_path / "run", device="cuda")
     assert result["accuracy"]["wnll"] == pytest.approx(summary["test_accuracy"], abs=0.02)

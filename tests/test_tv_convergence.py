@@ -1,6 +1,7 @@
 """Convergence of fastwnll.tv: the duality-gap stopping rule, the scale-aware steps, the convergence
 report and the warning, against converged float64 references (objective recomputed in numpy) and
 scikit-image's ``denoise_tv_chambolle`` (``lam = weight``)."""
+
 import sys
 import warnings
 from pathlib import Path
@@ -29,8 +30,11 @@ def images():
 
 def reference(x, lam, mask=None, isotropic=True, iters=4000):
     """Converged float64 minimiser (``iters`` iterations; the last half change the objective by < 5e-6)."""
-    solve = ((lambda k: fastwnll.tv_denoise(x, lam, iters=k, tol=None, isotropic=isotropic)) if mask is None else
-             (lambda k: fastwnll.tvm(x, lam=lam, mask=mask, iters=k, tol=None, isotropic=isotropic)))
+    solve = (
+        (lambda k: fastwnll.tv_denoise(x, lam, iters=k, tol=None, isotropic=isotropic))
+        if mask is None
+        else (lambda k: fastwnll.tvm(x, lam=lam, mask=mask, iters=k, tol=None, isotropic=isotropic))
+    )
     ref = solve(iters)
     f_ref, f_less = (objective(z, x, lam, mask, isotropic, per_plane=True) for z in (ref, solve(iters // 2)))
     assert ((f_less - f_ref) <= 5e-6 * f_ref).all()
@@ -53,8 +57,11 @@ def test_defaults_reach_the_tolerance_against_a_converged_reference(images, data
     _, f_ref = reference(x, lam, m)
     with warnings.catch_warnings():
         warnings.simplefilter("error", TVConvergenceWarning)
-        z, info = (fastwnll.tvm(x.float(), lam=lam, mask=mask, return_info=True) if masked else
-                   fastwnll.tv_denoise(x.float(), lam, return_info=True))
+        z, info = (
+            fastwnll.tvm(x.float(), lam=lam, mask=mask, return_info=True)
+            if masked
+            else fastwnll.tv_denoise(x.float(), lam, return_info=True)
+        )
     assert z.dtype == torch.float32
     gap = true_gap(z, x, lam, f_ref, m)
     assert bool(info.converged.all()) and float(info.gap.max()) <= tvmod.DEFAULT_TOL
@@ -69,8 +76,8 @@ def test_images_in_0_255_with_proportional_lam_converge_like_0_1(images):
     _, f_ref = reference(255 * x, 0.05 * 255)
     z255, info255 = fastwnll.tv_denoise(255 * x.float(), 0.05 * 255, return_info=True)
     z1, info1 = fastwnll.tv_denoise(x.float(), 0.05, return_info=True)
-    assert torch.equal(info255.iters, info1.iters)                        # the same iterations ...
-    assert (z255 / 255 - z1).abs().max() < 1e-5                          # ... and the same result
+    assert torch.equal(info255.iters, info1.iters)  # the same iterations ...
+    assert (z255 / 255 - z1).abs().max() < 1e-5  # ... and the same result
     assert true_gap(z255, 255 * x, 0.05 * 255, f_ref).max() <= tvmod.DEFAULT_TOL
     # with a fixed budget of 100 iterations (the old default) the gap is now small at any scale
     _, f_ref = reference(255 * x, 0.03 * 255)
@@ -93,8 +100,9 @@ def test_skimage_at_0_255_with_weight_equal_to_lam(images):
 
     x = 255 * images["mnist"][:4, 0]
     lam = 0.05 * 255
-    sk = torch.from_numpy(np.stack([denoise_tv_chambolle(im.numpy(), weight=lam, eps=1e-12, max_num_iter=4000)
-                                    for im in x]))
+    sk = torch.from_numpy(
+        np.stack([denoise_tv_chambolle(im.numpy(), weight=lam, eps=1e-12, max_num_iter=4000) for im in x])
+    )
     f_sk = objective(sk, x, lam, per_plane=True)
     z, info = fastwnll.tv_denoise(x.float(), lam, return_info=True)
     f = objective(z, x, lam, per_plane=True)
@@ -116,10 +124,15 @@ def test_reported_gap_bounds_the_true_error_at_any_iteration(images, masked, iso
         for dtype in (torch.float64, torch.float32):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", TVConvergenceWarning)
-                z, info = (fastwnll.tvm(x.to(dtype), lam=0.1, mask=mask, iters=iters, tol=None, isotropic=isotropic,
-                                        return_info=True) if masked else
-                           fastwnll.tv_denoise(x.to(dtype), 0.1, iters=iters, tol=None, isotropic=isotropic,
-                                               return_info=True))
+                z, info = (
+                    fastwnll.tvm(
+                        x.to(dtype), lam=0.1, mask=mask, iters=iters, tol=None, isotropic=isotropic, return_info=True
+                    )
+                    if masked
+                    else fastwnll.tv_denoise(
+                        x.to(dtype), 0.1, iters=iters, tol=None, isotropic=isotropic, return_info=True
+                    )
+                )
             assert info.converged is None and (info.iters == iters).all()
             gap = true_gap(z, x, 0.1, f_ref, mask, isotropic)
             assert (gap >= -5e-6).all()
@@ -143,14 +156,14 @@ def test_warning_when_the_budget_ends_far_from_convergence(images):
 
 def test_planes_stop_independently(images):
     x = images["natural"][:4].float()
-    x[1] = 0.5                                             # a constant plane converges at the first check
+    x[1] = 0.5  # a constant plane converges at the first check
     z, info = fastwnll.tv_denoise(x, 0.1, tol=1e-4, return_info=True)
     its = info.iters.flatten()
     assert int(its[1]) == tpd.CHECK_EVERY and len(set(its.tolist())) > 1
-    for i in range(4):                                      # each plane as if it were alone
-        alone, alone_info = fastwnll.tv_denoise(x[i:i + 1], 0.1, tol=1e-4, return_info=True)
-        assert torch.equal(alone_info.iters.flatten(), its[i:i + 1])
-        assert (alone - z[i:i + 1]).abs().max() < 1e-6
+    for i in range(4):  # each plane as if it were alone
+        alone, alone_info = fastwnll.tv_denoise(x[i : i + 1], 0.1, tol=1e-4, return_info=True)
+        assert torch.equal(alone_info.iters.flatten(), its[i : i + 1])
+        assert (alone - z[i : i + 1]).abs().max() < 1e-6
     # tol=None runs the whole budget
     _, info = fastwnll.tv_denoise(x, 0.1, iters=37, tol=None, return_info=True)
     assert (info.iters == 37).all()
@@ -164,18 +177,18 @@ def test_constant_planes_and_large_offsets():
     x = torch.rand(3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     ref = fastwnll.tv_denoise(x, 0.1, iters=200, tol=None)
     shifted = fastwnll.tv_denoise((x + 1000).float(), 0.1, iters=200, tol=None)
-    assert (shifted.double() - 1000 - ref).abs().max() < 2e-4     # float32 spacing at 1000 is 6e-5
+    assert (shifted.double() - 1000 - ref).abs().max() < 2e-4  # float32 spacing at 1000 is 6e-5
 
 
 def test_unrolled_gradient_through_stopped_planes():
     g = torch.Generator().manual_seed(5)
     x = torch.rand(2, 6, 7, dtype=torch.float64, generator=g)
-    x[1] = x[1] * 0.3                                      # a lower-contrast plane: more iterations
+    x[1] = x[1] * 0.3  # a lower-contrast plane: more iterations
     x.requires_grad_()
 
     def f(v):
         z, info = fastwnll.tv_denoise(v, 0.1, iters=50, tol=1e-3, backward="unrolled", return_info=True)
-        assert info.iters.tolist() == [30, 50]                    # the planes stop at different checks
+        assert info.iters.tolist() == [30, 50]  # the planes stop at different checks
         return z
 
     assert torch.autograd.gradcheck(f, (x,))

@@ -3,6 +3,7 @@ installed (it is a dependency on Linux only). The kernels run under the Triton i
 subprocess (tests/tv_triton_interpret.py) and are compared with the torch path; they are also
 compiled for sm_80 and sm_90 (no GPU needed) and checked for spills; on a GPU they run for real.
 """
+
 import contextlib
 import os
 import re
@@ -28,8 +29,10 @@ two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two C
 
 
 # short iteration counts end far from convergence on purpose here (tests/test_tv_convergence.py tests the warning)
-pytestmark = [pytest.mark.usefixtures("one_thread"),
-              pytest.mark.filterwarnings("ignore::fastwnll.tv.TVConvergenceWarning")]
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings("ignore::fastwnll.tv.TVConvergenceWarning"),
+]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -41,8 +44,7 @@ def interpreted(tmp_path_factory):
     out = tmp_path_factory.mktemp("tv_triton") / "out.pt"
     env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
     script = Path(__file__).resolve().parent / "tv_triton_interpret.py"
-    proc = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return torch.load(out)
 
@@ -53,21 +55,24 @@ def test_triton_kernel_equals_torch_path(interpreted, name):
     x, mask = make_inputs(name)
     out, its, gap = interpreted[name]
     assert out.shape == x.shape and out.dtype == dtype
-    if entry == "kernel" or path != "auto":            # the kernel's own (P, G) against the torch path's
+    if entry == "kernel" or path != "auto":  # the kernel's own (P, G) against the torch path's
         planes, weights = x.reshape(-1, *x.shape[-2:]), None if mask is None else mask.reshape(-1, *x.shape[-2:])
         ref, ref_its, ref_gap = tvmod._solve_planes(planes, weights, lam, iters, tol, isotropic, False, False)
         ref_gap = ref_gap.float()
         assert torch.allclose(gap, ref_gap, rtol=1e-4, atol=1e-5 * float(ref_gap[:, 0].max()))
     else:
-        ref, info = (fastwnll.tv_denoise(x, lam, iters=iters, tol=tol, isotropic=isotropic, backend="torch",
-                                         return_info=True) if mask is None else
-                     fastwnll.tvm(x, lam=lam, iters=iters, tol=tol, isotropic=isotropic, mask=mask, backend="torch",
-                                  return_info=True))
+        ref, info = (
+            fastwnll.tv_denoise(x, lam, iters=iters, tol=tol, isotropic=isotropic, backend="torch", return_info=True)
+            if mask is None
+            else fastwnll.tvm(
+                x, lam=lam, iters=iters, tol=tol, isotropic=isotropic, mask=mask, backend="torch", return_info=True
+            )
+        )
         ref_its = info.iters.flatten()
         assert (gap - info.gap.flatten()).abs().max() <= 2e-5
-    assert torch.equal(its, ref_its)                    # the same stopping iteration for every plane
+    assert torch.equal(its, ref_its)  # the same stopping iteration for every plane
     if tol is not None:
-        assert len(set(its.tolist())) > 1               # planes of the batch stopped at different checks
+        assert len(set(its.tolist())) > 1  # planes of the batch stopped at different checks
     scale = float(x.float().abs().max())
     tol_out = {torch.float32: 2e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype] * max(1.0, scale)
     assert (out.float() - ref.reshape(out.shape).float()).abs().max() <= tol_out
@@ -76,7 +81,7 @@ def test_triton_kernel_equals_torch_path(interpreted, name):
 def test_dispatch_rules(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     x = torch.rand(1, 8, 8)
-    assert not tvmod._use_kernel(x, "auto", "bpda")               # CPU tensors: torch path
+    assert not tvmod._use_kernel(x, "auto", "bpda")  # CPU tensors: torch path
     assert not tvmod._use_kernel(x, "torch", "bpda")
     with pytest.raises(ValueError, match="needs CUDA tensors"):
         fastwnll.tv_denoise(x, 0.1, backend="triton")
@@ -96,7 +101,7 @@ def test_fused_kernel_chooser_by_padded_tile():
     fits = kernels.plane_fits
     # CIFAR, MNIST and other small planes run fused
     assert fits(32, 32) and fits(28, 28) and fits(20, 17) and fits(32, 64) and fits(64, 32) and fits(8, 256)
-    assert fits(1, 7) and fits(2, 60) and fits(1, 256)       # strips of at most one warp's elements
+    assert fits(1, 7) and fits(2, 60) and fits(1, 256)  # strips of at most one warp's elements
     # too many elements for the registers (64x64 and up), or a degenerate strip whose padded tile
     # has a side below MIN_SIDE (1 x 2048 spilled 1.5 kB per thread when compiled for sm_90)
     assert not fits(64, 64) and not fits(65, 32) and not fits(224, 224)
@@ -125,6 +130,7 @@ def test_kernel_launches_run_under_the_tensor_device(monkeypatch):
             def launch(*args, **kwargs):
                 assert entered and entered[-1].device == args[0].device, "kernel launched outside device_guard"
                 launches.append(grid)
+
             return launch
 
     monkeypatch.setattr(kernels, "device_guard", Guard)
@@ -132,14 +138,14 @@ def test_kernel_launches_run_under_the_tensor_device(monkeypatch):
         monkeypatch.setattr(kernels, name, FakeKernel())
     kernels.tv_primal_dual(torch.rand(2, 8, 8), None, 0.1, 3, None, True, path="plane")
     kernels.tv_primal_dual(torch.rand(2, 8, 8), torch.rand(2, 8, 8) > 0.5, 0.1, 3, 1e-3, True, path="tiled")
-    assert len(launches) == 1 + 3 + 1                           # fused; 3 tiled steps and one gap
+    assert len(launches) == 1 + 3 + 1  # fused; 3 tiled steps and one gap
 
 
 def test_device_guard_selects_the_tensor_device():
     from fastwnll.kernels.tv_primal_dual import device_guard
 
     assert isinstance(device_guard(torch.zeros(1)), type(contextlib.nullcontext()))
-    guard = device_guard(torch.empty(1, device="meta"))         # not CUDA: no device switch
+    guard = device_guard(torch.empty(1, device="meta"))  # not CUDA: no device switch
     assert isinstance(guard, type(contextlib.nullcontext()))
 
 
@@ -150,23 +156,57 @@ def test_kernels_compile_for_gpus_without_spills(arch):
     from triton.compiler import ASTSource
 
     common = {"HAS_MASK": True, "ISOTROPIC": True, "NSTEPS": tpd.STEP_COLUMNS}
-    plane = {"x_ptr": "*bf16", "w_ptr": "*i1", "steps_ptr": "*fp32", "out_ptr": "*bf16", "iters_ptr": "*i32",
-             "pg_ptr": "*fp32", "H": "i32", "W": "i32", "iters": "i32", "every": "i32", "lam": "fp32", "tol": "fp32",
-             "rho": "fp32"}
+    plane = {
+        "x_ptr": "*bf16",
+        "w_ptr": "*i1",
+        "steps_ptr": "*fp32",
+        "out_ptr": "*bf16",
+        "iters_ptr": "*i32",
+        "pg_ptr": "*fp32",
+        "H": "i32",
+        "W": "i32",
+        "iters": "i32",
+        "every": "i32",
+        "lam": "fp32",
+        "tol": "fp32",
+        "rho": "fp32",
+    }
     state = {n: "*fp32" for n in ("z_ptr", "p1_ptr", "p2_ptr")}
-    step = {"x_ptr": "*fp16", "w_ptr": "*fp32", "steps_ptr": "*fp32", "active_ptr": "*i32", **state,
-            **{n: "*fp32" for n in ("z_out", "p1_out", "p2_out")}, "H": "i32", "W": "i32", "tiles_h": "i32",
-            "tiles_w": "i32", "rho": "fp32"}
-    gap = {"x_ptr": "*fp16", "w_ptr": "*fp32", "steps_ptr": "*fp32", **state, "out_ptr": "*fp32", "H": "i32",
-           "W": "i32", "tiles_h": "i32", "tiles_w": "i32", "lam": "fp32"}
+    step = {
+        "x_ptr": "*fp16",
+        "w_ptr": "*fp32",
+        "steps_ptr": "*fp32",
+        "active_ptr": "*i32",
+        **state,
+        **{n: "*fp32" for n in ("z_out", "p1_out", "p2_out")},
+        "H": "i32",
+        "W": "i32",
+        "tiles_h": "i32",
+        "tiles_w": "i32",
+        "rho": "fp32",
+    }
+    gap = {
+        "x_ptr": "*fp16",
+        "w_ptr": "*fp32",
+        "steps_ptr": "*fp32",
+        **state,
+        "out_ptr": "*fp32",
+        "H": "i32",
+        "W": "i32",
+        "tiles_h": "i32",
+        "tiles_w": "i32",
+        "lam": "fp32",
+    }
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     # a CIFAR/MNIST tile, the largest fused tile (2048 elements, 8 warps) and the longest one-warp
     # strip that plane_fits accepts, then the tiled kernels
-    for fn, sig, (bh, bw), warps in ((kernels._tv_plane_kernel, plane, (32, 32), 4),
-                                     (kernels._tv_plane_kernel, plane, (32, 64), 8),
-                                     (kernels._tv_plane_kernel, plane, (1, 256), 1),
-                                     (kernels._tv_tile_step_kernel, step, (kernels.TILE, kernels.TILE), 4),
-                                     (kernels._tv_tile_gap_kernel, gap, (kernels.TILE, kernels.TILE), 4)):
+    for fn, sig, (bh, bw), warps in (
+        (kernels._tv_plane_kernel, plane, (32, 32), 4),
+        (kernels._tv_plane_kernel, plane, (32, 64), 8),
+        (kernels._tv_plane_kernel, plane, (1, 256), 1),
+        (kernels._tv_tile_step_kernel, step, (kernels.TILE, kernels.TILE), 4),
+        (kernels._tv_tile_gap_kernel, gap, (kernels.TILE, kernels.TILE), 4),
+    ):
         assert fn is not kernels._tv_plane_kernel or kernels.plane_fits(bh, bw)
         const = {**common, "BLOCK_H": bh, "BLOCK_W": bw}
         src = ASTSource(fn, {**sig, **{k: "constexpr" for k in const}}, constexprs=const)
@@ -175,8 +215,9 @@ def test_kernels_compile_for_gpus_without_spills(arch):
         cubin = Path(os.environ.get("TMPDIR", "/tmp")) / f"tv_{fn.__name__}_{bh}x{bw}_{arch}_{os.getpid()}.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
         try:
-            usage = subprocess.run([str(cuobjdump), "-res-usage", str(cubin)], capture_output=True, text=True,
-                                   check=True).stdout
+            usage = subprocess.run(
+                [str(cuobjdump), "-res-usage", str(cubin)], capture_output=True, text=True, check=True
+            ).stdout
         finally:
             cubin.unlink()
         assert re.search(r"STACK:0 ", usage) and re.search(r"LOCAL:0 ", usage), usage
@@ -202,8 +243,9 @@ def test_triton_on_gpu_equals_torch_path(shape, dtype):
     for m in (None, mask):
         for stop in (None, 1e-3):
             out, info = fastwnll.tvm(x, mask=m, drop_rate=0.0, iters=50, tol=stop, return_info=True)
-            ref, ref_info = fastwnll.tvm(x, mask=m, drop_rate=0.0, iters=50, tol=stop, backend="torch",
-                                         return_info=True)
+            ref, ref_info = fastwnll.tvm(
+                x, mask=m, drop_rate=0.0, iters=50, tol=stop, backend="torch", return_info=True
+            )
             assert out.dtype == dtype
             _assert_same_planes(out, info, ref, ref_info, tol)
 
@@ -217,7 +259,7 @@ def test_triton_runs_on_the_current_stream_of_the_tensor_device():
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         out = fastwnll.tv_denoise(x, 0.05, iters=40, tol=None)
-        big = fastwnll.tv_denoise(x.reshape(4, 3, 128, 512)[:, :, :100], 0.05, iters=5, tol=None)   # tiled
+        big = fastwnll.tv_denoise(x.reshape(4, 3, 128, 512)[:, :, :100], 0.05, iters=5, tol=None)  # tiled
     side.synchronize()
     assert (out - ref).abs().max() < 1e-5
     big_ref = fastwnll.tv_denoise(x.reshape(4, 3, 128, 512)[:, :, :100], 0.05, iters=5, tol=None, backend="torch")
@@ -226,7 +268,7 @@ def test_triton_runs_on_the_current_stream_of_the_tensor_device():
 
 @pytest.mark.cuda
 @two_gpus
-@pytest.mark.parametrize("shape", [(64, 3, 32, 32), (2, 1, 100, 130)])    # fused and tiled
+@pytest.mark.parametrize("shape", [(64, 3, 32, 32), (2, 1, 100, 130)])  # fused and tiled
 def test_triton_on_a_second_gpu_while_the_first_is_current(shape):
     x = torch.rand(shape, device="cuda:1")
     mask = tvmod.keep_mask(x, 0.5, generator=torch.Generator(device="cuda:1").manual_seed(0))

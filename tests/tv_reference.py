@@ -3,8 +3,8 @@ objective recomputed in numpy (float64), the test images, and converged float64 
 
 import numpy as np
 import torch
-
 from conftest import find_mnist_dir
+
 from fastwnll.data.idx import read_idx
 from fastwnll.data.mnist import FILES, find_file
 
@@ -19,7 +19,7 @@ def objective(z, x, lam, mask=None, isotropic=True, per_plane=False):
     dy = np.zeros_like(z)
     dx[..., :, :-1] = z[..., :, 1:] - z[..., :, :-1]
     dy[..., :-1, :] = z[..., 1:, :] - z[..., :-1, :]
-    tv = np.sqrt(dx ** 2 + dy ** 2) if isotropic else np.abs(dx) + np.abs(dy)
+    tv = np.sqrt(dx**2 + dy**2) if isotropic else np.abs(dx) + np.abs(dy)
     terms = 0.5 * m * (z - x) ** 2 + lam * tv
     return terms.sum(axis=(-2, -1)) if per_plane else float(terms.sum())
 
@@ -35,4 +35,4 @@ def natural_crops() -> torch.Tensor:
     from skimage import data
 
     img = torch.from_numpy(data.astronaut().astype(np.float64) / 255.0).permute(2, 0, 1)
-    return torch.stack([img[:, r:r + 32, c:c + 32] for r, c in ((40, 200), (100, 260), (300, 100), (420, 380))])
+    return torch.stack([img[:, r : r + 32, c : c + 32] for r, c in ((40, 200), (100, 260), (300, 100), (420, 380))])

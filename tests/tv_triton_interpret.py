@@ -5,6 +5,7 @@ switched on before the kernels are decorated, i.e. before ``fastwnll.kernels`` i
 runs in its own process. For every case in ``CASES`` it saves the kernel output, the iterations run and the gaps;
 the test recomputes the torch path on the same inputs and compares.
 """
+
 import os
 import sys
 
@@ -41,7 +42,7 @@ def make_inputs(name: str):
     g = torch.Generator().manual_seed(sum(map(ord, name)))
     x = torch.rand(shape, generator=g)
     if "tol" in name:
-        x[0] = 0.5                                # a constant plane converges at the first check
+        x[0] = 0.5  # a constant plane converges at the first check
     if mask_kind == "x255":
         x = 255 * x
     x = x.to(dtype)
@@ -65,18 +66,26 @@ def run_case(name: str):
     _, _, _, isotropic, entry, path, lam, iters, tol = CASES[name]
     x, mask = make_inputs(name)
     if entry == "kernel" or path != "auto":
-        z, its, pg = tv_primal_dual(x.reshape(-1, *x.shape[-2:]),
-                                    None if mask is None else mask.reshape(-1, *x.shape[-2:]), lam, iters, tol,
-                                    isotropic, path=path)
+        z, its, pg = tv_primal_dual(
+            x.reshape(-1, *x.shape[-2:]),
+            None if mask is None else mask.reshape(-1, *x.shape[-2:]),
+            lam,
+            iters,
+            tol,
+            isotropic,
+            path=path,
+        )
         return z.reshape(x.shape), its, pg
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TVConvergenceWarning)
         if entry == "tv_denoise":
-            z, info = fastwnll.tv_denoise(x, lam, iters=iters, tol=tol, isotropic=isotropic, backend="triton",
-                                          return_info=True)
+            z, info = fastwnll.tv_denoise(
+                x, lam, iters=iters, tol=tol, isotropic=isotropic, backend="triton", return_info=True
+            )
         else:
-            z, info = fastwnll.tvm(x, lam=lam, iters=iters, tol=tol, isotropic=isotropic, mask=mask, backend="triton",
-                                   return_info=True)
+            z, info = fastwnll.tvm(
+                x, lam=lam, iters=iters, tol=tol, isotropic=isotropic, mask=mask, backend="triton", return_info=True
+            )
     return z, info.iters.flatten(), info.gap.flatten()
 
 

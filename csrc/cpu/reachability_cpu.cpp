@@ -39,8 +39,10 @@ class DisjointSets {
 };
 
 at::Tensor unreachable_queries_cpu(const at::Tensor& idx, const at::Tensor& w, int64_t m) {
-  TORCH_CHECK(idx.dim() == 2 && idx.scalar_type() == at::kLong, "unreachable_queries: idx must be an int64 [n, k] "
-              "tensor, got ", idx.scalar_type(), " of shape ", idx.sizes());
+  TORCH_CHECK(idx.dim() == 2 && idx.scalar_type() == at::kLong,
+              "unreachable_queries: idx must be an int64 [n, k] "
+              "tensor, got ",
+              idx.scalar_type(), " of shape ", idx.sizes());
   TORCH_CHECK(w.sizes() == idx.sizes() && at::isFloatingType(w.scalar_type()),
               "unreachable_queries: w must be a floating-point tensor of idx's shape ", idx.sizes(), ", got ",
               w.scalar_type(), " of shape ", w.sizes());

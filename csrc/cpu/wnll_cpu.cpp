@@ -124,8 +124,8 @@ void assemble_cpu(QuerySystem& s, double mu, const at::Tensor& y, at::Tensor& b)
 template <typename scalar_t, int W>
 inline void apply_row_tile(const QuerySystem& s, const int64_t* __restrict__ idx, const scalar_t* __restrict__ w,
                            const int64_t* __restrict__ src, const scalar_t* __restrict__ iw,
-                           const scalar_t* __restrict__ p, scalar_t* __restrict__ q, int64_t C, int64_t r,
-                           int64_t c0, scalar_t diag, double* __restrict__ acc) {
+                           const scalar_t* __restrict__ p, scalar_t* __restrict__ q, int64_t C, int64_t r, int64_t c0,
+                           scalar_t diag, double* __restrict__ acc) {
   const int64_t m = s.m, k = s.k, i = m + r;
   const scalar_t* pr = p + r * C + c0;
   scalar_t sum[W];
@@ -158,14 +158,22 @@ inline void apply_row(const QuerySystem& s, const int64_t* idx, const scalar_t* 
                       const scalar_t* iw, const scalar_t* p, scalar_t* q, int64_t C, int64_t r, int64_t c0,
                       scalar_t diag, double* acc) {
   switch (std::min<int64_t>(kTile, C - c0)) {
-    case 1: return apply_row_tile<scalar_t, 1>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
-    case 2: return apply_row_tile<scalar_t, 2>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
-    case 3: return apply_row_tile<scalar_t, 3>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
-    case 4: return apply_row_tile<scalar_t, 4>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
-    case 5: return apply_row_tile<scalar_t, 5>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
-    case 6: return apply_row_tile<scalar_t, 6>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
-    case 7: return apply_row_tile<scalar_t, 7>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
-    default: return apply_row_tile<scalar_t, kTile>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
+    case 1:
+      return apply_row_tile<scalar_t, 1>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
+    case 2:
+      return apply_row_tile<scalar_t, 2>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
+    case 3:
+      return apply_row_tile<scalar_t, 3>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
+    case 4:
+      return apply_row_tile<scalar_t, 4>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
+    case 5:
+      return apply_row_tile<scalar_t, 5>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
+    case 6:
+      return apply_row_tile<scalar_t, 6>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
+    case 7:
+      return apply_row_tile<scalar_t, 7>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
+    default:
+      return apply_row_tile<scalar_t, kTile>(s, idx, w, src, iw, p, q, C, r, c0, diag, acc);
   }
 }
 
@@ -238,8 +246,8 @@ void direction_cpu(const at::Tensor& rz_new, const at::Tensor& rz_old, const at:
   });
 }
 
-void edge_grad_cpu(const at::Tensor& idx_t, const at::Tensor& y, const at::Tensor& u, const at::Tensor& lam,
-                   double mu, at::Tensor& grad_w) {
+void edge_grad_cpu(const at::Tensor& idx_t, const at::Tensor& y, const at::Tensor& u, const at::Tensor& lam, double mu,
+                   at::Tensor& grad_w) {
   const int64_t n = idx_t.size(0), k = idx_t.size(1), m = y.size(0), C = y.size(1);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "wnll_edge_grad_cpu", [&] {
     const int64_t* idx = idx_t.data_ptr<int64_t>();
@@ -274,8 +282,8 @@ const Backend& cpu_backend() {
   return backend;
 }
 
-SolveOutputs wnll_solve_cpu(const at::Tensor& idx, const at::Tensor& w, const at::Tensor& y, double mu,
-                            double tol, int64_t max_iter) {
+SolveOutputs wnll_solve_cpu(const at::Tensor& idx, const at::Tensor& w, const at::Tensor& y, double mu, double tol,
+                            int64_t max_iter) {
   return wnll_solve(cpu_backend(), idx, w, y, mu, tol, max_iter);
 }
 

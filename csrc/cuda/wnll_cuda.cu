@@ -35,7 +35,7 @@
 namespace fastwnll {
 namespace {
 
-constexpr int kThreads = 256;                 // threads per block
+constexpr int kThreads = 256;  // threads per block
 constexpr int kWarps = kThreads / 32;
 constexpr int kBlocksPerSM = 2048 / kThreads;  // full occupancy of an SM
 constexpr int kMaxGroup = 32;                  // lanes per row at most: columns per launch
@@ -71,10 +71,14 @@ int group_size(int64_t C) { return C <= 4 ? 4 : C <= 8 ? 8 : C <= 16 ? 16 : kMax
 template <typename F>
 void with_group(int g, const F& f) {
   switch (g) {
-    case 4: return f(std::integral_constant<int, 4>());
-    case 8: return f(std::integral_constant<int, 8>());
-    case 16: return f(std::integral_constant<int, 16>());
-    default: return f(std::integral_constant<int, kMaxGroup>());
+    case 4:
+      return f(std::integral_constant<int, 4>());
+    case 8:
+      return f(std::integral_constant<int, 8>());
+    case 16:
+      return f(std::integral_constant<int, 16>());
+    default:
+      return f(std::integral_constant<int, kMaxGroup>());
   }
 }
 
@@ -125,7 +129,7 @@ __device__ void grid_reduce(const double (&acc)[NOUT], double* __restrict__ part
   __threadfence();
   const int warp = t / 32, l32 = t % 32;
 #pragma unroll
-  for (int o = 0; o < NOUT; ++o) {  // (compile-time o: out.col stays in registers)
+  for (int o = 0; o < NOUT; ++o) {                         // (compile-time o: out.col stays in registers)
     for (int lane = warp; lane < width; lane += kWarps) {  // one (output, lane) pair per warp: blocks in order
       double s = 0.0;
       for (int64_t b = l32; b < gridDim.x; b += 32) s += __ldcg(partial + b * NOUT * G + o * G + lane);
@@ -152,11 +156,11 @@ __device__ int64_t row_stride() {
 // diag/dinv of every query row; with width > 0 also B[:, c0:c0+width] = (S_UL + mu W_LU^T) Y.
 template <typename scalar_t, int G>
 __global__ void __launch_bounds__(kThreads)
-assemble_kernel(const int64_t* __restrict__ idx, const scalar_t* __restrict__ w, const int64_t* __restrict__ src,
-                const scalar_t* __restrict__ iw, const int64_t* __restrict__ beg, const int64_t* __restrict__ mid,
-                const scalar_t* __restrict__ Y, scalar_t* __restrict__ B, scalar_t* __restrict__ diag,
-                scalar_t* __restrict__ dinv, int64_t n_u, int64_t m, int64_t k, int64_t C, int64_t c0, int width,
-                scalar_t boundary) {
+    assemble_kernel(const int64_t* __restrict__ idx, const scalar_t* __restrict__ w, const int64_t* __restrict__ src,
+                    const scalar_t* __restrict__ iw, const int64_t* __restrict__ beg, const int64_t* __restrict__ mid,
+                    const scalar_t* __restrict__ Y, scalar_t* __restrict__ B, scalar_t* __restrict__ diag,
+                    scalar_t* __restrict__ dinv, int64_t n_u, int64_t m, int64_t k, int64_t C, int64_t c0, int width,
+                    scalar_t boundary) {
   const int lane = threadIdx.x % G;
   const bool column = lane < width;
   const int64_t c = c0 + lane;
@@ -187,11 +191,11 @@ assemble_kernel(const int64_t* __restrict__ idx, const scalar_t* __restrict__ w,
 // Q[:, c0:c0+width] = A P[:, c0:c0+width]; pq[c] = <P[:, c], Q[:, c]>.
 template <typename scalar_t, int G>
 __global__ void __launch_bounds__(kThreads)
-apply_kernel(const int64_t* __restrict__ idx, const scalar_t* __restrict__ w, const int64_t* __restrict__ src,
-             const scalar_t* __restrict__ iw, const int64_t* __restrict__ beg, const int64_t* __restrict__ mid,
-             const scalar_t* __restrict__ diag, const scalar_t* __restrict__ P, scalar_t* __restrict__ Q,
-             int64_t n_u, int64_t m, int64_t k, int64_t C, int64_t c0, int width, double* __restrict__ partial,
-             unsigned int* counter, Outputs<1> pq) {
+    apply_kernel(const int64_t* __restrict__ idx, const scalar_t* __restrict__ w, const int64_t* __restrict__ src,
+                 const scalar_t* __restrict__ iw, const int64_t* __restrict__ beg, const int64_t* __restrict__ mid,
+                 const scalar_t* __restrict__ diag, const scalar_t* __restrict__ P, scalar_t* __restrict__ Q,
+                 int64_t n_u, int64_t m, int64_t k, int64_t C, int64_t c0, int width, double* __restrict__ partial,
+                 unsigned int* counter, Outputs<1> pq) {
   const int lane = threadIdx.x % G;
   const int64_t c = c0 + lane;
   double acc[1] = {0.0};
@@ -216,10 +220,10 @@ apply_kernel(const int64_t* __restrict__ idx, const scalar_t* __restrict__ w, co
 // alpha = safe_ratio(rz, pq); X += alpha P; R -= alpha Q; Z = dinv R; rz_new = <R, Z>, zz = <Z, Z>.
 template <typename scalar_t, int G>
 __global__ void __launch_bounds__(kThreads)
-update_kernel(const scalar_t* __restrict__ dinv, const double* __restrict__ rz, const double* __restrict__ pq,
-              scalar_t* __restrict__ X, scalar_t* __restrict__ R, scalar_t* __restrict__ Z,
-              const scalar_t* __restrict__ P, const scalar_t* __restrict__ Q, int64_t n_u, int64_t C, int64_t c0,
-              int width, double* __restrict__ partial, unsigned int* counter, Outputs<2> rz_zz) {
+    update_kernel(const scalar_t* __restrict__ dinv, const double* __restrict__ rz, const double* __restrict__ pq,
+                  scalar_t* __restrict__ X, scalar_t* __restrict__ R, scalar_t* __restrict__ Z,
+                  const scalar_t* __restrict__ P, const scalar_t* __restrict__ Q, int64_t n_u, int64_t C, int64_t c0,
+                  int width, double* __restrict__ partial, unsigned int* counter, Outputs<2> rz_zz) {
   const int lane = threadIdx.x % G;
   const int64_t c = c0 + lane;
   double acc[2] = {0.0, 0.0};
@@ -242,8 +246,9 @@ update_kernel(const scalar_t* __restrict__ dinv, const double* __restrict__ rz, 
 // beta = safe_ratio(rz_new, rz_old); P = Z + beta P.
 template <typename scalar_t, int G>
 __global__ void __launch_bounds__(kThreads)
-direction_kernel(const double* __restrict__ rz_new, const double* __restrict__ rz_old, const scalar_t* __restrict__ Z,
-                 scalar_t* __restrict__ P, int64_t n_u, int64_t C, int64_t c0, int width) {
+    direction_kernel(const double* __restrict__ rz_new, const double* __restrict__ rz_old,
+                     const scalar_t* __restrict__ Z, scalar_t* __restrict__ P, int64_t n_u, int64_t C, int64_t c0,
+                     int width) {
   const int lane = threadIdx.x % G;
   if (lane >= width) return;
   const int64_t c = c0 + lane;
@@ -257,9 +262,9 @@ direction_kernel(const double* __restrict__ rz_new, const double* __restrict__ r
 // One thread per directed edge p = i * k + t: g[p] = -c_ij <Lam_i - Lam_j, u_i - u_j>.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-edge_grad_kernel(const int64_t* __restrict__ idx, const scalar_t* __restrict__ Y, const scalar_t* __restrict__ U,
-                 const scalar_t* __restrict__ L, scalar_t* __restrict__ g, int64_t n, int64_t k, int64_t m,
-                 int64_t C, double mu) {
+    edge_grad_kernel(const int64_t* __restrict__ idx, const scalar_t* __restrict__ Y, const scalar_t* __restrict__ U,
+                     const scalar_t* __restrict__ L, scalar_t* __restrict__ g, int64_t n, int64_t k, int64_t m,
+                     int64_t C, double mu) {
   const int64_t edges = n * k, stride = static_cast<int64_t>(gridDim.x) * kThreads;
   for (int64_t p = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; p < edges; p += stride) {
     const int64_t i = p / k, j = idx[p];
@@ -337,8 +342,8 @@ void apply_cuda(const QuerySystem& s, const at::Tensor& P, at::Tensor& Q, at::Te
         apply_kernel<scalar_t, G><<<grid, kThreads, 0, stream>>>(
             s.idx.data_ptr<int64_t>(), s.w.data_ptr<scalar_t>(), s.in_src.data_ptr<int64_t>(),
             s.in_w.data_ptr<scalar_t>(), s.in_begin.data_ptr<int64_t>(), s.in_mid.data_ptr<int64_t>(),
-            s.diag.data_ptr<scalar_t>(), P.data_ptr<scalar_t>(), Q.data_ptr<scalar_t>(), s.n_u, s.m, s.k, C, c0,
-            width, partial.data_ptr<double>(), counter, Outputs<1>{{pq.data_ptr<double>()}});
+            s.diag.data_ptr<scalar_t>(), P.data_ptr<scalar_t>(), Q.data_ptr<scalar_t>(), s.n_u, s.m, s.k, C, c0, width,
+            partial.data_ptr<double>(), counter, Outputs<1>{{pq.data_ptr<double>()}});
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -358,9 +363,8 @@ void update_cuda(const at::Tensor& dinv, const at::Tensor& rz, const at::Tensor&
         constexpr int G = decltype(group)::value;
         update_kernel<scalar_t, G><<<grid, kThreads, 0, stream>>>(
             dinv.data_ptr<scalar_t>(), rz.data_ptr<double>(), pq.data_ptr<double>(), X.data_ptr<scalar_t>(),
-            R.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(), P.data_ptr<scalar_t>(), Q.data_ptr<scalar_t>(), n_u, C,
-            c0, width, partial.data_ptr<double>(), counter,
-            Outputs<2>{{rz_new.data_ptr<double>(), zz.data_ptr<double>()}});
+            R.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(), P.data_ptr<scalar_t>(), Q.data_ptr<scalar_t>(), n_u, C, c0,
+            width, partial.data_ptr<double>(), counter, Outputs<2>{{rz_new.data_ptr<double>(), zz.data_ptr<double>()}});
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -375,8 +379,8 @@ void direction_cuda(const at::Tensor& rz_new, const at::Tensor& rz_old, const at
       with_group(g, [&](auto group) {
         constexpr int G = decltype(group)::value;
         direction_kernel<scalar_t, G><<<grid_size(n_u, kThreads / G), kThreads, 0, stream>>>(
-            rz_new.data_ptr<double>(), rz_old.data_ptr<double>(), Z.data_ptr<scalar_t>(), P.data_ptr<scalar_t>(),
-            n_u, C, c0, width);
+            rz_new.data_ptr<double>(), rz_old.data_ptr<double>(), Z.data_ptr<scalar_t>(), P.data_ptr<scalar_t>(), n_u,
+            C, c0, width);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -396,8 +400,8 @@ void edge_grad_cuda(const at::Tensor& idx, const at::Tensor& y, const at::Tensor
 }
 
 const Backend& cuda_backend() {
-  static const Backend backend{8, transpose_cuda, assemble_cuda, apply_cuda, update_cuda, direction_cuda,
-                               edge_grad_cuda};
+  static const Backend backend{8,           transpose_cuda, assemble_cuda, apply_cuda,
+                               update_cuda, direction_cuda, edge_grad_cuda};
   return backend;
 }
 
@@ -412,8 +416,8 @@ void guard_first_cuda(c10::cuda::OptionalCUDAGuard& guard, std::initializer_list
   }
 }
 
-SolveOutputs wnll_solve_cuda(const at::Tensor& idx, const at::Tensor& w, const at::Tensor& y, double mu,
-                             double tol, int64_t max_iter) {
+SolveOutputs wnll_solve_cuda(const at::Tensor& idx, const at::Tensor& w, const at::Tensor& y, double mu, double tol,
+                             int64_t max_iter) {
   c10::cuda::OptionalCUDAGuard guard;
   guard_first_cuda(guard, {&idx, &w, &y});
   return wnll_solve(cuda_backend(), idx, w, y, mu, tol, max_iter);

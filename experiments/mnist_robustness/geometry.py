@@ -8,6 +8,7 @@ then runs ``fastwnll.geometry.feature_geometry`` (the code behind ``fastwnll geo
 models for each ``--eps`` (IFGSM, worst-case protocol, the 500 test images run.py attacks) and
 writes geometry/eps<E>/geometry.{png,json,md} and geometry/training.json next to this file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,20 +39,35 @@ def load_run_module():
 def training_configs(run) -> dict:
     """The natural and PGD training configurations of run.py's main(), built from its PLAN."""
     plan = run.PLAN
-    common = {"dataset": plan["dataset"], "head": "wnll", "stage2_epochs": plan["stage2_epochs"],
-              "templates": plan["templates"], "device": "cpu", "seed": 0}
+    common = {
+        "dataset": plan["dataset"],
+        "head": "wnll",
+        "stage2_epochs": plan["stage2_epochs"],
+        "templates": plan["templates"],
+        "device": "cpu",
+        "seed": 0,
+    }
     return {
         "natural": run.TrainConfig(**common, epochs=plan["natural_epochs"]),
-        "pgd": run.TrainConfig(**common, epochs=plan["pgd_epochs"], adv="pgd", eps=plan["pgd_eps"],
-                               alpha=plan["pgd_alpha"], steps=plan["pgd_steps"]),
+        "pgd": run.TrainConfig(
+            **common,
+            epochs=plan["pgd_epochs"],
+            adv="pgd",
+            eps=plan["pgd_eps"],
+            alpha=plan["pgd_alpha"],
+            steps=plan["pgd_steps"],
+        ),
     }
 
 
 def models(runs: Path) -> list[dict]:
     """The four models (paths relative to the working directory): each stage-1 checkpoint read
     through its linear head, each full run through its WNLL head."""
-    return [{"name": f"{head}-{name}", "checkpoint": os.path.relpath(runs / run), "head": head}
-            for name in ("natural", "pgd") for head, run in (("linear", f"{name}_stage1"), ("wnll", name))]
+    return [
+        {"name": f"{head}-{name}", "checkpoint": os.path.relpath(runs / run), "head": head}
+        for name in ("natural", "pgd")
+        for head, run in (("linear", f"{name}_stage1"), ("wnll", name))
+    ]
 
 
 def train_missing(runs: Path, out: Path) -> None:
@@ -92,12 +108,25 @@ def main() -> int:
         print(f"training done in {time.perf_counter() - started:.0f} s", flush=True)
     for eps in args.eps:
         result = feature_geometry(
-            models(runs), attack="ifgsm", eps=eps, n=args.n, out=out / f"eps{eps:g}", overwrite=args.overwrite,
-            protocol="worst-case", batch_size=args.n, device="cpu", columns=2, progress=not args.no_progress,
+            models(runs),
+            attack="ifgsm",
+            eps=eps,
+            n=args.n,
+            out=out / f"eps{eps:g}",
+            overwrite=args.overwrite,
+            protocol="worst-case",
+            batch_size=args.n,
+            device="cpu",
+            columns=2,
+            progress=not args.no_progress,
             title=f"MNIST (mnist10k) mnist_cnn under IFGSM eps {eps:g}: linear vs WNLL head (columns), "
-                  "natural vs PGD training (rows)")
-        print(f"[{time.strftime('%H:%M:%S')}] eps {eps:g}: {result['time_s']:.0f} s; "
-              f"{', '.join(result['files'].values())}", flush=True)
+            "natural vs PGD training (rows)",
+        )
+        print(
+            f"[{time.strftime('%H:%M:%S')}] eps {eps:g}: {result['time_s']:.0f} s; "
+            f"{', '.join(result['files'].values())}",
+            flush=True,
+        )
         for m in result["models"]:
             print(f"  {m['name']}: {json.dumps(m['metrics'])}", flush=True)
     return 0

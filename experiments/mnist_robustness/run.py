@@ -11,6 +11,7 @@ else ../shared/data/mnist beside the repository). Writes results.md, results.jso
 training.json next to this file (checkpoints go to runs/, which git ignores). Budgets are reduced
 from the paper's to fit a CPU; see PLAN below and README.md, which lists every reduction.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,28 +35,28 @@ from fastwnll.train import TrainConfig, train  # noqa: E402
 
 # Everything that differs from the paper is here (paper values in the comments).
 PLAN = {
-    "dataset": "mnist10k",          # 8,000 train / 2,000 test images of the real MNIST test set (paper: full MNIST)
-    "natural_epochs": 4,            # paper: 100 epochs
-    "pgd_epochs": 4,                # paper: 100 epochs
-    "stage2_epochs": 1,             # paper: "a few" epochs of the buffer block with the WNLL head
-    "pgd_eps": 0.3,                 # paper: 0.3
-    "pgd_steps": 10,                # paper: 40 steps of 0.01 (random start in both)
+    "dataset": "mnist10k",  # 8,000 train / 2,000 test images of the real MNIST test set (paper: full MNIST)
+    "natural_epochs": 4,  # paper: 100 epochs
+    "pgd_epochs": 4,  # paper: 100 epochs
+    "stage2_epochs": 1,  # paper: "a few" epochs of the buffer block with the WNLL head
+    "pgd_eps": 0.3,  # paper: 0.3
+    "pgd_steps": 10,  # paper: 40 steps of 0.01 (random start in both)
     "pgd_alpha": 0.04,
-    "templates": 2000,              # paper's MNIST attack code: one batch of 2,000 training images
-    "n": 500,                       # test images attacked (a fixed seeded subset of the 2,000; paper: all)
-    "cw_n": 100,                    # of them for CW-L2
-    "eps": [0.1, 0.2, 0.3],         # L_inf radii of FGSM and IFGSM (IFGSM: 40 steps of eps/30, the paper's 0.01 at 0.3)
+    "templates": 2000,  # paper's MNIST attack code: one batch of 2,000 training images
+    "n": 500,  # test images attacked (a fixed seeded subset of the 2,000; paper: all)
+    "cw_n": 100,  # of them for CW-L2
+    "eps": [0.1, 0.2, 0.3],  # L_inf radii of FGSM and IFGSM (IFGSM: 40 steps of eps/30, the paper's 0.01 at 0.3)
     "cw": {"c": 10.0, "kappa": 0.0, "steps": 100, "lr": 0.1, "binary_search_steps": 1},
-    "cw_eps": [1.0, 2.0, None],     # L2 radii at which CW-L2 robust accuracy is read (None: unbounded)
-    "eot": 4,                       # EOT samples per gradient of the adaptive attack through TVM
-    "adaptive_tvm_eps": [0.3],      # the adaptive attack through TVM (BPDA + EOT) only at the paper's radius
-    "tvm": {"drop_rate": 0.5, "lam": 0.03, "iters": 100},   # Guo et al.'s defaults
+    "cw_eps": [1.0, 2.0, None],  # L2 radii at which CW-L2 robust accuracy is read (None: unbounded)
+    "eot": 4,  # EOT samples per gradient of the adaptive attack through TVM
+    "adaptive_tvm_eps": [0.3],  # the adaptive attack through TVM (BPDA + EOT) only at the paper's radius
+    "tvm": {"drop_rate": 0.5, "lam": 0.03, "iters": 100},  # Guo et al.'s defaults
     "transfer_eps": [0.3],
     # Attacks designed against the WNLL head (WNLL models only, adaptive protocol, the IFGSM budget) and
     # the gradient-free Square (torchattacks): new since the first version of this experiment.
     "attacks": ["fgsm", "ifgsm", "wnll_margin", "wnll_smooth", "square", "cw_l2", "wnll_margin_l2"],
     "square": {"n_queries": 1000},  # AutoAttack's standard version gives Square 5,000 queries
-    "square_eps": [0.3],            # Square only at the paper's radius, and not through TVM (as deployed)
+    "square_eps": [0.3],  # Square only at the paper's radius, and not through TVM (as deployed)
     # AutoAttack (standard, torchattacks) cross-check: the first 100 images, eps 0.3, no defence, the paper's
     # gradient for WNLL heads (the surrogate), against the other attacks on the same images.
     "crosscheck_n": 100,
@@ -95,22 +96,31 @@ def train_pair(name: str, config: TrainConfig, runs: Path) -> dict:
     summary = train(TrainConfig(**{**config.to_dict(), "out": str(full)}), resume=True, progress=False)
     return {
         "linear": {"checkpoint": str(stage1), "train_time_s": stage1_time, **last_test_accuracy(stage1)},
-        "wnll": {"checkpoint": str(full), "train_time_s": time.perf_counter() - started,
-                 "test_acc": summary["test_accuracy"], "test_acc_linear": summary.get("test_accuracy_linear")},
+        "wnll": {
+            "checkpoint": str(full),
+            "train_time_s": time.perf_counter() - started,
+            "test_acc": summary["test_accuracy"],
+            "test_acc_linear": summary.get("test_accuracy_linear"),
+        },
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir",
-                        default=os.environ.get(DATA_DIR_ENV) or str(REPO.parent / "shared" / "data" / "mnist"),
-                        help=f"folder of the MNIST test files (default: ${DATA_DIR_ENV}, else ../shared/data/mnist)")
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get(DATA_DIR_ENV) or str(REPO.parent / "shared" / "data" / "mnist"),
+        help=f"folder of the MNIST test files (default: ${DATA_DIR_ENV}, else ../shared/data/mnist)",
+    )
     parser.add_argument("--runs", default=str(HERE / "runs"), help="where the checkpoints go (git-ignored)")
     parser.add_argument("--out", default=str(HERE), help="where results.md/json/png and training.json go")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared machine)")
     parser.add_argument("--skip-training", action="store_true", help="reuse the checkpoints in --runs")
-    parser.add_argument("--reuse-grid", action="store_true",
-                        help="reuse the grid's result kept in --runs by an earlier run (only the cross-check runs)")
+    parser.add_argument(
+        "--reuse-grid",
+        action="store_true",
+        help="reuse the grid's result kept in --runs by an earlier run (only the cross-check runs)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -120,15 +130,35 @@ def main() -> int:
     runs.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     plan = PLAN
-    common = {"dataset": plan["dataset"], "data_dir": args.data_dir, "head": "wnll",
-              "stage2_epochs": plan["stage2_epochs"], "templates": plan["templates"], "device": "cpu", "seed": 0}
+    common = {
+        "dataset": plan["dataset"],
+        "data_dir": args.data_dir,
+        "head": "wnll",
+        "stage2_epochs": plan["stage2_epochs"],
+        "templates": plan["templates"],
+        "device": "cpu",
+        "seed": 0,
+    }
     configs = {
         "natural": TrainConfig(**common, epochs=plan["natural_epochs"]),
-        "pgd": TrainConfig(**common, epochs=plan["pgd_epochs"], adv="pgd", eps=plan["pgd_eps"],
-                           alpha=plan["pgd_alpha"], steps=plan["pgd_steps"]),
+        "pgd": TrainConfig(
+            **common,
+            epochs=plan["pgd_epochs"],
+            adv="pgd",
+            eps=plan["pgd_eps"],
+            alpha=plan["pgd_alpha"],
+            steps=plan["pgd_steps"],
+        ),
     }
-    oracle_config = TrainConfig(dataset=plan["dataset"], data_dir=args.data_dir, head="linear",
-                                epochs=plan["natural_epochs"], device="cpu", seed=1, out=str(runs / "oracle"))
+    oracle_config = TrainConfig(
+        dataset=plan["dataset"],
+        data_dir=args.data_dir,
+        head="linear",
+        epochs=plan["natural_epochs"],
+        device="cpu",
+        seed=1,
+        out=str(runs / "oracle"),
+    )
     training_path = out / "training.json"
     if args.skip_training:
         training = json.loads(training_path.read_text())
@@ -144,8 +174,11 @@ def main() -> int:
             shutil.rmtree(oracle_config.out)
         t0 = time.perf_counter()
         summary = train(oracle_config, progress=False)
-        training["runs"]["oracle"] = {"checkpoint": oracle_config.out, "train_time_s": time.perf_counter() - t0,
-                                      "test_acc": summary["test_accuracy"]}
+        training["runs"]["oracle"] = {
+            "checkpoint": oracle_config.out,
+            "train_time_s": time.perf_counter() - t0,
+            "test_acc": summary["test_accuracy"],
+        }
         training["train_time_s"] = time.perf_counter() - started
         training["train_cpu_s"] = time.process_time() - cpu0
         training_path.write_text(json.dumps(training, indent=2) + "\n")
@@ -158,25 +191,56 @@ def main() -> int:
         {"name": "linear-pgd", "checkpoint": r["pgd"]["linear"]["checkpoint"], "head": "linear"},
         {"name": "wnll-pgd", "checkpoint": r["pgd"]["wnll"]["checkpoint"], "head": "wnll"},
     ]
-    grid = GridConfig.from_dict({
-        "title": "MNIST (mnist10k) robustness: linear vs WNLL head, natural vs PGD training, with and without TVM",
-        "models": models, "defenses": ["none", "tvm"], "attacks": plan["attacks"], "eps": plan["eps"],
-        "cw_eps": plan["cw_eps"], "protocols": ["paper", "adaptive"], "n": plan["n"], "cw_n": plan["cw_n"],
-        "cw": plan["cw"], "attack_settings": {"square": plan["square"]}, "eot": plan["eot"], "tvm": plan["tvm"],
-        "batch_size": plan["n"], "device": "cpu",
-        "exclude": [{"defense": "tvm", "protocol": "adaptive",
-                     "eps": [e for e in plan["eps"] if e not in plan["adaptive_tvm_eps"]]},
-                    {"attack": "square", "eps": [e for e in plan["eps"] if e not in plan["square_eps"]]},
-                    {"attack": "square", "defense": "tvm", "protocol": "adaptive"}],
-        "transfer": [{"source": {"name": "oracle", "checkpoint": r["oracle"]["checkpoint"], "head": "linear"},
-                      "attacks": ["fgsm", "ifgsm"], "eps": plan["transfer_eps"]}],
-    })
-    crosscheck = GridConfig.from_dict({
-        "title": "AutoAttack cross-check", "models": models, "defenses": ["none"],
-        "attacks": plan["crosscheck_attacks"], "eps": plan["crosscheck_eps"], "protocols": ["paper", "adaptive"],
-        "n": plan["crosscheck_n"], "attack_settings": {"square": plan["square"]}, "batch_size": plan["crosscheck_n"],
-        "device": "cpu", "exclude": [{"attack": "autoattack", "protocol": "adaptive"}],
-    })
+    grid = GridConfig.from_dict(
+        {
+            "title": "MNIST (mnist10k) robustness: linear vs WNLL head, natural vs PGD training, with and without TVM",
+            "models": models,
+            "defenses": ["none", "tvm"],
+            "attacks": plan["attacks"],
+            "eps": plan["eps"],
+            "cw_eps": plan["cw_eps"],
+            "protocols": ["paper", "adaptive"],
+            "n": plan["n"],
+            "cw_n": plan["cw_n"],
+            "cw": plan["cw"],
+            "attack_settings": {"square": plan["square"]},
+            "eot": plan["eot"],
+            "tvm": plan["tvm"],
+            "batch_size": plan["n"],
+            "device": "cpu",
+            "exclude": [
+                {
+                    "defense": "tvm",
+                    "protocol": "adaptive",
+                    "eps": [e for e in plan["eps"] if e not in plan["adaptive_tvm_eps"]],
+                },
+                {"attack": "square", "eps": [e for e in plan["eps"] if e not in plan["square_eps"]]},
+                {"attack": "square", "defense": "tvm", "protocol": "adaptive"},
+            ],
+            "transfer": [
+                {
+                    "source": {"name": "oracle", "checkpoint": r["oracle"]["checkpoint"], "head": "linear"},
+                    "attacks": ["fgsm", "ifgsm"],
+                    "eps": plan["transfer_eps"],
+                }
+            ],
+        }
+    )
+    crosscheck = GridConfig.from_dict(
+        {
+            "title": "AutoAttack cross-check",
+            "models": models,
+            "defenses": ["none"],
+            "attacks": plan["crosscheck_attacks"],
+            "eps": plan["crosscheck_eps"],
+            "protocols": ["paper", "adaptive"],
+            "n": plan["crosscheck_n"],
+            "attack_settings": {"square": plan["square"]},
+            "batch_size": plan["crosscheck_n"],
+            "device": "cpu",
+            "exclude": [{"attack": "autoattack", "protocol": "adaptive"}],
+        }
+    )
     t0, cpu0 = time.perf_counter(), time.process_time()
     kept = runs / "grid.json"  # the grid's result, kept so that a failed cross-check does not cost the grid
     if args.reuse_grid:
@@ -198,20 +262,35 @@ def main() -> int:
     result["total_time_s"] = training.get("train_time_s", 0.0) + result["evaluation_time_s"]
     result["total_cpu_s"] = training.get("train_cpu_s", 0.0) + result["evaluation_cpu_s"]
     paths = write_report(result, out, overwrite=True)  # this script regenerates its own results
-    lines = ["", "## Training (natural = clean test accuracy on all 2,000 test images)", "",
-             "| run | head | train time (s; WNLL includes its stage 1) | test accuracy |", "|---|---|---|---|"]
+    lines = [
+        "",
+        "## Training (natural = clean test accuracy on all 2,000 test images)",
+        "",
+        "| run | head | train time (s; WNLL includes its stage 1) | test accuracy |",
+        "|---|---|---|---|",
+    ]
     for name in ("natural", "pgd"):
         for head in ("linear", "wnll"):
             entry = r[name][head]
             lines.append(f"| {name} | {head} | {entry['train_time_s']:.0f} | {100 * entry['test_acc']:.1f} |")
     lines.append(f"| oracle | linear | {r['oracle']['train_time_s']:.0f} | {100 * r['oracle']['test_acc']:.1f} |")
-    lines += ["", f"Training {training.get('train_time_s', 0):.0f} s + evaluation {result['evaluation_time_s']:.0f} s "
-              f"= {result['total_time_s']:.0f} s wall clock; {result['total_cpu_s']:.0f} s of CPU time "
-              f"(torch threads: {args.threads}).", ""]
-    check = ["", f"## AutoAttack cross-check (first {checked['n']} images, eps 0.3, no defence)", "",
-             "AutoAttack (standard, torchattacks) with the paper's gradient for the WNLL heads (the surrogate), and "
-             "the other attacks again on the same images; `worst case` includes AutoAttack.", "",
-             white_box_table(checked["rows"]), diagnostics_list(checked["diagnostics"])]
+    lines += [
+        "",
+        f"Training {training.get('train_time_s', 0):.0f} s + evaluation {result['evaluation_time_s']:.0f} s "
+        f"= {result['total_time_s']:.0f} s wall clock; {result['total_cpu_s']:.0f} s of CPU time "
+        f"(torch threads: {args.threads}).",
+        "",
+    ]
+    check = [
+        "",
+        f"## AutoAttack cross-check (first {checked['n']} images, eps 0.3, no defence)",
+        "",
+        "AutoAttack (standard, torchattacks) with the paper's gradient for the WNLL heads (the surrogate), and "
+        "the other attacks again on the same images; `worst case` includes AutoAttack.",
+        "",
+        white_box_table(checked["rows"]),
+        diagnostics_list(checked["diagnostics"]),
+    ]
     Path(paths["markdown"]).write_text(markdown(result) + "\n".join(check + lines))
     log(f"wrote {paths['markdown']}, {paths['json']}, {paths['plot']}; total {result['total_time_s']:.0f} s")
     return 0

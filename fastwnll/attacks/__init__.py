@@ -11,6 +11,7 @@ cross-checks of the torchattacks library (an optional dependency). The registry 
 describes every attack (:class:`AttackSpec`: norm, label, budget defaults per dataset, gradient
 use, protocols).
 """
+
 from .accuracy import correct_mask, robust_accuracy
 from .autoattack import autoattack, square
 from .cw import cw_l2
@@ -23,8 +24,32 @@ from .wnll import head_stand_in, wnll_margin, wnll_margin_l2, wnll_smooth
 from .wrappers import BPDA, EOT
 
 __all__ = [
-    "ATTACKS", "BPDA", "EOT", "NORMS", "PROTOCOLS", "AttackSpec", "attack_mode", "attack_spec", "autoattack",
-    "correct_mask", "cross_entropy", "cw_l2", "cw_margin", "fgsm", "get_attack", "gradient_mode", "head_stand_in",
-    "ifgsm", "logit_margin", "loss_grad", "margin_loss", "pgd", "robust_accuracy", "square", "transfer_attack",
-    "wnll_margin", "wnll_margin_l2", "wnll_smooth",
+    "ATTACKS",
+    "BPDA",
+    "EOT",
+    "NORMS",
+    "PROTOCOLS",
+    "AttackSpec",
+    "attack_mode",
+    "attack_spec",
+    "autoattack",
+    "correct_mask",
+    "cross_entropy",
+    "cw_l2",
+    "cw_margin",
+    "fgsm",
+    "get_attack",
+    "gradient_mode",
+    "head_stand_in",
+    "ifgsm",
+    "logit_margin",
+    "loss_grad",
+    "margin_loss",
+    "pgd",
+    "robust_accuracy",
+    "square",
+    "transfer_attack",
+    "wnll_margin",
+    "wnll_margin_l2",
+    "wnll_smooth",
 ]

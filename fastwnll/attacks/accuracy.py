@@ -1,4 +1,5 @@
 """Which examples a model classifies correctly: the one evaluation loop of the package, and robust accuracy."""
+
 from __future__ import annotations
 
 import torch
@@ -8,8 +9,14 @@ from .checks import check_inputs, check_output, positive_int
 from .modes import attack_mode
 
 
-def correct_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None, *,
-                 device: torch.device | str | None = None) -> torch.Tensor:
+def correct_mask(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int | None = None,
+    *,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """Which rows of ``x`` [N, ...] ``model`` classifies as ``y`` [N] (int64): a bool tensor [N].
 
     The model runs in eval mode without gradients (its train/eval flags are restored afterwards),
@@ -23,7 +30,7 @@ def correct_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size:
     masks = []
     with attack_mode(model), torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             if device is not None:
                 xb, yb = xb.to(device), yb.to(device)
             out = model(xb)

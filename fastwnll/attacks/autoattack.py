@@ -23,6 +23,7 @@ on those subsets, and the evaluation re-judges the returned images in its own ba
 torchattacks seeds torch's global random generator; its state is restored afterwards, and the
 attacks' own seed is drawn from ``generator`` (0 without one), so runs are reproducible.
 """
+
 from __future__ import annotations
 
 import torch
@@ -62,7 +63,12 @@ def _run(attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Te
 
 
 def square(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n_queries: int = 5000, p_init: float = 0.8,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    n_queries: int = 5000,
+    p_init: float = 0.8,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """torchattacks' Square attack (L_inf, margin loss, one restart): at most ``n_queries`` queries per
@@ -78,14 +84,27 @@ def square(
     torchattacks = require_library(LIBRARY, "Square")
     x = x.detach()
     with attack_mode(model), torch.no_grad():
-        attack = torchattacks.Square(model, norm="Linf", eps=eps, n_queries=n_queries, p_init=p_init,
-                                     n_restarts=1, loss="margin", seed=_seed(generator))
+        attack = torchattacks.Square(
+            model,
+            norm="Linf",
+            eps=eps,
+            n_queries=n_queries,
+            p_init=p_init,
+            n_restarts=1,
+            loss="margin",
+            seed=_seed(generator),
+        )
         return _run(attack, model, x, y)
 
 
 def autoattack(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, generator: torch.Generator | None = None,
-    *, gradient: str | None = None,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    generator: torch.Generator | None = None,
+    *,
+    gradient: str | None = None,
 ) -> torch.Tensor:
     """torchattacks' AutoAttack, standard version, L_inf radius ``eps``: APGD-CE, then APGD-T, FAB-T
     and Square (5,000 queries) on the examples still classified correctly. ``gradient`` sets the WNLL
@@ -98,6 +117,7 @@ def autoattack(
     with attack_mode(model, gradient):
         with torch.no_grad():
             num_classes = model(x[:1]).shape[1]
-        attack = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=num_classes,
-                                         seed=_seed(generator))
+        attack = torchattacks.AutoAttack(
+            model, norm="Linf", eps=eps, version="standard", n_classes=num_classes, seed=_seed(generator)
+        )
         return _run(attack, model, x, y)

@@ -1,4 +1,5 @@
 """Argument validation shared by the attacks: clear errors for bad inputs and budgets."""
+
 from __future__ import annotations
 
 import importlib
@@ -7,7 +8,6 @@ import numbers
 
 import torch
 from torch import nn
-
 
 # The optional-dependency group of pyproject.toml that brings the libraries some attacks call.
 EVAL_EXTRA = "eval"
@@ -19,8 +19,10 @@ def require_library(module: str, attack: str):
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise ImportError(f"the {attack} attack calls the {module} library, which is not installed: "
-                          f"pip install 'fastwnll[{EVAL_EXTRA}]' (or pip install {module})") from error
+        raise ImportError(
+            f"the {attack} attack calls the {module} library, which is not installed: "
+            f"pip install 'fastwnll[{EVAL_EXTRA}]' (or pip install {module})"
+        ) from error
 
 
 def model_device(model: nn.Module) -> torch.device | None:

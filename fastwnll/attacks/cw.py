@@ -1,4 +1,5 @@
 """Carlini-Wagner L2 attack (untargeted) with a per-example binary search over the constant c."""
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,17 @@ _SHRINK = 1 - 1e-6
 
 
 def cw_l2(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: float = 1.0, kappa: float = 0.0, steps: int = 100,
-    lr: float = 0.01, binary_search_steps: int = 5, abort_early: bool = True, *, gradient: str | None = None,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    c: float = 1.0,
+    kappa: float = 0.0,
+    steps: int = 100,
+    lr: float = 0.01,
+    binary_search_steps: int = 5,
+    abort_early: bool = True,
+    *,
+    gradient: str | None = None,
 ) -> torch.Tensor:
     """Carlini-Wagner L2 (untargeted): the smallest L2 perturbation found that fools the model.
 

@@ -6,6 +6,7 @@ return adversarial images of x's shape, dtype and device, detached, within ``eps
 and inside [0, 1]. The model runs in eval mode (its train/eval flags are restored afterwards) and
 ``gradient`` ("surrogate", "exact" or None to leave it) sets the WNLL heads' gradient mode.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,7 +19,12 @@ from .projected import ascent_steps, random_point
 
 
 def fgsm(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, gradient: str | None = None,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    gradient: str | None = None,
 ) -> torch.Tensor:
     """Fast gradient sign method: ``clip_[0,1](x + eps * sign(grad_x loss))``."""
     check_inputs(model, x, y)
@@ -36,8 +42,14 @@ def _sign_steps(model, x, start, y, eps, alpha, steps):
 
 
 def ifgsm(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
-    *, gradient: str | None = None,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    *,
+    gradient: str | None = None,
 ) -> torch.Tensor:
     """Iterative FGSM as in the paper: ``steps`` sign steps of size ``alpha`` from x itself (no random
     start), each followed by projection onto the L_inf ball of radius ``eps`` and the [0, 1] box."""
@@ -51,9 +63,17 @@ def ifgsm(
 
 
 def pgd(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
-    random_start: bool = True, restarts: int = 1, generator: torch.Generator | None = None,
-    *, gradient: str | None = None,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    random_start: bool = True,
+    restarts: int = 1,
+    generator: torch.Generator | None = None,
+    *,
+    gradient: str | None = None,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al.): IFGSM from a uniform random start in the eps-ball.
 

@@ -1,4 +1,5 @@
 """Attack losses and the single loss-and-gradient entry point every attack goes through."""
+
 from __future__ import annotations
 
 from typing import Callable

@@ -1,4 +1,5 @@
 """Context managers that set a model up for an attack and restore it afterwards."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager

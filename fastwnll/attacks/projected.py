@@ -4,6 +4,7 @@ shared by IFGSM, PGD and the WNLL-specific attacks.
 All functions take images ``x`` [B, C, H, W] (float, in [0, 1]) on the model's device and return
 tensors of x's shape, dtype and device.
 """
+
 from __future__ import annotations
 
 import torch
@@ -52,8 +53,18 @@ def random_point(x: torch.Tensor, eps: float, norm: str, generator: torch.Genera
     return project(x + direction * _per_example(radius, x), x, eps, norm)
 
 
-def ascent_steps(model: nn.Module, x: torch.Tensor, start: torch.Tensor, y: torch.Tensor, *, eps: float,
-                 alpha: float, steps: int, loss_fn: LossFn, norm: str = "linf") -> torch.Tensor:
+def ascent_steps(
+    model: nn.Module,
+    x: torch.Tensor,
+    start: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    alpha: float,
+    steps: int,
+    loss_fn: LossFn,
+    norm: str = "linf",
+) -> torch.Tensor:
     """``steps`` ascent steps on ``loss_fn(model(adv), y)`` from ``start``, each projected (:func:`project`).
 
     L_inf: ``adv + alpha * sign(grad)``; L2: ``adv + alpha * grad / ||grad||_2`` per example (an

@@ -8,6 +8,7 @@ evaluation protocols it runs under, its own settings with their defaults, whethe
 step size default to the dataset's paper budget, and the optional library it calls. Adding an
 attack is one entry in :data:`ATTACKS`; the tests enumerate the registry.
 """
+
 from __future__ import annotations
 
 import functools
@@ -96,8 +97,15 @@ class AttackSpec:
         """True when the attack draws random numbers from a ``generator`` argument (reproducible starts)."""
         return "generator" in inspect.signature(self.function).parameters
 
-    def kwargs(self, eps: float | None, *, dataset: str, steps: int | None = None, alpha: float | None = None,
-               settings: Mapping | None = None) -> dict:
+    def kwargs(
+        self,
+        eps: float | None,
+        *,
+        dataset: str,
+        steps: int | None = None,
+        alpha: float | None = None,
+        settings: Mapping | None = None,
+    ) -> dict:
         """Keyword arguments of one run of the attack: its budget and settings.
 
         ``eps`` is the radius (None or a number >= 0); a bounded attack needs it, a minimum-norm attack
@@ -125,8 +133,9 @@ class AttackSpec:
         if steps is None or alpha is None:
             budget = dataset_spec(dataset).budget
             if budget is None:
-                raise ValueError(f"dataset {dataset!r} has no default attack budget: pass steps and alpha for "
-                                 f"{self.name}")
+                raise ValueError(
+                    f"dataset {dataset!r} has no default attack budget: pass steps and alpha for {self.name}"
+                )
             steps = budget.steps if steps is None else steps
             alpha = max(budget.ratio, 1 / steps) * eps if alpha is None else alpha
         return {"eps": eps, "alpha": alpha, "steps": steps, **values}
@@ -139,6 +148,7 @@ class AttackSpec:
 def _radius(norm: str):
     def describe(eps, kwargs):
         return f", {NORMS[norm]} eps {eps:g}"
+
     return describe
 
 
@@ -152,8 +162,10 @@ def _pgd_budget(eps, kwargs):
 
 def _cw_budget(eps, kwargs):
     radius = "unbounded" if eps is None else f"L2 radius {eps:g}"
-    return (f" ({radius}), c {kwargs['c']:g}, kappa {kwargs['kappa']:g}, {kwargs['steps']} Adam steps of "
-            f"lr {kwargs['lr']:g}, {kwargs['binary_search_steps']} binary-search round(s)")
+    return (
+        f" ({radius}), c {kwargs['c']:g}, kappa {kwargs['kappa']:g}, {kwargs['steps']} Adam steps of "
+        f"lr {kwargs['lr']:g}, {kwargs['binary_search_steps']} binary-search round(s)"
+    )
 
 
 def _random_start(kwargs):
@@ -170,8 +182,11 @@ def _margin_budget(eps, kwargs):
 
 
 def _margin_l2_budget(eps, kwargs):
-    return (f", L2 eps {eps:g}, {kwargs['steps']} steps of L2 length {kwargs['alpha']:.4g}" + _random_start(kwargs)
-            + _templates(kwargs))
+    return (
+        f", L2 eps {eps:g}, {kwargs['steps']} steps of L2 length {kwargs['alpha']:.4g}"
+        + _random_start(kwargs)
+        + _templates(kwargs)
+    )
 
 
 def _smooth_budget(eps, kwargs):
@@ -191,22 +206,61 @@ def _autoattack_budget(eps, kwargs):
 # The seed code's CW-L2: constant 10, kappa 0, 100 Adam iterations, one constant (no binary search).
 CW_DEFAULTS = MappingProxyType({"c": 10.0, "kappa": 0.0, "steps": 100, "lr": 0.01, "binary_search_steps": 1})
 
-ATTACKS: Mapping[str, AttackSpec] = MappingProxyType({spec.name: spec for spec in (
-    AttackSpec("fgsm", fgsm, "FGSM", "linf", _radius("linf"), single_step=True),
-    AttackSpec("ifgsm", ifgsm, "IFGSM", "linf", _sign_steps, iterative=True),
-    AttackSpec("pgd", pgd, "PGD", "linf", _pgd_budget, iterative=True, settings={"restarts": 1}),
-    AttackSpec("cw_l2", cw_l2, "CW-L2", "l2", _cw_budget, minimum_norm=True, settings=CW_DEFAULTS),
-    AttackSpec("wnll_margin", wnll_margin, "WNLL-margin", "linf", _margin_budget, wnll=True,
-               protocols=("adaptive",), iterative=True, settings={"neighbours": None, "random_start": False}),
-    AttackSpec("wnll_margin_l2", wnll_margin_l2, "WNLL-margin-L2", "l2", _margin_l2_budget, wnll=True,
-               protocols=("adaptive",), iterative=True, settings={"neighbours": None, "random_start": False}),
-    AttackSpec("wnll_smooth", wnll_smooth, "WNLL-smooth", "linf", _smooth_budget, wnll=True,
-               protocols=("adaptive",), iterative=True,
-               settings={"k": None, "k_sigma": None, "random_start": False}),
-    AttackSpec("square", square, "Square", "linf", _square_budget, gradient=False,
-               settings={"n_queries": 5000, "p_init": 0.8}, requires=LIBRARY),
-    AttackSpec("autoattack", autoattack, "AutoAttack", "linf", _autoattack_budget, requires=LIBRARY),
-)})
+ATTACKS: Mapping[str, AttackSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            AttackSpec("fgsm", fgsm, "FGSM", "linf", _radius("linf"), single_step=True),
+            AttackSpec("ifgsm", ifgsm, "IFGSM", "linf", _sign_steps, iterative=True),
+            AttackSpec("pgd", pgd, "PGD", "linf", _pgd_budget, iterative=True, settings={"restarts": 1}),
+            AttackSpec("cw_l2", cw_l2, "CW-L2", "l2", _cw_budget, minimum_norm=True, settings=CW_DEFAULTS),
+            AttackSpec(
+                "wnll_margin",
+                wnll_margin,
+                "WNLL-margin",
+                "linf",
+                _margin_budget,
+                wnll=True,
+                protocols=("adaptive",),
+                iterative=True,
+                settings={"neighbours": None, "random_start": False},
+            ),
+            AttackSpec(
+                "wnll_margin_l2",
+                wnll_margin_l2,
+                "WNLL-margin-L2",
+                "l2",
+                _margin_l2_budget,
+                wnll=True,
+                protocols=("adaptive",),
+                iterative=True,
+                settings={"neighbours": None, "random_start": False},
+            ),
+            AttackSpec(
+                "wnll_smooth",
+                wnll_smooth,
+                "WNLL-smooth",
+                "linf",
+                _smooth_budget,
+                wnll=True,
+                protocols=("adaptive",),
+                iterative=True,
+                settings={"k": None, "k_sigma": None, "random_start": False},
+            ),
+            AttackSpec(
+                "square",
+                square,
+                "Square",
+                "linf",
+                _square_budget,
+                gradient=False,
+                settings={"n_queries": 5000, "p_init": 0.8},
+                requires=LIBRARY,
+            ),
+            AttackSpec("autoattack", autoattack, "AutoAttack", "linf", _autoattack_budget, requires=LIBRARY),
+        )
+    }
+)
 
 
 def attack_spec(name: str) -> AttackSpec:

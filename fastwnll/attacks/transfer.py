@@ -1,4 +1,5 @@
 """Black-box evaluation: transfer attacks crafted on a source model."""
+
 from __future__ import annotations
 
 import functools
@@ -11,7 +12,11 @@ from .registry import Attack, get_attack
 
 
 def transfer_attack(
-    source: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str | Attack = "ifgsm", **kwargs,
+    source: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: str | Attack = "ifgsm",
+    **kwargs,
 ) -> torch.Tensor:
     """Adversarial images crafted with white-box access to ``source`` only (the transfer/black-box setting).
 
@@ -30,4 +35,3 @@ def transfer_attack(
     if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
         raise ValueError(f"the attack must return a tensor of x's shape {tuple(x.shape)}")
     return x_adv.detach()
-

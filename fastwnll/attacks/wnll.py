@@ -25,6 +25,7 @@ device, run the model in eval mode and return detached adversarial images of x's
 device within ``eps`` of x (in their norm) and inside [0, 1]. They need a model whose output is
 a WNLL head in wnll mode with a non-empty template bank.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -56,12 +57,16 @@ def head_stand_in(model: nn.Module, scores: StandIn) -> Iterator[nn.Module]:
     """
     heads = wnll_heads(model)
     if not uses_wnll(model):
-        raise ValueError(f"this attack targets a WNLL head, but {type(model).__name__} has "
-                         f"{'no WNLL head' if not heads else 'WNLL heads in linear mode'}")
+        raise ValueError(
+            f"this attack targets a WNLL head, but {type(model).__name__} has "
+            f"{'no WNLL head' if not heads else 'WNLL heads in linear mode'}"
+        )
     empty = [h for h in heads if h.num_templates == 0]
     if empty:
-        raise ValueError("this attack reads the WNLL head's template bank, which is empty: fill it with "
-                         "fastwnll.nn.head.collect_templates(model, training_data)")
+        raise ValueError(
+            "this attack reads the WNLL head's template bank, which is empty: fill it with "
+            "fastwnll.nn.head.collect_templates(model, training_data)"
+        )
 
     def hook(head, args, _output):
         return scores(head, args[0])
@@ -80,8 +85,10 @@ def _bank(head: WNLLHead, features: torch.Tensor) -> tuple[torch.Tensor, torch.T
     features, else float32, as the head computes), and the bank's labels [N]."""
     work = torch.float64 if features.dtype == torch.float64 else torch.float32
     if head.template_features.device != features.device:
-        raise RuntimeError(f"the template bank is on {head.template_features.device} but the features are on "
-                           f"{features.device}: move the model with .to(device)")
+        raise RuntimeError(
+            f"the template bank is on {head.template_features.device} but the features are on "
+            f"{features.device}: move the model with .to(device)"
+        )
     return head.template_features.to(work), head.template_labels, features.to(work)
 
 
@@ -117,8 +124,9 @@ def template_distance_scores(head: WNLLHead, features: torch.Tensor, neighbours:
     return torch.stack(columns, dim=1)
 
 
-def smoothed_interpolation_scores(head: WNLLHead, features: torch.Tensor, k: int | None = None,
-                                  k_sigma: int | None = None) -> torch.Tensor:
+def smoothed_interpolation_scores(
+    head: WNLLHead, features: torch.Tensor, k: int | None = None, k_sigma: int | None = None
+) -> torch.Tensor:
     """Log-probabilities [rows, num_classes] of ``features`` [rows, d] under a softened WNLL
     interpolation against the head's whole bank: :func:`fastwnll.wnll_interpolate` with ``k``
     neighbours (default 4 x the head's ``k``, at most n - 1) and scale neighbour ``k_sigma``
@@ -135,9 +143,18 @@ def smoothed_interpolation_scores(head: WNLLHead, features: torch.Tensor, k: int
     if not 2 <= k_sigma <= k + 1:
         raise ValueError(f"k_sigma must lie in [2, k + 1 = {k + 1}], got {k_sigma}")
     with torch.autocast(device_type=features.device.type, enabled=False):
-        probs = wnll_interpolate(bank, labels, features, k=k, k_sigma=k_sigma, mu=head.mu,
-                                 num_classes=head.num_classes, tol=head.tol, max_iter=head.max_iter,
-                                 kernel=head.kernel)
+        probs = wnll_interpolate(
+            bank,
+            labels,
+            features,
+            k=k,
+            k_sigma=k_sigma,
+            mu=head.mu,
+            num_classes=head.num_classes,
+            tol=head.tol,
+            max_iter=head.max_iter,
+            kernel=head.kernel,
+        )
     return torch.log(probs.clamp_min(PROB_FLOOR))
 
 
@@ -154,8 +171,15 @@ def _stand_in_pgd(model, x, y, scores: StandIn, *, eps, alpha, steps, norm, rand
 
 
 def wnll_margin(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
-    neighbours: int | None = None, random_start: bool = False, generator: torch.Generator | None = None,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    neighbours: int | None = None,
+    random_start: bool = False,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Feature-space margin attack on a WNLL head, L_inf: ``steps`` sign steps of size ``alpha`` in the
     ball of radius ``eps`` (from x, or from a uniform random point of the ball with ``random_start``,
@@ -168,23 +192,57 @@ def wnll_margin(
     gradient is zero or noise before that (see the module docstring); the distance margin has a
     nonzero gradient that points exactly towards that event, however unanimous the neighbours are.
     """
-    return _stand_in_pgd(model, x, y, lambda head, f: template_distance_scores(head, f, neighbours), eps=eps,
-                         alpha=alpha, steps=steps, norm="linf", random_start=random_start, generator=generator)
+    return _stand_in_pgd(
+        model,
+        x,
+        y,
+        lambda head, f: template_distance_scores(head, f, neighbours),
+        eps=eps,
+        alpha=alpha,
+        steps=steps,
+        norm="linf",
+        random_start=random_start,
+        generator=generator,
+    )
 
 
 def wnll_margin_l2(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
-    neighbours: int | None = None, random_start: bool = False, generator: torch.Generator | None = None,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    neighbours: int | None = None,
+    random_start: bool = False,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """:func:`wnll_margin` in an L2 ball of radius ``eps``: ``steps`` steps of L2 length ``alpha``
     along the normalized gradient, each projected onto the ball and the [0, 1] box."""
-    return _stand_in_pgd(model, x, y, lambda head, f: template_distance_scores(head, f, neighbours), eps=eps,
-                         alpha=alpha, steps=steps, norm="l2", random_start=random_start, generator=generator)
+    return _stand_in_pgd(
+        model,
+        x,
+        y,
+        lambda head, f: template_distance_scores(head, f, neighbours),
+        eps=eps,
+        alpha=alpha,
+        steps=steps,
+        norm="l2",
+        random_start=random_start,
+        generator=generator,
+    )
 
 
 def wnll_smooth(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
-    k: int | None = None, k_sigma: int | None = None, random_start: bool = False,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    k: int | None = None,
+    k_sigma: int | None = None,
+    random_start: bool = False,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Smoothed-graph attack on a WNLL head, L_inf: sign steps (as :func:`wnll_margin`) on the
@@ -200,5 +258,15 @@ def wnll_smooth(
     The margin of log-probabilities (instead of the cross-entropy) keeps the step informative when
     the true class's probability is close to 1.
     """
-    return _stand_in_pgd(model, x, y, lambda head, f: smoothed_interpolation_scores(head, f, k, k_sigma), eps=eps,
-                         alpha=alpha, steps=steps, norm="linf", random_start=random_start, generator=generator)
+    return _stand_in_pgd(
+        model,
+        x,
+        y,
+        lambda head, f: smoothed_interpolation_scores(head, f, k, k_sigma),
+        eps=eps,
+        alpha=alpha,
+        steps=steps,
+        norm="linf",
+        random_start=random_start,
+        generator=generator,
+    )

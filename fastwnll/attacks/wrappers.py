@@ -1,4 +1,5 @@
 """Wrappers that adapt a defended model to gradient-based attacks: BPDA and EOT."""
+
 from __future__ import annotations
 
 import math

@@ -1,6 +1,7 @@
 """Template-bank microbenchmark: a WNLL forward of ``q`` queries against a fixed bank of ``m``
 templates, rebuilt from scratch (``fastwnll.wnll_interpolate``) against :class:`fastwnll.TemplateBank`
 (its kNN lists computed once), transductive and inductive."""
+
 from __future__ import annotations
 
 import torch
@@ -33,13 +34,33 @@ def run(device: str | torch.device, cases, repeats: int, env: dict) -> list[dict
         options = {"k": K, "k_sigma": K_SIGMA, "num_classes": CLASSES}
         index_s = median_time(lambda: TemplateBank(templates, labels, **options).interpolate(queries[:1]), 1, device, 0)
         bank = TemplateBank(templates, labels, **options)
-        times = interleaved_times([lambda: wnll_interpolate(templates, labels, queries, **options),
-                                   lambda: bank.interpolate(queries),
-                                   lambda: bank.interpolate(queries, inductive=True)],
-                                  repeats, device, warmup_rounds(device))
+        times = interleaved_times(
+            [
+                lambda: wnll_interpolate(templates, labels, queries, **options),
+                lambda: bank.interpolate(queries),
+                lambda: bank.interpolate(queries, inductive=True),
+            ],
+            repeats,
+            device,
+            warmup_rounds(device),
+        )
         shape, note = (m + q, DIM), f"{m} templates, {q} queries, k={K}"
         rows.append(make_row(env, "bank", "index (once per bank)", "auto", m, shape, x.dtype, index_s, 1, note=note))
         for case, seconds in zip(("full rebuild", "bank", "bank, inductive"), times):
-            rows.append(make_row(env, "bank", case, "auto", m, shape, x.dtype, seconds, repeats,
-                                 ratio=times[0] / seconds, ratio_of="full rebuild / this", note=note))
+            rows.append(
+                make_row(
+                    env,
+                    "bank",
+                    case,
+                    "auto",
+                    m,
+                    shape,
+                    x.dtype,
+                    seconds,
+                    repeats,
+                    ratio=times[0] / seconds,
+                    ratio_of="full rebuild / this",
+                    note=note,
+                )
+            )
     return rows

@@ -1,4 +1,5 @@
 """Synthetic inputs of the microbenchmarks: no dataset needed."""
+
 from __future__ import annotations
 
 import torch
@@ -9,9 +10,14 @@ DIM = 64
 CLASSES = 10
 
 
-def clustered_features(n: int, dim: int = DIM, classes: int = CLASSES, seed: int = 0,
-                       device: str | torch.device = "cpu",
-                       dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def clustered_features(
+    n: int,
+    dim: int = DIM,
+    classes: int = CLASSES,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` points in ``classes`` Gaussian clusters shaped like PCA features: ``(x [n, dim] dtype,
     y [n] int64)`` on ``device``, labels in turn (point ``i`` is in class ``i % classes``).
 

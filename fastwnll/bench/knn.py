@@ -1,5 +1,6 @@
 """kNN graph microbenchmark: ``fastwnll.knn_graph`` per backend, exact and approximate, with the
 recall of each graph against the first exact one."""
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,9 @@ EXACT = ("native", "torch", "faiss")
 
 def recall(idx: torch.Tensor, reference: torch.Tensor) -> float:
     """Mean fraction of each row's neighbours in ``reference`` ``[n, k]`` found in the same row of ``idx``."""
-    found = sum(int((a.unsqueeze(2) == b.unsqueeze(1)).any(2).sum())
-                for a, b in zip(idx.split(8192), reference.split(8192)))
+    found = sum(
+        int((a.unsqueeze(2) == b.unsqueeze(1)).any(2).sum()) for a, b in zip(idx.split(8192), reference.split(8192))
+    )
     return found / reference.numel()
 
 
@@ -40,11 +42,27 @@ def run(device: str | torch.device, sizes, repeats: int, env: dict, backends=Non
         graphs, size_rows = {}, []
         for backend in backends:
             error = failure(lambda: graphs.__setitem__(backend, knn_graph(x, K, backend=backend)[0]))
-            seconds = None if error else median_time(lambda: knn_graph(x, K, backend=backend), repeats, device,
-                                                     warmup_rounds(device) - 1)
+            seconds = (
+                None
+                if error
+                else median_time(lambda: knn_graph(x, K, backend=backend), repeats, device, warmup_rounds(device) - 1)
+            )
             note = f"did not run: {error}" if error else "exact" if backend in EXACT else "approximate"
-            size_rows.append(make_row(env, "knn", "knn_graph", backend, n, (n, DIM), x.dtype, seconds,
-                                      0 if error else repeats, note=note, recall=None))
+            size_rows.append(
+                make_row(
+                    env,
+                    "knn",
+                    "knn_graph",
+                    backend,
+                    n,
+                    (n, DIM),
+                    x.dtype,
+                    seconds,
+                    0 if error else repeats,
+                    note=note,
+                    recall=None,
+                )
+            )
         reference = next((graphs[b] for b in backends if b in EXACT and b in graphs), None)
         for row in size_rows:
             if reference is not None and row["backend"] in graphs:

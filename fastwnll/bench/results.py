@@ -5,6 +5,7 @@ A row is a flat dict with the keys of :data:`COLUMNS` (and a benchmark's own ext
 why), ``ratio`` a dimensionless comparison that ``ratio_of`` explains, and the tags that make a
 figure comparable with another machine's: device name, torch and fastwnll versions, shape, dtype.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,22 @@ from fastwnll.runtime.files import check_outputs
 
 from .timing import device_name
 
-COLUMNS = ("bench", "case", "backend", "size", "shape", "dtype", "median_ms", "ratio", "ratio_of", "repeats",
-           "device", "torch", "fastwnll", "note")
+COLUMNS = (
+    "bench",
+    "case",
+    "backend",
+    "size",
+    "shape",
+    "dtype",
+    "median_ms",
+    "ratio",
+    "ratio_of",
+    "repeats",
+    "device",
+    "torch",
+    "fastwnll",
+    "note",
+)
 # What the terminal table shows of each row (the files hold every column).
 SHOWN = ("case", "backend", "shape", "dtype", "median_ms", "ratio", "ratio_of", "recall", "cpu_ms", "cpu_ratio", "note")
 
@@ -37,20 +52,53 @@ def environment(device: str | torch.device) -> dict:
     except PackageNotFoundError:
         triton = None
     device = torch.device(device)
-    return {"device": device_name(device), "device_type": device.type, "python": platform.python_version(),
-            "torch": torch.__version__, "torch_cuda": torch.version.cuda, "fastwnll": __version__, "triton": triton,
-            "torch_threads": torch.get_num_threads()}
+    return {
+        "device": device_name(device),
+        "device_type": device.type,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "fastwnll": __version__,
+        "triton": triton,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
-def make_row(env: dict, bench: str, case: str, backend: str, size: int, shape, dtype, seconds: float | None,
-             repeats: int, *, ratio: float | None = None, ratio_of: str = "", note: str = "", **extra) -> dict:
+def make_row(
+    env: dict,
+    bench: str,
+    case: str,
+    backend: str,
+    size: int,
+    shape,
+    dtype,
+    seconds: float | None,
+    repeats: int,
+    *,
+    ratio: float | None = None,
+    ratio_of: str = "",
+    note: str = "",
+    **extra,
+) -> dict:
     """One row (see the module docstring): ``shape`` a sequence of ints (written ``6000x64``),
     ``dtype`` a torch dtype or its name, ``seconds`` the median time (None: not measured)."""
-    return {"bench": bench, "case": case, "backend": backend, "size": size,
-            "shape": "x".join(map(str, shape)), "dtype": str(dtype).replace("torch.", ""),
-            "median_ms": None if seconds is None else seconds * 1e3, "ratio": ratio, "ratio_of": ratio_of,
-            "repeats": repeats, "device": env["device"], "torch": env["torch"], "fastwnll": env["fastwnll"],
-            "note": note, **extra}
+    return {
+        "bench": bench,
+        "case": case,
+        "backend": backend,
+        "size": size,
+        "shape": "x".join(map(str, shape)),
+        "dtype": str(dtype).replace("torch.", ""),
+        "median_ms": None if seconds is None else seconds * 1e3,
+        "ratio": ratio,
+        "ratio_of": ratio_of,
+        "repeats": repeats,
+        "device": env["device"],
+        "torch": env["torch"],
+        "fastwnll": env["fastwnll"],
+        "note": note,
+        **extra,
+    }
 
 
 def output_paths(out: str | Path, bench: str, device: str | torch.device) -> list[Path]:
@@ -69,8 +117,13 @@ def write_results(paths, rows: list[dict], env: dict, bench: str, command: str) 
     ``{"bench", "command", "date", "environment", "rows"}``; folders are created."""
     csv_path, json_path = paths
     write_csv(csv_path, rows)
-    payload = {"bench": bench, "command": command, "date": datetime.date.today().isoformat(), "environment": env,
-               "rows": rows}
+    payload = {
+        "bench": bench,
+        "command": command,
+        "date": datetime.date.today().isoformat(),
+        "environment": env,
+        "rows": rows,
+    }
     json_path.write_text(json.dumps(payload, indent=1) + "\n")
 
 

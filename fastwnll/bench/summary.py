@@ -5,6 +5,7 @@ Stages file (written by ``scripts/gpu_check.sh``): one line per stage, tab-separ
 status of its command (``skipped`` when no time was left for it), seconds taken, seconds allowed,
 path of its log. Exit status 124 or 137 is a command stopped at its time limit.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -38,8 +39,10 @@ def read_stages(path: str | Path) -> list[dict]:
             continue
         fields = line.split("\t")
         if len(fields) != 5 or not fields[2].isdigit() or not fields[3].isdigit():
-            raise ValueError(f"{path}, line {number}: expected name, exit status, seconds, budget and log "
-                             f"separated by tabs, got {line!r}")
+            raise ValueError(
+                f"{path}, line {number}: expected name, exit status, seconds, budget and log "
+                f"separated by tabs, got {line!r}"
+            )
         name, code, seconds, budget, log = fields
         if code == "skipped":
             status = "skipped: no time left"
@@ -49,8 +52,16 @@ def read_stages(path: str | Path) -> list[dict]:
             status = f"timed out ({budget} s)"
         else:
             status = f"failed (exit {code})"
-        stages.append({"stage": name, "status": status, "ok": code == "0", "seconds": int(seconds),
-                       "budget_s": int(budget), "detail": last_line(log)})
+        stages.append(
+            {
+                "stage": name,
+                "status": status,
+                "ok": code == "0",
+                "seconds": int(seconds),
+                "budget_s": int(budget),
+                "detail": last_line(log),
+            }
+        )
     return stages
 
 
@@ -70,8 +81,13 @@ def collect(results: str | Path) -> tuple[list[dict], list[dict], list[str]]:
     return environments, rows, unread
 
 
-def summarize(results: str | Path, stages: str | Path | None = None, title: str | None = None,
-              device: str | None = None, targets=TARGETS) -> dict:
+def summarize(
+    results: str | Path,
+    stages: str | Path | None = None,
+    title: str | None = None,
+    device: str | None = None,
+    targets=TARGETS,
+) -> dict:
     """The summary of the folder ``results`` (and of the ``stages`` file, if any): ``{"title",
     "date", "devices", "environment", "stages", "targets", "rows", "unread", "ok"}``. ``ok``: every
     stage passed, and every target is met or does not apply to the device the rows come from (a
@@ -84,12 +100,18 @@ def summarize(results: str | Path, stages: str | Path | None = None, title: str 
     stage_list = read_stages(stages) if stages else []
     checked = check(rows, targets)
     gpu = [env for env in environments if env.get("device_type") == "cuda"]
-    ok = all(s["ok"] for s in stage_list) and all(t["status"] == MET or t["status"].startswith("n/a")
-                                                    for t in checked)
-    return {"title": title or "fastwnll benchmark summary", "date": datetime.date.today().isoformat(),
-            "devices": sorted({env["device"] for env in environments}),
-            "environment": (gpu or environments or [{}])[0], "stages": stage_list, "targets": checked,
-            "rows": rows, "unread": unread, "ok": ok}
+    ok = all(s["ok"] for s in stage_list) and all(t["status"] == MET or t["status"].startswith("n/a") for t in checked)
+    return {
+        "title": title or "fastwnll benchmark summary",
+        "date": datetime.date.today().isoformat(),
+        "devices": sorted({env["device"] for env in environments}),
+        "environment": (gpu or environments or [{}])[0],
+        "stages": stage_list,
+        "targets": checked,
+        "rows": rows,
+        "unread": unread,
+        "ok": ok,
+    }
 
 
 def device_slug(summary: dict) -> str:
@@ -106,20 +128,37 @@ def device_slug(summary: dict) -> str:
 def markdown(summary: dict) -> str:
     """The summary as a Markdown document: environment, stages, targets, figures."""
     env = summary["environment"]
-    lines = [f"# {summary['title']}", "",
-             f"- device: {', '.join(summary['devices']) or 'none (no result was read)'}",
-             f"- date: {summary['date']}"]
+    lines = [
+        f"# {summary['title']}",
+        "",
+        f"- device: {', '.join(summary['devices']) or 'none (no result was read)'}",
+        f"- date: {summary['date']}",
+    ]
     if env:
-        lines.append(f"- python {env.get('python')}, torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), "
-                     f"triton {env.get('triton')}, fastwnll {env.get('fastwnll')}")
+        lines.append(
+            f"- python {env.get('python')}, torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), "
+            f"triton {env.get('triton')}, fastwnll {env.get('fastwnll')}"
+        )
     lines += [f"- all stages passed and all targets met: {'yes' if summary['ok'] else 'NO'}", ""]
     if summary["stages"]:
-        lines += ["## Stages", "", markdown_table(
-            [dict(s, seconds=f"{s['seconds']} / {s['budget_s']}") for s in summary["stages"]],
-            ["stage", "status", "seconds", "detail"]), ""]
-    lines += ["## Targets", "", markdown_table(
-        [{k: shown(v) for k, v in t.items()} for t in summary["targets"]],
-        ["target", "limit", "value", "shape", "status"]), ""]
+        lines += [
+            "## Stages",
+            "",
+            markdown_table(
+                [dict(s, seconds=f"{s['seconds']} / {s['budget_s']}") for s in summary["stages"]],
+                ["stage", "status", "seconds", "detail"],
+            ),
+            "",
+        ]
+    lines += [
+        "## Targets",
+        "",
+        markdown_table(
+            [{k: shown(v) for k, v in t.items()} for t in summary["targets"]],
+            ["target", "limit", "value", "shape", "status"],
+        ),
+        "",
+    ]
     if summary["rows"]:
         lines += ["## Figures (times in ms, medians)", "", display(summary["rows"], FIGURES), ""]
     if summary["unread"]:

@@ -1,4 +1,5 @@
 """The published speed targets, one entry each, and how a set of benchmark rows meets them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,9 +27,12 @@ class Target:
         return f"{'<=' if self.at_most else '>='} {self.limit:g}{unit}"
 
     def selects(self, row: dict) -> bool:
-        return (row.get("bench") == self.bench and row.get("case") == self.case
-                and (self.size is None or row.get("size") == self.size)
-                and (self.backend is None or row.get("backend") == self.backend))
+        return (
+            row.get("bench") == self.bench
+            and row.get("case") == self.case
+            and (self.size is None or row.get("size") == self.size)
+            and (self.backend is None or row.get("backend") == self.backend)
+        )
 
     def met(self, value: float) -> bool:
         return value <= self.limit if self.at_most else value >= self.limit
@@ -40,12 +44,29 @@ TARGETS = (
     Target("WNLL forward, n = 50,000", "wnll", "forward", "median_ms", 5.0, size=50000),
     Target("WNLL forward+backward / forward, n = 6,000", "wnll", "forward+backward", "ratio", 2.5, size=6000),
     Target("WNLL forward+backward / forward, n = 50,000", "wnll", "forward+backward", "ratio", 2.5, size=50000),
-    Target("TV fused kernel vs eager torch, tv_denoise, CIFAR 512x3x32x32", "tv", "tv_denoise CIFAR", "ratio", 10.0,
-           at_most=False, size=512, backend="triton"),
-    Target("TV fused kernel vs eager torch, tvm, CIFAR 512x3x32x32", "tv", "tvm CIFAR", "ratio", 10.0,
-           at_most=False, size=512, backend="triton"),
-    Target("PGD epoch, WNLL head / linear head (stage 2)", "training", "PGD epoch", "ratio", 1.2,
-           backend="wnll, stage 2"),
+    Target(
+        "TV fused kernel vs eager torch, tv_denoise, CIFAR 512x3x32x32",
+        "tv",
+        "tv_denoise CIFAR",
+        "ratio",
+        10.0,
+        at_most=False,
+        size=512,
+        backend="triton",
+    ),
+    Target(
+        "TV fused kernel vs eager torch, tvm, CIFAR 512x3x32x32",
+        "tv",
+        "tvm CIFAR",
+        "ratio",
+        10.0,
+        at_most=False,
+        size=512,
+        backend="triton",
+    ),
+    Target(
+        "PGD epoch, WNLL head / linear head (stage 2)", "training", "PGD epoch", "ratio", 1.2, backend="wnll, stage 2"
+    ),
 )
 
 MET, NOT_MET, MISSING = "met", "NOT MET", "missing"
@@ -72,8 +93,14 @@ def check(rows: list[dict], targets=TARGETS) -> list[dict]:
             status = f"n/a on {', '.join(sorted(map(str, bench_types)))}"
         else:
             status = MISSING
-        results.append({"target": target.name, "limit": target.describe(),
-                        "value": None if row is None else row[target.figure],
-                        "shape": None if row is None else row.get("shape"),
-                        "device": None if row is None else row.get("device"), "status": status})
+        results.append(
+            {
+                "target": target.name,
+                "limit": target.describe(),
+                "value": None if row is None else row[target.figure],
+                "shape": None if row is None else row.get("shape"),
+                "device": None if row is None else row.get("device"),
+                "status": status,
+            }
+        )
     return results

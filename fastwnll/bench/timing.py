@@ -1,4 +1,5 @@
 """Timing: medians of repeated calls, several functions timed in turn, and what the figures were measured on."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,9 @@ def synchronizer(device: str | torch.device) -> Callable[[], None]:
     return torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
 
-def measure_in_turn(fns: Sequence[Callable[[], object]], repeats: int, device: str | torch.device = "cpu",
-                    warmup: int = 1) -> list[tuple[float, float]]:
+def measure_in_turn(
+    fns: Sequence[Callable[[], object]], repeats: int, device: str | torch.device = "cpu", warmup: int = 1
+) -> list[tuple[float, float]]:
     """``(median wall seconds, median CPU seconds of this process)`` of each of ``fns``, timed in turn
     (A B C A B C ...) so that a change of load on a shared machine hits all of them alike.
 
@@ -44,8 +46,9 @@ def measure_in_turn(fns: Sequence[Callable[[], object]], repeats: int, device: s
     return [(statistics.median(w), statistics.median(c)) for w, c in zip(wall, cpu)]
 
 
-def interleaved_times(fns: Sequence[Callable[[], object]], repeats: int, device: str | torch.device = "cpu",
-                      warmup: int = 1) -> list[float]:
+def interleaved_times(
+    fns: Sequence[Callable[[], object]], repeats: int, device: str | torch.device = "cpu", warmup: int = 1
+) -> list[float]:
     """Median wall seconds of each of ``fns``, timed in turn (see :func:`measure_in_turn`)."""
     return [wall for wall, _ in measure_in_turn(fns, repeats, device, warmup)]
 

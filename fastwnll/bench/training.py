@@ -1,6 +1,7 @@
 """Training-step benchmark: a PGD adversarial training epoch of the paper's MNIST CNN with the WNLL
 head against one with the linear head, at the same batch size, through the trainer's own epoch
 (``fastwnll.train.steps.train_epoch``)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,11 @@ IMAGE = (1, 28, 28)
 QUICK = (256, 1)
 FULL = (6000, 3)
 # The timed epochs (see :func:`run`): (row name, head, stage).
-EPOCHS = (("linear, stage 1", "linear", "linear"), ("linear, stage 2", "wnll", "linear head in stage 2"),
-          ("wnll, stage 2", "wnll", "wnll"))
+EPOCHS = (
+    ("linear, stage 1", "linear", "linear"),
+    ("linear, stage 2", "wnll", "linear head in stage 2"),
+    ("wnll, stage 2", "wnll", "wnll"),
+)
 
 
 def synthetic_digits(rows: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,9 +53,20 @@ def linear_head_stage(model, config, precision):
     return LinearHeadStage(model, "wnll", config, precision)
 
 
-def run(device: str | torch.device, batch: int, steps: int, repeats: int, env: dict, *, pgd_steps: int | None = None,
-        adv_templates: int = 1000, data: tuple[torch.Tensor, torch.Tensor] | None = None,
-        data_name: str = "synthetic", amp: str = "auto", seed: int = 0) -> list[dict]:
+def run(
+    device: str | torch.device,
+    batch: int,
+    steps: int,
+    repeats: int,
+    env: dict,
+    *,
+    pgd_steps: int | None = None,
+    adv_templates: int = 1000,
+    data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    data_name: str = "synthetic",
+    amp: str = "auto",
+    seed: int = 0,
+) -> list[dict]:
     """Rows ``PGD epoch`` for the epochs of :data:`EPOCHS`, timed in turn.
 
     Each timed call is ``train_epoch`` over ``steps`` batches of ``batch`` images (``data``: CPU
@@ -80,29 +95,47 @@ def run(device: str | torch.device, batch: int, steps: int, repeats: int, env: d
     from fastwnll.train.steps import AttackBank, Stage, train_epoch
 
     device = torch.device(device)
-    config = TrainConfig(dataset="mnist10k", model=MODEL, head="wnll", adv="pgd", steps=pgd_steps,
-                         adv_gradient="surrogate", wnll_gradient="surrogate", adv_templates=adv_templates,
-                         batch_size=batch, stage2_batch_size=batch, seed=seed, device=device.type, amp=amp).resolve()
+    config = TrainConfig(
+        dataset="mnist10k",
+        model=MODEL,
+        head="wnll",
+        adv="pgd",
+        steps=pgd_steps,
+        adv_gradient="surrogate",
+        wnll_gradient="surrogate",
+        adv_templates=adv_templates,
+        batch_size=batch,
+        stage2_batch_size=batch,
+        seed=seed,
+        device=device.type,
+        amp=amp,
+    ).resolve()
     precision = amp_dtype(device, config.amp)
     x, y = data if data is not None else synthetic_digits(max(batch * steps, adv_templates), seed)
     x, y = repeat_rows(x, y, max(batch * steps, adv_templates, x.shape[0]))
-    epoch_x, epoch_y = x[:batch * steps], y[:batch * steps]
+    epoch_x, epoch_y = x[: batch * steps], y[: batch * steps]
     calls = []
     for _, head, stage_name in EPOCHS:
         torch.manual_seed(seed)  # the same initial weights for every epoch
-        model = build_model(dataclasses.replace(config, head=head, stage2_epochs=None).resolve(), CLASSES,
-                            IMAGE[0]).to(device)
+        model = build_model(dataclasses.replace(config, head=head, stage2_epochs=None).resolve(), CLASSES, IMAGE[0]).to(
+            device
+        )
         if stage_name == "linear":
             stage, bank = Stage(model, "linear", config, precision), None
         else:
-            stage = Stage(model, "wnll", config, precision) if stage_name == "wnll" else \
-                linear_head_stage(model, config, precision)
+            stage = (
+                Stage(model, "wnll", config, precision)
+                if stage_name == "wnll"
+                else linear_head_stage(model, config, precision)
+            )
             bank = AttackBank(model, x, y, config, device, precision)
 
         def call(model=model, stage=stage, bank=bank):
-            generator = torch.Generator().manual_seed(seed)   # the same batch order every time
-            train_epoch(model, stage, epoch_x, epoch_y, config, generator, device, precision, bank, "bench",
-                        progress=False)
+            generator = torch.Generator().manual_seed(seed)  # the same batch order every time
+            train_epoch(
+                model, stage, epoch_x, epoch_y, config, generator, device, precision, bank, "bench", progress=False
+            )
+
         calls.append(call)
 
     measured = measure_in_turn(calls, repeats, device, warmup=1)
@@ -113,10 +146,22 @@ def run(device: str | torch.device, batch: int, steps: int, repeats: int, env: d
     for (name, _, _), (seconds, cpu_seconds), ratio in zip(EPOCHS, measured, ratios):
         extra = {"steps": steps, "pgd_steps": config.steps, "ms_per_step": seconds * 1e3 / steps}
         if device.type == "cpu":  # the work of the epoch, whatever other programs took from the machine
-            extra.update(cpu_ms=cpu_seconds * 1e3,
-                         cpu_ratio=ratio and cpu_seconds / measured[ratio[2]][1])
-        rows.append(make_row(env, "training", "PGD epoch", name, batch, (batch, *IMAGE), dtype, seconds, repeats,
-                             ratio=ratio and wall[ratio[1]] / wall[ratio[2]], ratio_of=ratio[0] if ratio else "",
-                             note=f"{MODEL}, {steps} training step(s) of {config.steps} PGD steps, "
-                                  f"{data_name} images", **extra))
+            extra.update(cpu_ms=cpu_seconds * 1e3, cpu_ratio=ratio and cpu_seconds / measured[ratio[2]][1])
+        rows.append(
+            make_row(
+                env,
+                "training",
+                "PGD epoch",
+                name,
+                batch,
+                (batch, *IMAGE),
+                dtype,
+                seconds,
+                repeats,
+                ratio=ratio and wall[ratio[1]] / wall[ratio[2]],
+                ratio_of=ratio[0] if ratio else "",
+                note=f"{MODEL}, {steps} training step(s) of {config.steps} PGD steps, {data_name} images",
+                **extra,
+            )
+        )
     return rows

@@ -1,5 +1,6 @@
 """TV microbenchmark: ``fastwnll.tv_denoise`` and ``fastwnll.tvm`` per backend at a fixed iteration
 count, the Triton kernels (CUDA) against the eager torch iteration."""
+
 from __future__ import annotations
 
 import warnings
@@ -35,8 +36,7 @@ def call(op: str, x: torch.Tensor, backend: str, iters: int) -> torch.Tensor:
     return fastwnll.tvm(x, drop_rate=DROP_RATE, lam=LAM, iters=iters, tol=None, backend=backend)
 
 
-def run(device: str | torch.device, batches, repeats: int, env: dict, iters: int = ITERS,
-        backends=None) -> list[dict]:
+def run(device: str | torch.device, batches, repeats: int, env: dict, iters: int = ITERS, backends=None) -> list[dict]:
     """One row per batch, operation (:data:`OPS`, see :func:`call`) and backend, on
     :func:`~fastwnll.bench.data.images` of each ``(name, shape)`` of ``batches``, float32 on
     ``device``. The backends of one operation are timed in turn; every backend but ``torch`` gets the
@@ -46,22 +46,42 @@ def run(device: str | torch.device, batches, repeats: int, env: dict, iters: int
 
     backends = backends or default_backends(device)
     rows = []
-    with warnings.catch_warnings():   # a fixed iteration count on purpose: the gap left is not the point here
+    with warnings.catch_warnings():  # a fixed iteration count on purpose: the gap left is not the point here
         warnings.simplefilter("ignore", TVConvergenceWarning)
         for name, shape in batches:
             x = images(shape, device=device)
             for op in OPS:
                 fns = {b: (lambda b=b: call(op, x, b, iters)) for b in backends}
-                errors = {b: failure(fn) for b, fn in fns.items()}   # also the first warm-up call
+                errors = {b: failure(fn) for b, fn in fns.items()}  # also the first warm-up call
                 running = [b for b in backends if errors[b] is None]
-                times = dict(zip(running, interleaved_times([fns[b] for b in running], repeats, device,
-                                                            warmup_rounds(device) - 1))) if running else {}
+                times = (
+                    dict(
+                        zip(
+                            running,
+                            interleaved_times([fns[b] for b in running], repeats, device, warmup_rounds(device) - 1),
+                        )
+                    )
+                    if running
+                    else {}
+                )
                 for b in backends:
                     seconds = times.get(b)
                     speedup = times["torch"] / seconds if "torch" in times and seconds and b != "torch" else None
-                    rows.append(make_row(env, "tv", f"{op} {name}", b, shape[0], shape, x.dtype, seconds,
-                                         repeats if seconds is not None else 0, ratio=speedup,
-                                         ratio_of="eager torch / this" if speedup else "",
-                                         note=f"did not run: {errors[b]}" if errors[b] else f"{iters} iterations",
-                                         iters=iters))
+                    rows.append(
+                        make_row(
+                            env,
+                            "tv",
+                            f"{op} {name}",
+                            b,
+                            shape[0],
+                            shape,
+                            x.dtype,
+                            seconds,
+                            repeats if seconds is not None else 0,
+                            ratio=speedup,
+                            ratio_of="eager torch / this" if speedup else "",
+                            note=f"did not run: {errors[b]}" if errors[b] else f"{iters} iterations",
+                            iters=iters,
+                        )
+                    )
     return rows

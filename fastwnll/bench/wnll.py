@@ -1,5 +1,6 @@
 """WNLL interpolation microbenchmark: ``fastwnll.wnll_interpolate`` forward, and forward with the
 backward of a loss on the queries (the exact adjoint, docs/design.md, section 2.3), at several n."""
+
 from __future__ import annotations
 
 import torch
@@ -43,6 +44,20 @@ def run(device: str | torch.device, sizes, repeats: int, env: dict) -> list[dict
         t_fwd, t_both = interleaved_times([forward, forward_backward], repeats, device, warmup_rounds(device))
         graph = f"{m} templates, k={K}"
         rows.append(make_row(env, "wnll", "forward", "auto", n, (n, DIM), x.dtype, t_fwd, repeats, note=graph))
-        rows.append(make_row(env, "wnll", "forward+backward", "auto", n, (n, DIM), x.dtype, t_both, repeats,
-                             ratio=t_both / t_fwd, ratio_of="forward+backward / forward", note=graph))
+        rows.append(
+            make_row(
+                env,
+                "wnll",
+                "forward+backward",
+                "auto",
+                n,
+                (n, DIM),
+                x.dtype,
+                t_both,
+                repeats,
+                ratio=t_both / t_fwd,
+                ratio_of="forward+backward / forward",
+                note=graph,
+            )
+        )
     return rows

@@ -1,4 +1,5 @@
 """Checks and conversions shared by the dataset loaders: numpy images and labels -> torch tensors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,10 @@ def as_images(x: np.ndarray, what: str) -> torch.Tensor:
             raise ValueError(f"{what} contains NaN or infinite values")
         lo, hi = float(x.min()), float(x.max())
         if lo < 0 or hi > 1:
-            raise ValueError(f"{what} has values in [{lo:g}, {hi:g}]: float images must lie in [0, 1] "
-                             "(divide by 255, or store them as uint8)")
+            raise ValueError(
+                f"{what} has values in [{lo:g}, {hi:g}]: float images must lie in [0, 1] "
+                "(divide by 255, or store them as uint8)"
+            )
         images = x.astype(np.float32)
     else:
         raise TypeError(f"{what} must be uint8 or floating point, got {x.dtype}")
@@ -80,5 +83,6 @@ def check_classes(labels: list[torch.Tensor], what: str) -> int:
             f"{what} must be the classes 0..C-1, each present; they are {present.shape[0]} distinct values in "
             f"[{int(present[0])}, {classes - 1}], so {classes - present.shape[0]} class(es) below the largest "
             "never occur. Renumber them, e.g. classes, y = numpy.unique(y, return_inverse=True) (the same mapping "
-            "for y_test)")
+            "for y_test)"
+        )
     return classes

@@ -1,6 +1,7 @@
 """CIFAR-10 in torchvision's "python version" layout: ``<root>/cifar-10-batches-py/{data_batch_1..5,
 test_batch}``, each a pickled dict with ``data`` ``[N, 3072]`` uint8 (channel-major 3x32x32 rows) and
 ``labels`` (N ints). Pickles can run code when loaded: only point this at files you trust."""
+
 from __future__ import annotations
 
 import os

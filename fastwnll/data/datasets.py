@@ -5,6 +5,7 @@ dataset: its loader, where its files are and whether they can be downloaded, the
 (network, learning rate, stage-2 batch size) and the paper's L_inf attack budget. Adding a dataset
 is one entry in :data:`DATASET_SPECS`; the tests enumerate the registry.
 """
+
 from __future__ import annotations
 
 import os
@@ -98,19 +99,50 @@ def _npz(data_dir, split, download):
 MNIST_BUDGET = PaperBudget(eps=0.3, alpha=0.01, steps=40)
 CIFAR_BUDGET = PaperBudget(eps=0.031, alpha=0.007, steps=10)
 
-DATASET_SPECS: Mapping[str, DatasetSpec] = MappingProxyType({spec.name: spec for spec in (
-    DatasetSpec("digits", "scikit-learn's bundled 8x8 digits, stratified 80/20 split (1,438 / 359)", _digits,
-                bundled_with="scikit-learn", defaults={"model": "digits_cnn", "stage2_batch_size": 256},
-                budget=MNIST_BUDGET),
-    DatasetSpec("mnist", "full MNIST from torchvision's raw IDX files (60,000 / 10,000)", _mnist,
-                downloadable=True, defaults={"model": "mnist_cnn"}, budget=MNIST_BUDGET),
-    DatasetSpec("mnist10k", "the real 10k MNIST test set split 8,000 / 2,000 by a fixed permutation", _mnist10k,
-                defaults={"model": "mnist_cnn"}, budget=MNIST_BUDGET),
-    DatasetSpec("cifar10", "CIFAR-10 from torchvision's python pickles (50,000 / 10,000)", _cifar10,
-                downloadable=True, defaults={"model": "resnet20", "lr": 0.1}, budget=CIFAR_BUDGET),
-    DatasetSpec("npz", "the user's .npz file with x, y and optionally x_test, y_test (else a fixed 80/20 split)",
-                _npz, single_file=True),
-)})
+DATASET_SPECS: Mapping[str, DatasetSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            DatasetSpec(
+                "digits",
+                "scikit-learn's bundled 8x8 digits, stratified 80/20 split (1,438 / 359)",
+                _digits,
+                bundled_with="scikit-learn",
+                defaults={"model": "digits_cnn", "stage2_batch_size": 256},
+                budget=MNIST_BUDGET,
+            ),
+            DatasetSpec(
+                "mnist",
+                "full MNIST from torchvision's raw IDX files (60,000 / 10,000)",
+                _mnist,
+                downloadable=True,
+                defaults={"model": "mnist_cnn"},
+                budget=MNIST_BUDGET,
+            ),
+            DatasetSpec(
+                "mnist10k",
+                "the real 10k MNIST test set split 8,000 / 2,000 by a fixed permutation",
+                _mnist10k,
+                defaults={"model": "mnist_cnn"},
+                budget=MNIST_BUDGET,
+            ),
+            DatasetSpec(
+                "cifar10",
+                "CIFAR-10 from torchvision's python pickles (50,000 / 10,000)",
+                _cifar10,
+                downloadable=True,
+                defaults={"model": "resnet20", "lr": 0.1},
+                budget=CIFAR_BUDGET,
+            ),
+            DatasetSpec(
+                "npz",
+                "the user's .npz file with x, y and optionally x_test, y_test (else a fixed 80/20 split)",
+                _npz,
+                single_file=True,
+            ),
+        )
+    }
+)
 DATASETS = tuple(DATASET_SPECS)
 DOWNLOADABLE = tuple(name for name, spec in DATASET_SPECS.items() if spec.downloadable)
 SINGLE_FILE = tuple(name for name, spec in DATASET_SPECS.items() if spec.single_file)
@@ -123,8 +155,15 @@ def dataset_spec(name: str) -> DatasetSpec:
     return DATASET_SPECS[name]
 
 
-def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, split: str = "train", seed: int = 0,
-                 download: bool = False, path: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    split: str = "train",
+    seed: int = 0,
+    download: bool = False,
+    path: str | os.PathLike | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Load one split of a dataset as tensors.
 
     Datasets: the entries of :data:`DATASET_SPECS` (their ``description`` says what each is). Every
@@ -165,8 +204,9 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, split:
         why = f"is bundled with {spec.bundled_with}" if spec.bundled_with else "cannot be downloaded"
         raise ValueError(f"download=True applies to {DOWNLOADABLE} only; {name!r} {why}")
     if path is not None and not spec.single_file:
-        raise ValueError(f"path= is for the {', '.join(map(repr, SINGLE_FILE))} dataset only; "
-                         f"use data_dir= for {name!r}")
+        raise ValueError(
+            f"path= is for the {', '.join(map(repr, SINGLE_FILE))} dataset only; use data_dir= for {name!r}"
+        )
     if spec.bundled_with and data_dir is not None:
         raise ValueError(f"the {name!r} dataset is bundled with {spec.bundled_with} and takes no data_dir")
     if path is not None and data_dir is not None and os.fspath(path) != os.fspath(data_dir):

@@ -1,4 +1,5 @@
 """scikit-learn's bundled ``digits`` (1,797 8x8 grey images, 10 classes): no download needed."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ An IDX file is a 4-byte magic number ``0x00 0x00 <type code> <ndim>``, then ``nd
 uint32 dimension sizes, then the values in C order, big-endian. MNIST's images are
 ``[N, 28, 28]`` uint8 (type code 0x08) and its labels ``[N]`` uint8.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -39,17 +40,20 @@ def read_idx_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise ValueError(f"{name} is not an IDX file (its first two bytes must be zero)")
     code, ndim = data[2], data[3]
     if code not in IDX_DTYPES:
-        raise ValueError(f"{name} has unknown IDX type code 0x{code:02x} (known: "
-                         f"{', '.join(f'0x{c:02x}' for c in IDX_DTYPES)})")
+        raise ValueError(
+            f"{name} has unknown IDX type code 0x{code:02x} (known: {', '.join(f'0x{c:02x}' for c in IDX_DTYPES)})"
+        )
     header = 4 + 4 * ndim
     if len(data) < header:
         raise ValueError(f"{name} is truncated: its IDX header announces {ndim} dimensions")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = IDX_DTYPES[code]
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) - header != expected:
-        raise ValueError(f"{name} holds {len(data) - header} bytes of values but its IDX header "
-                         f"(shape {shape}, {dtype.name}) needs {expected}")
+        raise ValueError(
+            f"{name} holds {len(data) - header} bytes of values but its IDX header "
+            f"(shape {shape}, {dtype.name}) needs {expected}"
+        )
     values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return values.astype(dtype.newbyteorder("="), copy=False)
 

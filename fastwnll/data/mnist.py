@@ -1,5 +1,6 @@
 """MNIST in torchvision's raw layout (``<root>/MNIST/raw/*-ubyte[.gz]``) and the fixed 8,000/2,000
 split of the real 10k MNIST test set."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,10 @@ def read_pair(directory: Path, images_stem: str, labels_stem: str) -> tuple[np.n
     if images.ndim != 3 or images.dtype != np.uint8:
         raise ValueError(f"{images_path} must hold [N, H, W] uint8 images, got {list(images.shape)} {images.dtype}")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise ValueError(f"{labels_path} must hold {images.shape[0]} labels (one per image of {images_path.name}), "
-                         f"got shape {list(labels.shape)}")
+        raise ValueError(
+            f"{labels_path} must hold {images.shape[0]} labels (one per image of {images_path.name}), "
+            f"got shape {list(labels.shape)}"
+        )
     return images, labels
 
 
@@ -83,7 +86,9 @@ def load_mnist(data_dir: str | os.PathLike | None, split: str, download: bool) -
             f"*-ubyte.gz files from {MNIST_URL}"
         )
     images, labels = read_pair(directory, images_stem, labels_stem)
-    return as_images(images, f"MNIST images in {directory}"), as_labels(labels, len(images), f"MNIST labels in {directory}")
+    return as_images(images, f"MNIST images in {directory}"), as_labels(
+        labels, len(images), f"MNIST labels in {directory}"
+    )
 
 
 def load_mnist10k(data_dir: str | os.PathLike | None, split: str) -> tuple[torch.Tensor, torch.Tensor]:

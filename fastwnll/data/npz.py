@@ -1,5 +1,6 @@
 """A user's own images in a ``.npz`` file (``numpy.savez``): arrays ``x`` and ``y``, optionally
 ``x_test`` and ``y_test``."""
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,8 @@ def load_npz(path: str | os.PathLike, split: str) -> tuple[torch.Tensor, torch.T
     """Images and labels from a ``.npz`` file.
 
     The file holds ``x`` (``[N, H, W]`` or ``[N, C, H, W]``, uint8 or float in [0, 1]) and ``y``
-    (``[N]`` integer labels ``0..C-1``, every class present in ``y`` and ``y_test`` together). With ``x_test`` and ``y_test`` (same format and image shape)
+    (``[N]`` integer labels ``0..C-1``, every class present in ``y`` and ``y_test`` together). With
+    ``x_test`` and ``y_test`` (same format and image shape)
     those are the test split and ``x``/``y`` the training split; without them ``x``/``y`` are split
     80/20 by :func:`fastwnll.data.splits.fixed_split` (the permutation ``RandomState(0)``), the same
     for every run and training seed.
@@ -41,8 +43,10 @@ def load_npz(path: str | os.PathLike, split: str) -> tuple[torch.Tensor, torch.T
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
         raise ValueError(f"{path} is not a readable .npz archive: {error}") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} is a .npy file (one array of shape {list(loaded.shape)}), not a .npz archive: "
-                         f"save the images and labels together with numpy.savez(path, x=images, y=labels)")
+        raise ValueError(
+            f"{path} is a .npy file (one array of shape {list(loaded.shape)}), not a .npz archive: "
+            f"save the images and labels together with numpy.savez(path, x=images, y=labels)"
+        )
     try:
         with loaded as archive:
             arrays = {name: archive[name] for name in archive.files}
@@ -50,7 +54,9 @@ def load_npz(path: str | os.PathLike, split: str) -> tuple[torch.Tensor, torch.T
         raise ValueError(f"{path} is not a readable .npz archive: {error}") from None
     missing = [name for name in ("x", "y") if name not in arrays]
     if missing:
-        raise ValueError(f"{path} lacks the array(s) {', '.join(missing)} (it has: {', '.join(sorted(arrays)) or 'none'})")
+        raise ValueError(
+            f"{path} lacks the array(s) {', '.join(missing)} (it has: {', '.join(sorted(arrays)) or 'none'})"
+        )
     has_test = [name in arrays for name in ("x_test", "y_test")]
     if any(has_test) and not all(has_test):
         raise ValueError(f"{path} has only one of x_test / y_test: give both or neither")
@@ -60,8 +66,10 @@ def load_npz(path: str | os.PathLike, split: str) -> tuple[torch.Tensor, torch.T
         x_test = as_images(arrays["x_test"], f"x_test of {path}")
         y_test = as_labels(arrays["y_test"], x_test.shape[0], f"y_test of {path}")
         if x.shape[1:] != x_test.shape[1:]:
-            raise ValueError(f"{path}: x images are {list(x.shape[1:])} but x_test images are "
-                             f"{list(x_test.shape[1:])} (as [C, H, W]); train and test images must have one shape")
+            raise ValueError(
+                f"{path}: x images are {list(x.shape[1:])} but x_test images are "
+                f"{list(x_test.shape[1:])} (as [C, H, W]); train and test images must have one shape"
+            )
         check_classes([y, y_test], f"the labels of {path}")
         return (x, y) if split == "train" else (x_test, y_test)
     check_classes([y], f"the labels of {path}")

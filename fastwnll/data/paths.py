@@ -1,5 +1,6 @@
 """Where the loaders look for data files when the caller names no directory: ``$FASTWNLL_DATA_DIR``,
 else ``./data``. The package looks nowhere else (in particular not beside its own installation)."""
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """Fixed train/test splits: the same rows for every run and every training seed, so that test
 accuracies are comparable. The permutations come from numpy's legacy ``RandomState``, whose
 streams numpy keeps stable across versions."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,7 +21,7 @@ def fixed_split(n: int, test_fraction: float = TEST_FRACTION) -> tuple[np.ndarra
         raise ValueError(f"cannot split {n} examples into a training and a test part")
     n_test = min(max(int(round(test_fraction * n)), 1), n - 1)
     perm = np.random.RandomState(SPLIT_SEED).permutation(n).astype(np.int64)
-    return perm[: n - n_test], perm[n - n_test:]
+    return perm[: n - n_test], perm[n - n_test :]
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float = TEST_FRACTION) -> tuple[np.ndarray, np.ndarray]:
@@ -38,5 +39,5 @@ def stratified_split(labels: np.ndarray, test_fraction: float = TEST_FRACTION) -
         rows = rows[rng.permutation(len(rows))]
         n_test = int(round(test_fraction * len(rows)))
         train.append(rows[: len(rows) - n_test])
-        test.append(rows[len(rows) - n_test:])
+        test.append(rows[len(rows) - n_test :])
     return np.sort(np.concatenate(train)).astype(np.int64), np.sort(np.concatenate(test)).astype(np.int64)

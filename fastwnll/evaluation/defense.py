@@ -7,6 +7,7 @@ only matters to an attacker. For the adaptive attack the same composition is wra
 and the defender use separate TVM instances with separate random streams: the attacker never sees
 the masks the defender draws.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -35,8 +36,14 @@ class TVMDefense(TVM):
     instances with different seeds draw independent masks.
     """
 
-    def __init__(self, drop_rate: float = TVM_DEFAULTS["drop_rate"], lam: float = TVM_DEFAULTS["lam"],
-                 iters: int = TVM_DEFAULTS["iters"], seed: int = 0, tol: float | None = TVM_DEFAULTS["tol"]):
+    def __init__(
+        self,
+        drop_rate: float = TVM_DEFAULTS["drop_rate"],
+        lam: float = TVM_DEFAULTS["lam"],
+        iters: int = TVM_DEFAULTS["iters"],
+        seed: int = 0,
+        tol: float | None = TVM_DEFAULTS["tol"],
+    ):
         if seed is None:
             raise ValueError("TVM seed must be an integer >= 0, got None")
         super().__init__(drop_rate, lam, iters, tol=tol, seed=seed)
@@ -72,8 +79,9 @@ def defended(model: nn.Module, defense: str, tvm: TVMDefense | None = None) -> n
     return BPDA(tvm, model)
 
 
-def attack_target(model: nn.Module, defense: str, tvm_attack: str, eot: int = 1,
-                  tvm: TVMDefense | None = None) -> nn.Module:
+def attack_target(
+    model: nn.Module, defense: str, tvm_attack: str, eot: int = 1, tvm: TVMDefense | None = None
+) -> nn.Module:
     """The model whose gradients an attacker uses against ``defended(model, defense)``.
 
     ``tvm_attack``: ``"ignored"`` (the attacker differentiates the undefended model; the defender
@@ -87,13 +95,17 @@ def attack_target(model: nn.Module, defense: str, tvm_attack: str, eot: int = 1,
         if tvm_attack is not None:
             raise ValueError(f"tvm_attack={tvm_attack!r} needs defence 'tvm'")
         if eot != 1:
-            raise ValueError(f"EOT ({eot} samples) needs a randomized defence (defence 'tvm'); with no defence every "
-                             "sample would give the same gradient")
+            raise ValueError(
+                f"EOT ({eot} samples) needs a randomized defence (defence 'tvm'); with no defence every "
+                "sample would give the same gradient"
+            )
         return model
     if tvm_attack == "ignored":
         if eot != 1:
-            raise ValueError("EOT has nothing to average when the attack ignores TVM (paper protocol); use the "
-                             "adaptive protocol (BPDA) for EOT")
+            raise ValueError(
+                "EOT has nothing to average when the attack ignores TVM (paper protocol); use the "
+                "adaptive protocol (BPDA) for EOT"
+            )
         return model
     if tvm_attack == "deployed":
         if eot != 1:

@@ -15,6 +15,7 @@ Three checks (docs/design.md, section 5.5):
 Each diagnostic is a JSON-serialisable dict with ``check``, ``model``, ``defense``, the attack's
 fields and ``message``; :func:`warn` also issues them as :class:`MaskingWarning`.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -37,8 +38,9 @@ class MaskingWarning(UserWarning):
     """An evaluation result is likely an overstatement (see :mod:`fastwnll.evaluation.diagnostics`)."""
 
 
-def gradient_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, *,
-                    gradient: str | None, eot: int) -> dict:
+def gradient_checks(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, gradient: str | None, eot: int
+) -> dict:
     """The first two checks for the model a gradient attack differentiates (``model``, already
     wrapped in BPDA/EOT as the attack sees it) on images ``x`` [N, ...] with labels ``y`` [N], in
     batches of ``batch_size`` rows, with the WNLL heads' ``gradient`` mode (None to leave it).
@@ -50,7 +52,7 @@ def gradient_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
     zero, changed = 0, 0
     with attack_mode(model, gradient):
         for start in range(0, x.shape[0], batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             _, grad, _ = loss_grad(model, xb, yb, cross_entropy)
             zero += int((grad.flatten(1).abs().amax(1) == 0).sum())
             if eot == 1:
@@ -78,32 +80,55 @@ def row_diagnostics(row: dict) -> list[dict]:
     base = {key: row[key] for key in ("model", "defense", "protocol", "gradient", "tvm_attack", "eot")}
     share = row.get("zero_gradient_share")
     if share is not None and share >= ZERO_GRADIENT_SHARE:
-        cause = ("the exact WNLL gradient: a query whose neighbours all carry its class has its other-class "
-                 "probabilities at the head's floor, and its gradient vanishes" if row.get("gradient") == "exact"
-                 else "a hard decision or a saturated or quantized output")
-        found.append({"check": "zero-gradients", **base, "value": share, "message": (
-            f"{_where(row)}: the input gradient is exactly zero for {100 * share:.0f} % of the images, so gradient "
-            f"attacks cannot move them (likely cause: {cause}); trust an attack that does not need this gradient "
-            "(square, the wnll_* attacks) or the worst case")})
+        cause = (
+            "the exact WNLL gradient: a query whose neighbours all carry its class has its other-class "
+            "probabilities at the head's floor, and its gradient vanishes"
+            if row.get("gradient") == "exact"
+            else "a hard decision or a saturated or quantized output"
+        )
+        found.append(
+            {
+                "check": "zero-gradients",
+                **base,
+                "value": share,
+                "message": (
+                    f"{_where(row)}: the input gradient is exactly zero for {100 * share:.0f} % of the images, "
+                    f"so gradient attacks cannot move them (likely cause: {cause}); trust an attack that does not "
+                    "need this gradient (square, the wnll_* attacks) or the worst case"
+                ),
+            }
+        )
     changes = row.get("prediction_changes")
     if changes:
-        found.append({"check": "randomness-without-eot", **base, "value": changes, "message": (
-            f"{_where(row)}: the attacked model changed its prediction between two calls on {100 * changes:.0f} % "
-            "of the images (a randomized defence) but the attack used no EOT, so every step follows one random "
-            "draw; attack with EOT (the adaptive protocol, --eot N)")})
+        found.append(
+            {
+                "check": "randomness-without-eot",
+                **base,
+                "value": changes,
+                "message": (
+                    f"{_where(row)}: the attacked model changed its prediction between two calls on "
+                    f"{100 * changes:.0f} % of the images (a randomized defence) but the attack used no EOT, so "
+                    "every step follows one random draw; attack with EOT (the adaptive protocol, --eot N)"
+                ),
+            }
+        )
     return found
 
 
 def _cause(weak: dict, strong: dict) -> str:
     strong_spec = attack_spec(strong["attack"])
     if weak.get("gradient") == "exact":
-        return ("the exact gradient through the WNLL interpolation vanishes while a query's neighbours agree "
-                "(gradient masking by the interpolation itself)")
+        return (
+            "the exact gradient through the WNLL interpolation vanishes while a query's neighbours agree "
+            "(gradient masking by the interpolation itself)"
+        )
     if not strong_spec.gradient:
         return f"gradient masking: the gradient-free {strong_spec.label} succeeds where the gradient fails"
     if weak.get("gradient") == "surrogate" and strong_spec.wnll:
-        return ("the linear-layer surrogate (the published protocol) is not the WNLL head's gradient; the attack "
-                f"built against the head ({strong_spec.label}) finds what it misses")
+        return (
+            "the linear-layer surrogate (the published protocol) is not the WNLL head's gradient; the attack "
+            f"built against the head ({strong_spec.label}) finds what it misses"
+        )
     if weak.get("tvm_attack") == "bpda" and strong.get("tvm_attack") == "ignored":
         return "BPDA through TVM gives a worse gradient than the undefended network's (try more EOT samples)"
     return f"the gradient {attack_spec(weak['attack']).label} follows is less informative here (possible masking)"
@@ -133,14 +158,26 @@ def weaker_attacks(cell: list[tuple[dict, torch.Tensor]]) -> list[dict]:
             if count / n > best_share:
                 best, best_share, best_count = strong, count / n, count
         if best is not None and best_share >= WEAKER_SHARE and best_count >= WEAKER_MIN_IMAGES:
-            message = (f"{_where(weak)}: {_label(weak, protocol=False)} is much weaker than {_label(best)} on the "
-                       f"same images ({100 * weak['robust_accuracy']:.1f} % vs {100 * best['robust_accuracy']:.1f} % "
-                       f"robust; {100 * best_share:.0f} % of the images survive the first and not the second); "
-                       f"likely cause: {_cause(weak, best)}")
-            found.append({"check": "weaker-attack", "model": weak["model"], "defense": weak["defense"],
-                          "protocol": weak["protocol"], "attack": weak["attack"], "eps": weak["eps"],
-                          "gradient": weak.get("gradient"), "stronger": f"{best['attack']} ({best['protocol']})",
-                          "value": best_share, "message": message})
+            message = (
+                f"{_where(weak)}: {_label(weak, protocol=False)} is much weaker than {_label(best)} on the "
+                f"same images ({100 * weak['robust_accuracy']:.1f} % vs {100 * best['robust_accuracy']:.1f} % "
+                f"robust; {100 * best_share:.0f} % of the images survive the first and not the second); "
+                f"likely cause: {_cause(weak, best)}"
+            )
+            found.append(
+                {
+                    "check": "weaker-attack",
+                    "model": weak["model"],
+                    "defense": weak["defense"],
+                    "protocol": weak["protocol"],
+                    "attack": weak["attack"],
+                    "eps": weak["eps"],
+                    "gradient": weak.get("gradient"),
+                    "stronger": f"{best['attack']} ({best['protocol']})",
+                    "value": best_share,
+                    "message": message,
+                }
+            )
     return found
 
 

@@ -11,6 +11,7 @@ A grid is described by :class:`GridConfig` (a JSON file for ``fastwnll report --
      "cw_n": 100, "eot": 8, "attack_settings": {"square": {"n_queries": 1000}}, "attack_n": {"square": 200},
      "transfer": [{"source": {"name": "oracle", "checkpoint": "runs/oracle"}, "attacks": ["ifgsm"], "eps": [0.3]}]}
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -132,8 +133,10 @@ class GridConfig:
         for a in self.attacks:
             spec = attack_spec(a)
             if not set(spec.protocols) & set(self.protocols):
-                raise ValueError(f"attack {a!r} does not run under the {' or '.join(self.protocols)} protocol "
-                                 f"(only {', '.join(spec.protocols)})")
+                raise ValueError(
+                    f"attack {a!r} does not run under the {' or '.join(self.protocols)} protocol "
+                    f"(only {', '.join(spec.protocols)})"
+                )
             if spec.norm == "l2" and not spec.minimum_norm and all(e is None for e in self.cw_eps):
                 raise ValueError(f"attack {a!r} is bounded while crafting: cw_eps needs an L2 radius, not only null")
         self._validate_per_attack()
@@ -141,8 +144,9 @@ class GridConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.cw_n is not None and (isinstance(self.cw_n, bool) or not isinstance(self.cw_n, int)
-                                      or not 1 <= self.cw_n <= self.n):
+        if self.cw_n is not None and (
+            isinstance(self.cw_n, bool) or not isinstance(self.cw_n, int) or not 1 <= self.cw_n <= self.n
+        ):
             raise ValueError(f"cw_n must be an integer in [1, n={self.n}], got {self.cw_n!r}")
         for pattern in self.exclude:
             if not isinstance(pattern, dict) or not pattern:
@@ -173,8 +177,10 @@ class GridConfig:
             spec = attack_spec(attack)
             unknown = sorted(set(settings) - set(spec.settings)) if isinstance(settings, dict) else None
             if unknown is None or unknown:
-                raise ValueError(f"attack_settings[{attack!r}] must be an object of {spec.label} settings "
-                                 f"{sorted(spec.settings)}, got {settings!r}")
+                raise ValueError(
+                    f"attack_settings[{attack!r}] must be an object of {spec.label} settings "
+                    f"{sorted(spec.settings)}, got {settings!r}"
+                )
         for attack, n in self.attack_n.items():
             if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.n:
                 raise ValueError(f"attack_n[{attack!r}] must be an integer in [1, n={self.n}], got {n!r}")
@@ -241,8 +247,13 @@ def cells(config: GridConfig, targets: list[Target]) -> list[tuple]:
                     if protocol not in spec.protocols or (spec.wnll and not uses_wnll(target.model)):
                         continue
                     for eps in _radii(config, attack):
-                        cell = {"model": target.name, "defense": defense, "protocol": protocol, "attack": attack,
-                                "eps": eps}
+                        cell = {
+                            "model": target.name,
+                            "defense": defense,
+                            "protocol": protocol,
+                            "attack": attack,
+                            "eps": eps,
+                        }
                         if not _excluded(cell, config.exclude):
                             out.append((target, defense, protocol, attack, eps))
     return out
@@ -260,8 +271,16 @@ def run_grid(config: GridConfig, *, progress: bool = True) -> dict:
     for other in targets[1:]:
         check_same_data(targets[0], other)
     x, y = eval_data(targets[0], config.n, config.seed)
-    evaluator = Evaluator(x, y, dataset=targets[0].dataset, tvm=config.tvm, seed=config.seed,
-                          batch_size=config.batch_size, device=device, progress=progress)
+    evaluator = Evaluator(
+        x,
+        y,
+        dataset=targets[0].dataset,
+        tvm=config.tvm,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        device=device,
+        progress=progress,
+    )
     work = cells(config, targets)
     transfer_work = []
     by_name = {t.name: t for t in targets}
@@ -269,8 +288,10 @@ def run_grid(config: GridConfig, *, progress: bool = True) -> dict:
         source = spec["source"]
         if isinstance(source, str):
             if source not in by_name:
-                raise ValueError(f"transfer source {source!r} is not one of the models {sorted(by_name)}; give "
-                                 "{'name': ..., 'checkpoint': ...} for another checkpoint")
+                raise ValueError(
+                    f"transfer source {source!r} is not one of the models {sorted(by_name)}; give "
+                    "{'name': ..., 'checkpoint': ...} for another checkpoint"
+                )
             source = by_name[source]
         else:
             source = _load(source, device)
@@ -287,26 +308,56 @@ def run_grid(config: GridConfig, *, progress: bool = True) -> dict:
         bar.set_postfix_str(f"{target.name} {defense} {protocol} {attack} {eps}")
         eot = config.eot if protocol == "adaptive" and defense == "tvm" else None
         setting = resolve(protocol, target.model, defense, eot=eot)
-        entries.append(evaluator.evaluate_with_mask(target, attack, eps, defense, setting, n=config.n_of(attack),
-                                                    steps=config.steps if attack_spec(attack).iterative else None,
-                                                    alpha=config.alpha, settings=config.settings_of(attack)))
+        entries.append(
+            evaluator.evaluate_with_mask(
+                target,
+                attack,
+                eps,
+                defense,
+                setting,
+                n=config.n_of(attack),
+                steps=config.steps if attack_spec(attack).iterative else None,
+                alpha=config.alpha,
+                settings=config.settings_of(attack),
+            )
+        )
         bar.update()
     diagnostics = diagnose(entries)
     rows = with_worst_case(entries) if config.worst_case else [row for row, _ in entries]
     for source, target, defense, attack, eps in transfer_work:
         bar.set_postfix_str(f"{source.name} -> {target.name} {defense} {attack} {eps}")
         setting = resolve("paper", source.model, "none")
-        rows.append(evaluator.evaluate(target, attack, eps, defense, setting, source=source, n=config.n_of(attack),
-                                       steps=config.steps if attack_spec(attack).iterative else None,
-                                       alpha=config.alpha, settings=config.settings_of(attack)))
+        rows.append(
+            evaluator.evaluate(
+                target,
+                attack,
+                eps,
+                defense,
+                setting,
+                source=source,
+                n=config.n_of(attack),
+                steps=config.steps if attack_spec(attack).iterative else None,
+                alpha=config.alpha,
+                settings=config.settings_of(attack),
+            )
+        )
         bar.update()
     bar.close()
     warn(diagnostics)
     models = [t.describe() for t in targets]
     models += [s.describe() for s in _unique_sources(transfer_work) if s.name not in by_name]
-    return {"title": config.title, "dataset": targets[0].dataset, "n": config.n, "cw_n": config.cw_n or config.n,
-            "device": str(device), "settings": config.to_dict(), "models": models, "rows": rows,
-            "diagnostics": diagnostics, "time_s": time.perf_counter() - started}
+    return {
+        "title": config.title,
+        "dataset": targets[0].dataset,
+        "n": config.n,
+        "cw_n": config.cw_n or config.n,
+        "device": str(device),
+        "settings": config.to_dict(),
+        "models": models,
+        "rows": rows,
+        "diagnostics": diagnostics,
+        "time_s": time.perf_counter() - started,
+    }
 
 
 def worst_case_row(entries: list[tuple[dict, torch.Tensor]], **fields) -> dict:
@@ -318,10 +369,18 @@ def worst_case_row(entries: list[tuple[dict, torch.Tensor]], **fields) -> dict:
     n = min(mask.shape[0] for _, mask in entries)
     survived = torch.stack([mask[:n] for _, mask in entries]).all(0)
     base = min((row for row, _ in entries), key=lambda row: row["n"])
-    worst = dict(base, protocol="worst-case", n=n, robust_accuracy=float(survived.float().mean()), craft_time_s=0.0,
-                 reused=True, runs=[f"{row['attack']}/{row['protocol']}" for row, _ in entries],
-                 gradient=_joined(row["gradient"] for row, _ in entries),
-                 tvm_attack=_joined(row["tvm_attack"] for row, _ in entries), **fields)
+    worst = dict(
+        base,
+        protocol="worst-case",
+        n=n,
+        robust_accuracy=float(survived.float().mean()),
+        craft_time_s=0.0,
+        reused=True,
+        runs=[f"{row['attack']}/{row['protocol']}" for row, _ in entries],
+        gradient=_joined(row["gradient"] for row, _ in entries),
+        tvm_attack=_joined(row["tvm_attack"] for row, _ in entries),
+        **fields,
+    )
     for name in ("changed", "median_l2", "zero_gradient_share", "prediction_changes"):
         worst.pop(name, None)
     return worst

@@ -13,6 +13,7 @@ setting to what they are (:meth:`AttackSetting.for_attack`): a gradient-free att
 defended model as deployed (no BPDA, no EOT), and an attack designed against the WNLL head crafts
 on its own stand-in for the head (no WNLL gradient mode).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,15 +59,17 @@ class AttackSetting:
         and queries a TVM-defended model as deployed (``tvm_attack="deployed"``, no EOT: EOT averages
         gradients); an attack on a stand-in for the WNLL head (``spec.wnll``) has no gradient mode."""
         if not spec.gradient:
-            return dataclasses.replace(self, gradient=None, eot=1,
-                                       tvm_attack="deployed" if self.tvm_attack == "bpda" else self.tvm_attack)
+            return dataclasses.replace(
+                self, gradient=None, eot=1, tvm_attack="deployed" if self.tvm_attack == "bpda" else self.tvm_attack
+            )
         if spec.wnll:
             return dataclasses.replace(self, gradient=None)
         return self
 
 
-def resolve(protocol: str, model: nn.Module, defense: str, *, gradient: str | None = None,
-            eot: int | None = None) -> AttackSetting:
+def resolve(
+    protocol: str, model: nn.Module, defense: str, *, gradient: str | None = None, eot: int | None = None
+) -> AttackSetting:
     """The attack setting of ``protocol`` for ``model`` behind ``defense`` ("none" or "tvm").
 
     ``gradient`` overrides the protocol's choice for WNLL heads (an error for a model without WNLL
@@ -93,7 +96,8 @@ def resolve(protocol: str, model: nn.Module, defense: str, *, gradient: str | No
         return AttackSetting(protocol, gradient, None, 1)
     if protocol == "paper":
         if eot is not None and eot > 1:
-            raise ValueError("the paper protocol ignores TVM in the attack, so EOT has nothing to average; "
-                             "use the adaptive protocol")
+            raise ValueError(
+                "the paper protocol ignores TVM in the attack, so EOT has nothing to average; use the adaptive protocol"
+            )
         return AttackSetting(protocol, gradient, "ignored", 1)
     return AttackSetting(protocol, gradient, "bpda", DEFAULT_EOT if eot is None else int(eot))

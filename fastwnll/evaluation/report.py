@@ -5,6 +5,7 @@ Rows are the dicts of :meth:`fastwnll.evaluation.robustness.Evaluator.evaluate`.
 defence, protocol) and one column per (attack, eps), the worst case over every attack of a cell
 in the last columns; transfer rows into a second table; the masking diagnostics into a list.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,8 +91,11 @@ def white_box_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     keys = _unique((r["model"], r["defense"], r["protocol"]) for r in rows)
     for model, defense, protocol in keys:
-        cells = {(r["attack"], r["eps"]): r for r in rows
-                 if (r["model"], r["defense"], r["protocol"]) == (model, defense, protocol)}
+        cells = {
+            (r["attack"], r["eps"]): r
+            for r in rows
+            if (r["model"], r["defense"], r["protocol"]) == (model, defense, protocol)
+        }
         first = next(iter(cells.values()))
         clean = max((r for r in cells.values()), key=lambda r: r["n"])["clean_accuracy"]
         values = [_percent(cells[c]["robust_accuracy"]) if c in cells else "-" for c in columns]
@@ -108,7 +112,9 @@ def transfer_table(rows: list[dict]) -> str:
     header = ["target", "defence", "clean"] + [f"{column_label(a, e)} from {s}" for s, a, e in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model, defense in _unique((r["model"], r["defense"]) for r in rows):
-        cells = {(r["source"], r["attack"], r["eps"]): r for r in rows if (r["model"], r["defense"]) == (model, defense)}
+        cells = {
+            (r["source"], r["attack"], r["eps"]): r for r in rows if (r["model"], r["defense"]) == (model, defense)
+        }
         clean = next(iter(cells.values()))["clean_accuracy"]
         values = [_percent(cells[c]["robust_accuracy"]) if c in cells else "-" for c in columns]
         lines.append("| " + " | ".join([model, defense, _percent(clean)] + values) + " |")
@@ -130,10 +136,12 @@ def budgets_list(rows: list[dict]) -> str:
             parts.append(f"TVM {tvm_attack}" + (f", EOT {eot}" if tvm_attack == "bpda" else ""))
         lines.append("- attack setting: " + ", ".join(parts))
     if any(r["protocol"] == "worst-case" for r in rows):
-        lines.append("- worst-case line: under each attack, an example counts as robust only if it survives that "
-                     "attack under every protocol it ran (each evaluated in its own run); under `worst case`, only if "
-                     "it survives every white-box attack of the cell (same model, defence, norm and radius), on "
-                     "the first n images all of them attacked")
+        lines.append(
+            "- worst-case line: under each attack, an example counts as robust only if it survives that "
+            "attack under every protocol it ran (each evaluated in its own run); under `worst case`, only if "
+            "it survives every white-box attack of the cell (same model, defence, norm and radius), on "
+            "the first n images all of them attacked"
+        )
     sizes = _unique((r["attack"], r["n"]) for r in rows if r["protocol"] != "worst-case")
     for attack in _unique(a for a, _ in sizes):
         counts = sorted({n for a, n in sizes if a == attack})
@@ -153,9 +161,12 @@ def markdown(result: dict) -> str:
     """The whole Markdown report of a grid ``result`` (see :func:`fastwnll.evaluation.grid.run_grid`)."""
     rows = result["rows"]
     title = result.get("title") or "Robustness report"
-    parts = [f"# {title}\n", f"Robust accuracy in % on {result['n']} test images of `{result['dataset']}` "
-             f"(the L2 attacks on the first {result['cw_n']}); clean = accuracy on the same images behind the same "
-             "defence.\n"]
+    parts = [
+        f"# {title}\n",
+        f"Robust accuracy in % on {result['n']} test images of `{result['dataset']}` "
+        f"(the L2 attacks on the first {result['cw_n']}); clean = accuracy on the same images behind the same "
+        "defence.\n",
+    ]
     table = white_box_table(rows)
     if table:
         parts += ["## White-box attacks\n", table]
@@ -168,10 +179,14 @@ def markdown(result: dict) -> str:
     models = result.get("models", [])
     if models:
         parts.append("## Models\n")
-        parts.append("".join(
-            f"- `{m['name']}`: {m['model']} read through its {m['head']} head, "
-            f"{'PGD eps ' + format(m['adv_eps'], 'g') if m['adv_training'] == 'pgd' else 'natural'} "
-            f"training, `{m['checkpoint']}`\n" for m in models))
+        parts.append(
+            "".join(
+                f"- `{m['name']}`: {m['model']} read through its {m['head']} head, "
+                f"{'PGD eps ' + format(m['adv_eps'], 'g') if m['adv_training'] == 'pgd' else 'natural'} "
+                f"training, `{m['checkpoint']}`\n"
+                for m in models
+            )
+        )
     parts.append(f"\nTotal time {result['time_s']:.0f} s on {result['device']}.\n")
     return "\n".join(parts)
 
@@ -186,8 +201,12 @@ def plot(rows: list[dict], path: str | Path, title: str | None = None) -> None:
     if not rows:
         raise ValueError("nothing to plot: the report has no white-box rows")
     attacks = _unique(a for a, _ in _columns(rows))
-    panels = [(p, a) for p in _unique(r["protocol"] for r in rows) for a in attacks
-              if any(r["protocol"] == p and r["attack"] == a for r in rows)]
+    panels = [
+        (p, a)
+        for p in _unique(r["protocol"] for r in rows)
+        for a in attacks
+        if any(r["protocol"] == p and r["attack"] == a for r in rows)
+    ]
     lines = _unique((r["model"], r["defense"]) for r in rows)
     models = _unique(m for m, _ in lines)
     ncols = min(4, len(panels))
@@ -195,21 +214,27 @@ def plot(rows: list[dict], path: str | Path, title: str | None = None) -> None:
     fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows + 0.8), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     colors = [f"C{i % 10}" for i in range(len(models))]
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     for ax, (protocol, attack) in zip(axes.flat, panels):
         cells = [r for r in rows if r["protocol"] == protocol and r["attack"] == attack]
         numeric = sorted({r["eps"] for r in cells if r["eps"] is not None})
-        unbounded_x = (max(numeric) * 1.3 if numeric else 1.0)
+        unbounded_x = max(numeric) * 1.3 if numeric else 1.0
         for model, defense in lines:
             mine = [r for r in cells if (r["model"], r["defense"]) == (model, defense)]
             if not mine:
                 continue
             points = sorted((unbounded_x if r["eps"] is None else r["eps"], r["robust_accuracy"]) for r in mine)
             points = [(0.0, max(mine, key=lambda r: r["n"])["clean_accuracy"])] + points
-            ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", markersize=3,
-                    color=colors[models.index(model)], linestyle="-" if defense == "none" else "--",
-                    label=f"{model}" + ("" if defense == "none" else f" + {defense}"))
+            ax.plot(
+                [p[0] for p in points],
+                [100 * p[1] for p in points],
+                marker="o",
+                markersize=3,
+                color=colors[models.index(model)],
+                linestyle="-" if defense == "none" else "--",
+                label=f"{model}" + ("" if defense == "none" else f" + {defense}"),
+            )
         ticks = [0.0] + numeric + ([unbounded_x] if any(r["eps"] is None for r in cells) else [])
         ax.set_xticks(ticks, [f"{t:g}" for t in [0.0] + numeric] + ["unb."] * (len(ticks) - len(numeric) - 1))
         ax.set_ylim(-2, 102)
@@ -219,11 +244,16 @@ def plot(rows: list[dict], path: str | Path, title: str | None = None) -> None:
         ax.set_title(f"{name}, {protocol}")
         ax.grid(alpha=0.3)
     handles = {}
-    for ax in axes.flat[:len(panels)]:
+    for ax in axes.flat[: len(panels)]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center",
-               ncol=min(4, max(1, len(handles))), fontsize="small")
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="outside lower center",
+        ncol=min(4, max(1, len(handles))),
+        fontsize="small",
+    )
     if title:
         fig.suptitle(title)
     fig.savefig(path, dpi=110)

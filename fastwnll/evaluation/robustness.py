@@ -1,6 +1,7 @@
 """Crafting adversarial examples against targets and measuring robust accuracy, with a cache so that
 identical attacks (the same model, gradient path and budget) are crafted once in a grid, and the
 per-target masking checks (docs/design.md, section 5.5) recorded with every gradient attack."""
+
 from __future__ import annotations
 
 import time
@@ -35,12 +36,23 @@ class Evaluator:
     results are gathered: the numbers of one process.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, dataset: str, tvm: dict | None = None, seed: int = 0,
-                 batch_size: int = 500, device: torch.device | str = "cpu", progress: bool = False,
-                 processes: Processes = SINGLE):
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        dataset: str,
+        tvm: dict | None = None,
+        seed: int = 0,
+        batch_size: int = 500,
+        device: torch.device | str = "cpu",
+        progress: bool = False,
+        processes: Processes = SINGLE,
+    ):
         if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-            raise ValueError(f"x and y must hold the same (non-zero) number of examples, got {x.shape[0]} and "
-                             f"{y.shape[0]}")
+            raise ValueError(
+                f"x and y must hold the same (non-zero) number of examples, got {x.shape[0]} and {y.shape[0]}"
+            )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.device = torch.device(device)
@@ -64,8 +76,11 @@ class Evaluator:
         return self.x[:n], self.y[:n]
 
     def _defended(self, target: Target, defense: str, batch: int = 0):
-        return defended(target.model, defense, make_tvm(self.tvm_settings, seed=batch_seed(self.seed, batch))
-                        if check_defense(defense) == "tvm" else None)
+        return defended(
+            target.model,
+            defense,
+            make_tvm(self.tvm_settings, seed=batch_seed(self.seed, batch)) if check_defense(defense) == "tvm" else None,
+        )
 
     def _batches(self, n: int) -> list[tuple[int, int, int]]:
         """``(batch index, start, stop)`` of this process's batches of the first ``n`` rows."""
@@ -74,10 +89,12 @@ class Evaluator:
     def correct(self, target: Target, x_eval: torch.Tensor, defense: str) -> torch.Tensor:
         """Bool [n]: which rows of ``x_eval`` (matching the first n of ``self.y``) ``target`` behind
         ``defense`` classifies correctly (batches of ``batch_size``; fresh defender TVM masks)."""
-        y = self.y[:x_eval.shape[0]]
+        y = self.y[: x_eval.shape[0]]
         check_inputs(self._defended(target, defense), x_eval, y)
-        parts = [correct_mask(self._defended(target, defense, b), x_eval[start:stop], y[start:stop])
-                 for b, start, stop in self._batches(x_eval.shape[0])]
+        parts = [
+            correct_mask(self._defended(target, defense, b), x_eval[start:stop], y[start:stop])
+            for b, start, stop in self._batches(x_eval.shape[0])
+        ]
         return gather_batches(parts, self.device, self.processes)
 
     def accuracy(self, target: Target, x_eval: torch.Tensor, defense: str) -> float:
@@ -99,8 +116,13 @@ class Evaluator:
         tvm_attack = None if setting.tvm_attack == "ignored" else setting.tvm_attack
         if tvm_attack is None:
             return source.model
-        return attack_target(source.model, "tvm", tvm_attack, setting.eot,
-                             tvm=make_tvm(self.tvm_settings, seed=batch_seed(self.seed + 1, batch)))
+        return attack_target(
+            source.model,
+            "tvm",
+            tvm_attack,
+            setting.eot,
+            tvm=make_tvm(self.tvm_settings, seed=batch_seed(self.seed + 1, batch)),
+        )
 
     def gradient_checks(self, source: Target, setting: AttackSetting, n: int | None = None) -> dict:
         """The masking checks of the gradient an attack of ``setting`` follows on the first ``n``
@@ -109,13 +131,23 @@ class Evaluator:
         tvm_attack = None if setting.tvm_attack == "ignored" else setting.tvm_attack
         key = (source.name, x.shape[0], setting.gradient, tvm_attack, setting.eot)
         if key not in self._checks:
-            self._checks[key] = gradient_checks(self._attack_model(source, setting), x, y, self.batch_size,
-                                                gradient=setting.gradient, eot=setting.eot)
+            self._checks[key] = gradient_checks(
+                self._attack_model(source, setting), x, y, self.batch_size, gradient=setting.gradient, eot=setting.eot
+            )
         return self._checks[key]
 
-    def craft(self, source: Target, attack: str, eps: float | None, setting: AttackSetting, *,
-              n: int | None = None, steps: int | None = None, alpha: float | None = None,
-              settings: dict | None = None) -> tuple[torch.Tensor, dict]:
+    def craft(
+        self,
+        source: Target,
+        attack: str,
+        eps: float | None,
+        setting: AttackSetting,
+        *,
+        n: int | None = None,
+        steps: int | None = None,
+        alpha: float | None = None,
+        settings: dict | None = None,
+    ) -> tuple[torch.Tensor, dict]:
         """Adversarial versions of the first ``n`` images, crafted with white-box access to ``source``
         as ``setting`` says (its gradient mode, and TVM ignored, attacked with BPDA + EOT, or queried
         as deployed by a gradient-free attack; see :meth:`AttackSetting.for_attack`).
@@ -128,8 +160,10 @@ class Evaluator:
         eps = check_eps(eps)
         spec = attack_spec(attack)
         if setting.protocol not in spec.protocols:
-            raise ValueError(f"attack {attack!r} does not run under the {setting.protocol} protocol "
-                             f"(only {', '.join(spec.protocols)})")
+            raise ValueError(
+                f"attack {attack!r} does not run under the {setting.protocol} protocol "
+                f"(only {', '.join(spec.protocols)})"
+            )
         spec.check_available()
         setting = setting.for_attack(spec)
         kwargs = attack_kwargs(attack, eps, dataset=self.dataset, steps=steps, alpha=alpha, settings=settings)
@@ -137,8 +171,16 @@ class Evaluator:
         budget = spec.describe(eps, kwargs)
         # An attack that ignores TVM crafts on the bare model: the same examples as without the defence.
         tvm_attack = None if setting.tvm_attack == "ignored" else setting.tvm_attack
-        key = (source.name, attack, None if spec.minimum_norm else eps, x.shape[0], setting.gradient,
-               tvm_attack, setting.eot, tuple(sorted(kwargs.items())))
+        key = (
+            source.name,
+            attack,
+            None if spec.minimum_norm else eps,
+            x.shape[0],
+            setting.gradient,
+            tvm_attack,
+            setting.eot,
+            tuple(sorted(kwargs.items())),
+        )
         if key in self._adversarial:
             x_adv, seconds = self._adversarial[key]
             return x_adv, {"budget": budget, "craft_time_s": seconds, "reused": True}
@@ -148,9 +190,13 @@ class Evaluator:
         else:
             if spec.takes_gradient_mode:
                 kwargs["gradient"] = setting.gradient
-            bar = tqdm(self._batches(x.shape[0]),
-                       desc=f"{source.name} {attack} {eps if eps is not None else ''}".strip(),
-                       disable=not self.progress, leave=False, dynamic_ncols=True)
+            bar = tqdm(
+                self._batches(x.shape[0]),
+                desc=f"{source.name} {attack} {eps if eps is not None else ''}".strip(),
+                disable=not self.progress,
+                leave=False,
+                dynamic_ncols=True,
+            )
             parts = []
             for b, start, stop in bar:
                 model = self._attack_model(source, setting, b)
@@ -170,21 +216,32 @@ class Evaluator:
         spec = attack_spec(attack)
         if not spec.minimum_norm or eps is None:
             return x_adv
-        x = self.x[:x_adv.shape[0]]
+        x = self.x[: x_adv.shape[0]]
         order = float("inf") if spec.norm == "linf" else 2
         within = (x_adv - x).flatten(1).norm(p=order, dim=1) <= eps
         return torch.where(within.view(-1, *[1] * (x.dim() - 1)), x_adv, x)
 
     def l2_stats(self, x_adv: torch.Tensor) -> dict:
         """Fraction of changed images and the median L2 distance of the changed ones (None if none)."""
-        distance = (x_adv - self.x[:x_adv.shape[0]]).flatten(1).norm(dim=1)
+        distance = (x_adv - self.x[: x_adv.shape[0]]).flatten(1).norm(dim=1)
         changed = distance > 0
         median = float(distance[changed].median()) if changed.any() else None
         return {"changed": float(changed.float().mean()), "median_l2": median}
 
-    def evaluate(self, target: Target, attack: str, eps: float | None, defense: str, setting: AttackSetting, *,
-                 source: Target | None = None, n: int | None = None, steps: int | None = None,
-                 alpha: float | None = None, settings: dict | None = None) -> dict:
+    def evaluate(
+        self,
+        target: Target,
+        attack: str,
+        eps: float | None,
+        defense: str,
+        setting: AttackSetting,
+        *,
+        source: Target | None = None,
+        n: int | None = None,
+        steps: int | None = None,
+        alpha: float | None = None,
+        settings: dict | None = None,
+    ) -> dict:
         """One cell of a report: robust accuracy of ``target`` behind ``defense`` against ``attack`` at
         ``eps``, crafted on ``target`` itself (white box) or on ``source`` (transfer, black box), with
         ``settings`` overriding the attack's own (see :meth:`craft`).
@@ -197,13 +254,24 @@ class Evaluator:
         model's gradient). ``setting`` is adjusted to the attack (:meth:`AttackSetting.for_attack`)
         and the row says what ran.
         """
-        return self.evaluate_with_mask(target, attack, eps, defense, setting, source=source, n=n, steps=steps,
-                                       alpha=alpha, settings=settings)[0]
+        return self.evaluate_with_mask(
+            target, attack, eps, defense, setting, source=source, n=n, steps=steps, alpha=alpha, settings=settings
+        )[0]
 
-    def evaluate_with_mask(self, target: Target, attack: str, eps: float | None, defense: str,
-                           setting: AttackSetting, *, source: Target | None = None, n: int | None = None,
-                           steps: int | None = None, alpha: float | None = None,
-                           settings: dict | None = None) -> tuple[dict, torch.Tensor]:
+    def evaluate_with_mask(
+        self,
+        target: Target,
+        attack: str,
+        eps: float | None,
+        defense: str,
+        setting: AttackSetting,
+        *,
+        source: Target | None = None,
+        n: int | None = None,
+        steps: int | None = None,
+        alpha: float | None = None,
+        settings: dict | None = None,
+    ) -> tuple[dict, torch.Tensor]:
         """:meth:`evaluate` and the bool mask [n] of the examples that survived the attack."""
         crafter = target if source is None else source
         spec = attack_spec(attack)
@@ -213,10 +281,18 @@ class Evaluator:
         if source is None and spec.takes_gradient_mode:
             info.update(self.gradient_checks(crafter, setting, x_adv.shape[0]))
         row = {
-            "model": target.name, "head": target.head, "defense": defense,
-            "protocol": setting.protocol if source is None else "transfer", "attack": attack,
-            "norm": spec.norm, "eps": eps, "gradient": setting.gradient, "tvm_attack": setting.tvm_attack,
-            "eot": setting.eot, "source": None if source is None else source.name, "n": int(x_adv.shape[0]),
+            "model": target.name,
+            "head": target.head,
+            "defense": defense,
+            "protocol": setting.protocol if source is None else "transfer",
+            "attack": attack,
+            "norm": spec.norm,
+            "eps": eps,
+            "gradient": setting.gradient,
+            "tvm_attack": setting.tvm_attack,
+            "eot": setting.eot,
+            "source": None if source is None else source.name,
+            "n": int(x_adv.shape[0]),
             "clean_accuracy": self.clean_accuracy(target, defense, x_adv.shape[0]),
             "wnll_graph": graph_summary(target.model, self.batch_size),
         }

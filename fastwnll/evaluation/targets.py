@@ -1,4 +1,5 @@
 """Models under evaluation: loading training checkpoints, choosing the head, and the test subset."""
+
 from __future__ import annotations
 
 import os
@@ -34,13 +35,21 @@ class Target:
 
     def describe(self) -> dict:
         """JSON-serialisable facts about the model (for reports)."""
-        return {"name": self.name, "checkpoint": self.path, "head": self.head, "model": self.config.model,
-                "dataset": self.config.dataset, "adv_training": self.config.adv,
-                "adv_eps": self.config.eps if self.config.adv == "pgd" else None, "finished": self.finished}
+        return {
+            "name": self.name,
+            "checkpoint": self.path,
+            "head": self.head,
+            "model": self.config.model,
+            "dataset": self.config.dataset,
+            "adv_training": self.config.adv,
+            "adv_eps": self.config.eps if self.config.adv == "pgd" else None,
+            "finished": self.finished,
+        }
 
 
-def load_target(checkpoint: str | os.PathLike, *, name: str | None = None, head: str = "auto",
-                device: torch.device | str = "cpu") -> Target:
+def load_target(
+    checkpoint: str | os.PathLike, *, name: str | None = None, head: str = "auto", device: torch.device | str = "cpu"
+) -> Target:
     """Load a training checkpoint (file or run directory) for evaluation.
 
     ``head``: ``"wnll"`` reads the network through its WNLL heads (they need a template bank, which
@@ -61,16 +70,24 @@ def load_target(checkpoint: str | os.PathLike, *, name: str | None = None, head:
         if not heads:
             raise ValueError(f"{checkpoint} has a linear head; it cannot be read through a WNLL head")
         if not all(h.num_templates for h in heads):
-            raise ValueError(f"{checkpoint} has no WNLL template bank (saved before the end of training?); "
-                             "use head 'linear' to read it through its linear layer")
+            raise ValueError(
+                f"{checkpoint} has no WNLL template bank (saved before the end of training?); "
+                "use head 'linear' to read it through its linear layer"
+            )
         set_head_mode(model, "wnll")
     else:
         set_head_mode(model, "linear")
     for p in model.parameters():
         p.requires_grad_(False)
-    return Target(name=name or str(checkpoint), model=model.eval(), config=config, head=head,
-                  num_classes=int(payload["num_classes"]), path=str(checkpoint),
-                  finished=bool(payload.get("finished", False)))
+    return Target(
+        name=name or str(checkpoint),
+        model=model.eval(),
+        config=config,
+        head=head,
+        num_classes=int(payload["num_classes"]),
+        path=str(checkpoint),
+        finished=bool(payload.get("finished", False)),
+    )
 
 
 def eval_data(target: Target, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,13 +109,19 @@ def check_same_data(source: Target, target: Target) -> None:
     """Raise ValueError unless ``source`` and ``target`` were trained on the same dataset with the same
     classes and test images (a transfer attack crafts on one and evaluates on the other)."""
     if source.dataset != target.dataset:
-        raise ValueError(f"mismatched datasets: the transfer source {source.name} was trained on {source.dataset!r} "
-                         f"but the target {target.name} on {target.dataset!r}")
+        raise ValueError(
+            f"mismatched datasets: the transfer source {source.name} was trained on {source.dataset!r} "
+            f"but the target {target.name} on {target.dataset!r}"
+        )
     if source.num_classes != target.num_classes:
-        raise ValueError(f"mismatched datasets: the transfer source has {source.num_classes} classes, the target "
-                         f"{target.num_classes}")
+        raise ValueError(
+            f"mismatched datasets: the transfer source has {source.num_classes} classes, the target "
+            f"{target.num_classes}"
+        )
     xs, ys = load_split(source.config, "test")
     xt, yt = load_split(target.config, "test")
     if xs.shape != xt.shape or not (torch.equal(xs, xt) and torch.equal(ys, yt)):
-        raise ValueError(f"mismatched datasets: the test splits of {source.name} and {target.name} differ "
-                         f"({tuple(xs.shape)} vs {tuple(xt.shape)} images; check data_dir)")
+        raise ValueError(
+            f"mismatched datasets: the test splits of {source.name} and {target.name} differ "
+            f"({tuple(xs.shape)} vs {tuple(xt.shape)} images; check data_dir)"
+        )

@@ -1,5 +1,6 @@
 """``feature_geometry``: clean and adversarial penultimate features of one or more models, their
 geometry numbers (:mod:`fastwnll.geometry.metrics`), a picture and a table."""
+
 from __future__ import annotations
 
 import os
@@ -38,19 +39,40 @@ def model_spec(entry) -> dict:
 
 
 def _projection_description(projection: str, arrows: int) -> str:
-    fitted = ("PCA fitted per panel on that model's clean features (its adversarial features mapped by the same "
-              "projection)" if projection == "pca" else
-              "t-SNE fitted per panel on that model's clean and adversarial features together (distances not kept)")
-    return (f"{fitted}; dots = clean, crosses = adversarial, coloured by true class; arrows from clean to "
-            f"adversarial for {arrows} sampled images (the same images in every panel).")
+    fitted = (
+        "PCA fitted per panel on that model's clean features (its adversarial features mapped by the same projection)"
+        if projection == "pca"
+        else "t-SNE fitted per panel on that model's clean and adversarial features together (distances not kept)"
+    )
+    return (
+        f"{fitted}; dots = clean, crosses = adversarial, coloured by true class; arrows from clean to "
+        f"adversarial for {arrows} sampled images (the same images in every panel)."
+    )
 
 
-def feature_geometry(checkpoints, *, attack: str = "ifgsm", eps: float | None = None, n: int | None = None,
-                     out: str | os.PathLike | None = None, overwrite: bool = False, protocol: str = "worst-case",
-                     steps: int | None = None, alpha: float | None = None, restarts: int = 1,
-                     projection: str = "pca", arrows: int = 40, columns: int | None = None,
-                     templates: int | None = None, k: int | None = None, seed: int = 0, batch_size: int = 500,
-                     device: str = "auto", progress: bool = True, title: str | None = None) -> dict:
+def feature_geometry(
+    checkpoints,
+    *,
+    attack: str = "ifgsm",
+    eps: float | None = None,
+    n: int | None = None,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    protocol: str = "worst-case",
+    steps: int | None = None,
+    alpha: float | None = None,
+    restarts: int = 1,
+    projection: str = "pca",
+    arrows: int = 40,
+    columns: int | None = None,
+    templates: int | None = None,
+    k: int | None = None,
+    seed: int = 0,
+    batch_size: int = 500,
+    device: str = "auto",
+    progress: bool = True,
+    title: str | None = None,
+) -> dict:
     """Feature-space geometry of each model in ``checkpoints`` on the same clean and adversarial test images.
 
     For every model: the penultimate features (the head's input) of ``n`` test images (a fixed
@@ -106,47 +128,77 @@ def feature_geometry(checkpoints, *, attack: str = "ifgsm", eps: float | None = 
     if n is None:
         n = min(DEFAULT_N, eval_data(targets[0])[1].shape[0])
     x, y = eval_data(targets[0], n, seed)
-    evaluator = Evaluator(x, y, dataset=targets[0].dataset, seed=seed, batch_size=batch_size, device=dev,
-                          progress=progress)
+    evaluator = Evaluator(
+        x, y, dataset=targets[0].dataset, seed=seed, batch_size=batch_size, device=dev, progress=progress
+    )
     arrow_index = arrow_rows(n, arrows, seed)
     models, panels = [], []
     bar = tqdm(targets, desc="feature geometry", disable=not progress, dynamic_ncols=True)
     for target in bar:
         bar.set_postfix_str(target.name)
-        row, panel = _model_geometry(target, evaluator, attack, eps, protocol, steps=steps, alpha=alpha,
-                                     restarts=restarts, templates=templates, k=k, projection=projection, seed=seed)
+        row, panel = _model_geometry(
+            target,
+            evaluator,
+            attack,
+            eps,
+            protocol,
+            steps=steps,
+            alpha=alpha,
+            restarts=restarts,
+            templates=templates,
+            k=k,
+            projection=projection,
+            seed=seed,
+        )
         models.append(row)
         panels.append({**panel, "arrows": arrow_index})
     budget = models[0]["budget"]
     result = {
-        "title": title or f"Feature-space geometry under {budget}", "attack": attack, "eps": eps,
-        "attack_description": budget, "protocol": protocol, "n": int(n), "seed": seed,
-        "dataset": targets[0].dataset, "projection": projection,
+        "title": title or f"Feature-space geometry under {budget}",
+        "attack": attack,
+        "eps": eps,
+        "attack_description": budget,
+        "protocol": protocol,
+        "n": int(n),
+        "seed": seed,
+        "dataset": targets[0].dataset,
+        "projection": projection,
         "projection_description": _projection_description(projection, int(arrow_index.numel())),
-        "device": str(dev), "models": models, "time_s": time.perf_counter() - started,
+        "device": str(dev),
+        "models": models,
+        "time_s": time.perf_counter() - started,
     }
     if out is not None:
         result["files"] = {key: str(path) for key, path in output_paths(out).items()}
         write_outputs(result, out)
-        plot_panels(panels, result["files"]["plot"], title=result["title"], caption=result["projection_description"],
-                    num_classes=targets[0].num_classes, columns=columns)
+        plot_panels(
+            panels,
+            result["files"]["plot"],
+            title=result["title"],
+            caption=result["projection_description"],
+            num_classes=targets[0].num_classes,
+            columns=columns,
+        )
     return result
 
 
-def _model_geometry(target, evaluator, attack, eps, protocol, *, steps, alpha, restarts, templates, k, projection,
-                    seed) -> tuple[dict, dict]:
+def _model_geometry(
+    target, evaluator, attack, eps, protocol, *, steps, alpha, restarts, templates, k, projection, seed
+) -> tuple[dict, dict]:
     """One model's row of the result and its picture panel (without the arrows)."""
     started = time.perf_counter()
     model, name, batch_size = target.model, target.name, evaluator.batch_size
     width = feature_width(model, name)
     clean_correct, _ = outcomes(model, evaluator.x, evaluator.y, batch_size)
-    x_adv, info = adversarial_examples(evaluator, target, attack, eps, protocol, steps=steps, alpha=alpha,
-                                       restarts=restarts)
+    x_adv, info = adversarial_examples(
+        evaluator, target, attack, eps, protocol, steps=steps, alpha=alpha, restarts=restarts
+    )
     adv_correct, _ = outcomes(model, x_adv, evaluator.y, batch_size)
     clean = embed(model, evaluator.x, batch_size=batch_size, name=name)
     adversarial = embed(model, x_adv, batch_size=batch_size, name=name)
-    bank, bank_labels, source = template_bank(target, templates=templates or target.config.templates,
-                                              batch_size=batch_size)
+    bank, bank_labels, source = template_bank(
+        target, templates=templates or target.config.templates, batch_size=batch_size
+    )
     head = wnll_head(model)
     neighbours = k or (head.k if head is not None else target.config.k)
     labels = evaluator.y.cpu()
@@ -154,18 +206,35 @@ def _model_geometry(target, evaluator, attack, eps, protocol, *, steps, alpha, r
     shown = project(clean, adversarial, projection, seed)
     facts = target.describe()
     row = {
-        "name": name, "checkpoint": target.path, "head": target.head, "model": facts["model"],
-        "adv_training": facts["adv_training"], "adv_eps": facts["adv_eps"], "protocol": info["protocol"],
-        "attacks": info["attacks"], **({"chosen": info["chosen"]} if "chosen" in info else {}),
+        "name": name,
+        "checkpoint": target.path,
+        "head": target.head,
+        "model": facts["model"],
+        "adv_training": facts["adv_training"],
+        "adv_eps": facts["adv_eps"],
+        "protocol": info["protocol"],
+        "attacks": info["attacks"],
+        **({"chosen": info["chosen"]} if "chosen" in info else {}),
         "clean_accuracy": float(clean_correct.double().mean()),
-        "adversarial_accuracy": float(adv_correct.double().mean()), "feature_width": width,
-        "templates": int(bank.shape[0]), "template_source": source, "k": neighbours, "metrics": metrics,
-        "craft_time_s": info["craft_time_s"], "time_s": time.perf_counter() - started, "budget": info["budget"],
+        "adversarial_accuracy": float(adv_correct.double().mean()),
+        "feature_width": width,
+        "templates": int(bank.shape[0]),
+        "template_source": source,
+        "k": neighbours,
+        "metrics": metrics,
+        "craft_time_s": info["craft_time_s"],
+        "time_s": time.perf_counter() - started,
+        "budget": info["budget"],
     }
     panel = {
-        "title": (f"{name} ({target.head} head, {info['protocol']})\n"
-                  f"s/D {metrics['spread_ratio']:.2f}, displacement/D {metrics['relative_displacement']:.2f}, "
-                  f"kNN-true adv. {100 * metrics['knn_true_adversarial']:.0f}%"),
-        "clean": shown["clean"], "adversarial": shown["adversarial"], "labels": labels, "axes": shown["axes"],
+        "title": (
+            f"{name} ({target.head} head, {info['protocol']})\n"
+            f"s/D {metrics['spread_ratio']:.2f}, displacement/D {metrics['relative_displacement']:.2f}, "
+            f"kNN-true adv. {100 * metrics['knn_true_adversarial']:.0f}%"
+        ),
+        "clean": shown["clean"],
+        "adversarial": shown["adversarial"],
+        "labels": labels,
+        "axes": shown["axes"],
     }
     return row, panel

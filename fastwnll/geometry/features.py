@@ -1,10 +1,11 @@
 """Penultimate features of a network (the input of its head, linear or WNLL) and its template bank."""
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .upstream import WNLLHead, Target, attack_mode, load_split
+from .upstream import Target, WNLLHead, attack_mode, load_split
 
 
 def feature_width(model: nn.Module, name: str) -> int:
@@ -15,8 +16,10 @@ def feature_width(model: nn.Module, name: str) -> int:
     """
     width = getattr(getattr(model, "head", None), "in_features", None)
     if not callable(getattr(model, "embed", None)) or not isinstance(width, int):
-        raise ValueError(f"{name}: the network ({type(model).__name__}) has no penultimate features to read: it needs "
-                         "an embed() method and a head with in_features, as the networks of fastwnll.models have")
+        raise ValueError(
+            f"{name}: the network ({type(model).__name__}) has no penultimate features to read: it needs "
+            "an embed() method and a head with in_features, as the networks of fastwnll.models have"
+        )
     return width
 
 
@@ -31,12 +34,14 @@ def embed(model: nn.Module, x: torch.Tensor, *, batch_size: int, name: str) -> t
     chunks = []
     with attack_mode(model):
         for start in range(0, x.shape[0], batch_size):
-            rows = x[start:start + batch_size].to(device)
+            rows = x[start : start + batch_size].to(device)
             out = model.embed(rows)
             if not isinstance(out, torch.Tensor) or tuple(out.shape) != (rows.shape[0], width):
                 shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ValueError(f"{name}: the network's features have shape {shape} for {rows.shape[0]} images, "
-                                 f"but its head expects [{rows.shape[0]}, {width}]")
+                raise ValueError(
+                    f"{name}: the network's features have shape {shape} for {rows.shape[0]} images, "
+                    f"but its head expects [{rows.shape[0]}, {width}]"
+                )
             chunks.append(out.float().cpu())
     return torch.cat(chunks)
 
@@ -46,8 +51,9 @@ def wnll_head(model: nn.Module) -> WNLLHead | None:
     return next((m for m in model.modules() if isinstance(m, WNLLHead)), None)
 
 
-def template_bank(target: Target, *, templates: int, batch_size: int, seed: int | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, str]:
+def template_bank(
+    target: Target, *, templates: int, batch_size: int, seed: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Labelled training features for the kNN-true shares: ``(features [M, width] float32 CPU,
     labels [M] int64 CPU, source)``.
 
@@ -62,8 +68,10 @@ def template_bank(target: Target, *, templates: int, batch_size: int, seed: int 
     if head is not None and head.num_templates:
         bank = head.template_features
         if bank.dim() != 2 or bank.shape[1] != width:
-            raise ValueError(f"{name}: the WNLL template bank holds features of shape {tuple(bank.shape)}, but the "
-                             f"network's features have width {width}")
+            raise ValueError(
+                f"{name}: the WNLL template bank holds features of shape {tuple(bank.shape)}, but the "
+                f"network's features have width {width}"
+            )
         return bank.detach().float().cpu(), head.template_labels.detach().cpu(), "head bank"
     if isinstance(templates, bool) or not isinstance(templates, int) or templates < 1:
         raise ValueError(f"templates must be an integer >= 1, got {templates!r}")

@@ -23,6 +23,7 @@ Ratios are the numbers to compare between models: each network scales its featur
 way, and ``s / D``, displacement / ``D`` and the kNN shares do not change when all features are
 multiplied by a constant or shifted by a common offset.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,10 @@ import torch
 
 def _check_features(name: str, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point torch.Tensor, got "
-                        f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+        raise TypeError(
+            f"{name} must be a floating-point torch.Tensor, got "
+            f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}"
+        )
     if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name} must have shape [N, d] with N, d >= 1, got {tuple(x.shape)}")
     if rows is not None and x.shape[0] != rows:
@@ -72,8 +75,13 @@ def class_geometry(features: torch.Tensor, labels: torch.Tensor) -> dict:
     if float(between.min()) == 0:
         raise ValueError("two class centroids coincide (inter-class distance 0): the ratios are undefined")
     mean = between.mean()
-    return {"spread": float(spread), "inter_class_mean": float(mean), "inter_class_min": float(between.min()),
-            "spread_ratio": float(spread / mean), "classes": int(classes.numel())}
+    return {
+        "spread": float(spread),
+        "inter_class_mean": float(mean),
+        "inter_class_min": float(between.min()),
+        "spread_ratio": float(spread / mean),
+        "classes": int(classes.numel()),
+    }
 
 
 def displacements(clean: torch.Tensor, adversarial: torch.Tensor) -> torch.Tensor:
@@ -91,8 +99,9 @@ def mean_displacement(clean: torch.Tensor, adversarial: torch.Tensor) -> float:
     return float(displacements(clean, adversarial).mean())
 
 
-def knn_true_share(features: torch.Tensor, labels: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor,
-                   k: int) -> float:
+def knn_true_share(
+    features: torch.Tensor, labels: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, k: int
+) -> float:
     """Fraction of the rows of ``features`` ``[N, d]`` (true labels ``labels`` ``[N]``) whose ``k``
     nearest rows of ``bank`` ``[M, d]`` (labels ``bank_labels`` ``[M]``) hold the true label more
     than ``k/2`` times. Exact Euclidean kNN in float64 (:func:`fastwnll.knn_search`); ``1 <= k <= M``."""
@@ -103,8 +112,9 @@ def knn_true_share(features: torch.Tensor, labels: torch.Tensor, bank: torch.Ten
     b = _check_features("template bank", bank).to(f.device)
     by = _check_labels("template labels", bank_labels, b.shape[0]).to(f.device)
     if b.shape[1] != f.shape[1]:
-        raise ValueError(f"the template bank has features of width {b.shape[1]} but the queries have width "
-                         f"{f.shape[1]}")
+        raise ValueError(
+            f"the template bank has features of width {b.shape[1]} but the queries have width {f.shape[1]}"
+        )
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= b.shape[0]:
         raise ValueError(f"k must be an integer in [1, {b.shape[0]}] (the number of templates), got {k!r}")
     idx, _ = knn_search(f, b, k)
@@ -112,8 +122,14 @@ def knn_true_share(features: torch.Tensor, labels: torch.Tensor, bank: torch.Ten
     return float((2 * votes > k).double().mean())
 
 
-def geometry_metrics(clean: torch.Tensor, adversarial: torch.Tensor, labels: torch.Tensor, bank: torch.Tensor,
-                     bank_labels: torch.Tensor, k: int) -> dict:
+def geometry_metrics(
+    clean: torch.Tensor,
+    adversarial: torch.Tensor,
+    labels: torch.Tensor,
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    k: int,
+) -> dict:
     """All the numbers of the module docstring for one model.
 
     Args:

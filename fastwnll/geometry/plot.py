@@ -1,5 +1,6 @@
 """The picture: one panel per model with its projected clean and adversarial features, coloured by
 true class, and arrows from clean to adversarial for a sample of images."""
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,15 @@ def class_colors(num_classes: int) -> list:
     return [colormaps["hsv"](i / num_classes) for i in range(num_classes)]
 
 
-def plot_panels(panels: list[dict], path: str | Path | None, *, title: str, caption: str, num_classes: int,
-                columns: int | None = None):
+def plot_panels(
+    panels: list[dict],
+    path: str | Path | None,
+    *,
+    title: str,
+    caption: str,
+    num_classes: int,
+    columns: int | None = None,
+):
     """Draw the panels, ``columns`` per row (see :func:`grid_shape`), and save the PNG at ``path`` (not
     saved when None); returns the matplotlib Figure.
 
@@ -65,7 +73,7 @@ def plot_panels(panels: list[dict], path: str | Path | None, *, title: str, capt
     rows, columns = grid_shape(len(panels), columns)
     fig = Figure(figsize=figure_size(len(panels), columns), layout="constrained")
     grid = fig.subplots(rows, columns, squeeze=False)
-    for ax in grid.flat[len(panels):]:
+    for ax in grid.flat[len(panels) :]:
         ax.remove()
     for ax, panel in zip(grid.flat, panels):
         clean, adv = panel["clean"].numpy(), panel["adversarial"].numpy()
@@ -75,8 +83,20 @@ def plot_panels(panels: list[dict], path: str | Path | None, *, title: str, capt
         rows = panel["arrows"].numpy()
         if rows.size:
             start, delta = clean[rows], adv[rows] - clean[rows]
-            ax.quiver(start[:, 0], start[:, 1], delta[:, 0], delta[:, 1], angles="xy", scale_units="xy", scale=1,
-                      color="black", alpha=0.65, width=0.004, headwidth=4, headlength=5)
+            ax.quiver(
+                start[:, 0],
+                start[:, 1],
+                delta[:, 0],
+                delta[:, 1],
+                angles="xy",
+                scale_units="xy",
+                scale=1,
+                color="black",
+                alpha=0.65,
+                width=0.004,
+                headwidth=4,
+                headlength=5,
+            )
         ax.set_aspect("equal", adjustable="datalim")
         ax.set_title(panel["title"], fontsize="small")
         ax.set_xlabel(panel["axes"][0], fontsize="small")
@@ -84,11 +104,19 @@ def plot_panels(panels: list[dict], path: str | Path | None, *, title: str, capt
         ax.tick_params(labelsize="x-small")
         ax.grid(alpha=0.25)
     handles = [Line2D([], [], linestyle="", marker="o", color=colors[c], label=str(c)) for c in range(num_classes)]
-    handles += [Line2D([], [], linestyle="", marker="o", color="grey", alpha=0.6, label="clean"),
-                Line2D([], [], linestyle="", marker="x", color="grey", label="adversarial"),
-                Line2D([], [], color="black", marker=">", markersize=4, label="clean -> adversarial")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize="small",
-               title="true class", title_fontsize="small")
+    handles += [
+        Line2D([], [], linestyle="", marker="o", color="grey", alpha=0.6, label="clean"),
+        Line2D([], [], linestyle="", marker="x", color="grey", label="adversarial"),
+        Line2D([], [], color="black", marker=">", markersize=4, label="clean -> adversarial"),
+    ]
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncol=min(len(handles), 8),
+        fontsize="small",
+        title="true class",
+        title_fontsize="small",
+    )
     caption = textwrap.fill(caption, width=int(columns * PANEL_SIZE[0] * CAPTION_CHARS_PER_INCH))
     fig.suptitle(f"{title}\n{caption}", fontsize="medium")
     if path is not None:
@@ -101,4 +129,4 @@ def arrow_rows(n: int, count: int, seed: int) -> torch.Tensor:
     whose displacement is drawn, the same in every panel."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"arrows must be an integer >= 0, got {count!r}")
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:min(count, n)].sort().values
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(count, n)].sort().values

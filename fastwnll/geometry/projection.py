@@ -9,6 +9,7 @@ is fixed so that its largest-magnitude loading is positive (the same data give t
 map new points); it keeps neighbourhoods, not distances, so arrows show which neighbourhood a point
 moved to, not how far.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,10 @@ def pca_2d(clean: torch.Tensor, adversarial: torch.Tensor) -> tuple[torch.Tensor
     f = clean.detach().to("cpu", torch.float64)
     g = adversarial.detach().to("cpu", torch.float64)
     if f.dim() != 2 or g.dim() != 2 or f.shape[1] != g.shape[1] or f.shape[1] < 2 or f.shape[0] < 2:
-        raise ValueError(f"PCA needs [N, d] clean and [M, d] adversarial features with N >= 2 and d >= 2, got "
-                         f"{tuple(f.shape)} and {tuple(g.shape)}")
+        raise ValueError(
+            f"PCA needs [N, d] clean and [M, d] adversarial features with N >= 2 and d >= 2, got "
+            f"{tuple(f.shape)} and {tuple(g.shape)}"
+        )
     mean = f.mean(0)
     _, singular, vh = torch.linalg.svd(f - mean, full_matrices=False)
     components = vh[:2]
@@ -54,7 +57,7 @@ def tsne_2d(clean: torch.Tensor, adversarial: torch.Tensor, seed: int = 0) -> tu
     perplexity = min(30.0, (both.shape[0] - 1) / 3)
     embedded = TSNE(n_components=2, init="pca", random_state=seed, perplexity=perplexity).fit_transform(both.numpy())
     embedded = torch.from_numpy(embedded).to(torch.float64)
-    return embedded[:clean.shape[0]], embedded[clean.shape[0]:]
+    return embedded[: clean.shape[0]], embedded[clean.shape[0] :]
 
 
 def project(clean: torch.Tensor, adversarial: torch.Tensor, method: str = "pca", seed: int = 0) -> dict:

@@ -1,4 +1,5 @@
 """The numbers of a geometry run as a Markdown table and a JSON file, and the output directory's files."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ OUTPUT_NAMES = (PLOT_NAME, JSON_NAME, MARKDOWN_NAME)
 DEFINITIONS = {
     "spread": "intra-class spread s: RMS distance of a clean feature to its class centroid (pooled over all images)",
     "inter_class_mean": "inter-class distance D: mean distance between two class centroids (clean features), "
-                        "over all pairs of classes",
+    "over all pairs of classes",
     "inter_class_min": "smallest distance between two class centroids",
     "spread_ratio": "s / D (smaller: tighter, better separated clusters)",
     "displacement": "mean distance between an image's clean and adversarial features",
@@ -43,30 +44,69 @@ def _percent(value: float) -> str:
 
 def markdown(result: dict) -> str:
     """The table of one run (one line per model) with the attack, the projection and the definitions."""
-    header = ["model", "head", "protocol", "clean acc. %", "adv. acc. %", "spread s", "inter-class D (min)",
-              "s / D", "displacement", "displacement / D", "kNN-true clean %", "kNN-true adv. %"]
-    lines = [f"# {result['title']}", "",
-             f"Attack: {result['attack_description']}; {result['n']} {result['dataset']} test images "
-             f"(seed {result['seed']}); k = {', '.join(sorted({str(m['k']) for m in result['models']}))} "
-             "nearest templates.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    header = [
+        "model",
+        "head",
+        "protocol",
+        "clean acc. %",
+        "adv. acc. %",
+        "spread s",
+        "inter-class D (min)",
+        "s / D",
+        "displacement",
+        "displacement / D",
+        "kNN-true clean %",
+        "kNN-true adv. %",
+    ]
+    lines = [
+        f"# {result['title']}",
+        "",
+        f"Attack: {result['attack_description']}; {result['n']} {result['dataset']} test images "
+        f"(seed {result['seed']}); k = {', '.join(sorted({str(m['k']) for m in result['models']}))} "
+        "nearest templates.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for m in result["models"]:
         g = m["metrics"]
-        lines.append("| " + " | ".join([
-            m["name"], m["head"], m["protocol"], _percent(m["clean_accuracy"]), _percent(m["adversarial_accuracy"]),
-            f"{g['spread']:.3g}", f"{g['inter_class_mean']:.3g} ({g['inter_class_min']:.3g})",
-            f"{g['spread_ratio']:.3f}", f"{g['displacement']:.3g}",
-            f"{g['relative_displacement']:.3f} ± {g['relative_displacement_se']:.3f}",
-            _percent(g["knn_true_clean"]), _percent(g["knn_true_adversarial"])]) + " |")
-    lines += ["", "Definitions (features = the head's input; D and s from the clean features; distances "
-              "Euclidean):", ""]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    m["name"],
+                    m["head"],
+                    m["protocol"],
+                    _percent(m["clean_accuracy"]),
+                    _percent(m["adversarial_accuracy"]),
+                    f"{g['spread']:.3g}",
+                    f"{g['inter_class_mean']:.3g} ({g['inter_class_min']:.3g})",
+                    f"{g['spread_ratio']:.3f}",
+                    f"{g['displacement']:.3g}",
+                    f"{g['relative_displacement']:.3f} ± {g['relative_displacement_se']:.3f}",
+                    _percent(g["knn_true_clean"]),
+                    _percent(g["knn_true_adversarial"]),
+                ]
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "Definitions (features = the head's input; D and s from the clean features; distances Euclidean):",
+        "",
+    ]
     lines += [f"- `{name}`: {text}" for name, text in DEFINITIONS.items()]
     lines += ["", "Attacks and template banks:", ""]
     for m in result["models"]:
-        chosen = "" if "chosen" not in m else \
-            " (worst case per image: " + ", ".join(f"{v} from {k}" for k, v in m["chosen"].items()) + ")"
-        lines.append(f"- {m['name']} (`{m['checkpoint']}`): {' | '.join(m['attacks'])}{chosen}; "
-                     f"{m['templates']} templates ({m['template_source']}), k = {m['k']}")
+        chosen = (
+            ""
+            if "chosen" not in m
+            else " (worst case per image: " + ", ".join(f"{v} from {k}" for k, v in m["chosen"].items()) + ")"
+        )
+        lines.append(
+            f"- {m['name']} (`{m['checkpoint']}`): {' | '.join(m['attacks'])}{chosen}; "
+            f"{m['templates']} templates ({m['template_source']}), k = {m['k']}"
+        )
     lines += ["", f"Picture: {result['projection_description']}", ""]
     return "\n".join(lines)
 

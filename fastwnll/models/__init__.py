@@ -1,5 +1,6 @@
 """The paper's networks (CIFAR ResNets, the MNIST CNN, a digits CNN) with a linear or WNLL head
 (:func:`build`), and :func:`attach_head` to give any classifier a ``WNLLHead``."""
+
 from __future__ import annotations
 
 from .base import Classifier

@@ -1,4 +1,5 @@
 """The structure every model of :mod:`fastwnll.models` shares: trunk -> buffer block -> head."""
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,10 @@ class InputCheck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``[N, C, H, W]`` floating point (any device), returned unchanged."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"{self.model} expects a floating-point image tensor, got "
-                            f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+            raise TypeError(
+                f"{self.model} expects a floating-point image tensor, got "
+                f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}"
+            )
         hw = "H, W" if self.size is None else f"{self.size[0]}, {self.size[1]}"
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ValueError(f"{self.model} expects images of shape [N, {self.channels}, {hw}], got {list(x.shape)}")

@@ -1,4 +1,5 @@
 """Output layers: a linear or WNLL head for a new model, and swapping the final layer of an existing one."""
+
 from __future__ import annotations
 
 import torch
@@ -56,8 +57,9 @@ def attach_head(model: nn.Module, attr: str = "fc", head: str = "wnll", **head_k
     if head == "wnll":
         if not isinstance(old, nn.Linear):
             raise TypeError(f"attach_head(head='wnll') replaces an nn.Linear, but {attr!r} is a {type(old).__name__}")
-        new = WNLLHead(old.in_features, old.out_features, device=old.weight.device, dtype=old.weight.dtype,
-                       **head_kwargs)
+        new = WNLLHead(
+            old.in_features, old.out_features, device=old.weight.device, dtype=old.weight.dtype, **head_kwargs
+        )
         source = old
     else:
         if not isinstance(old, WNLLHead):
@@ -65,8 +67,7 @@ def attach_head(model: nn.Module, attr: str = "fc", head: str = "wnll", **head_k
         if head_kwargs:
             raise TypeError(f"head='linear' takes no head options, got {sorted(head_kwargs)}")
         source = old.linear
-        new = nn.Linear(source.in_features, source.out_features, device=source.weight.device,
-                        dtype=source.weight.dtype)
+        new = nn.Linear(source.in_features, source.out_features, device=source.weight.device, dtype=source.weight.dtype)
     target = new.linear if head == "wnll" else new
     with torch.no_grad():
         target.weight.copy_(source.weight)

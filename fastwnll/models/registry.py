@@ -1,4 +1,5 @@
 """``build``: the paper's networks by name, each with its buffer block and a linear or WNLL head."""
+
 from __future__ import annotations
 
 from .base import Classifier, buffer_block
@@ -15,8 +16,9 @@ _TRUNKS = {
 }
 
 
-def build(name: str, num_classes: int = 10, *, head: str = "linear", in_channels: int | None = None,
-          **head_kwargs) -> Classifier:
+def build(
+    name: str, num_classes: int = 10, *, head: str = "linear", in_channels: int | None = None, **head_kwargs
+) -> Classifier:
     """A network of :data:`MODELS` as a :class:`~fastwnll.models.base.Classifier` (CPU, float32).
 
     - ``resnet20/32/44/56/110``: CIFAR ResNets (option-B shortcuts, see :mod:`fastwnll.models.resnet`),
@@ -44,4 +46,3 @@ def build(name: str, num_classes: int = 10, *, head: str = "linear", in_channels
         raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
     classifier_head = make_head(head, width, num_classes, **head_kwargs)
     return Classifier(make_trunk(in_channels), buffer_block(width), classifier_head)
-

@@ -8,6 +8,7 @@ He et al.'s CIFAR experiments used option A (zero-padded identity), which has 2,
 parameters at every depth (ResNet20 with a linear 64->10 classifier: 269,722 with option A, 272,474
 here; 276,634 with the buffer block).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,8 @@ WIDTHS = (16, 32, 64)
 
 
 class BasicBlock(nn.Module):
-    """``relu(bn(conv3x3(relu(bn(conv3x3(x))))) + shortcut(x))``; ``[N, c_in, H, W] -> [N, c_out, H/stride, W/stride]``."""
+    """``relu(bn(conv3x3(relu(bn(conv3x3(x))))) + shortcut(x))``;
+    ``[N, c_in, H, W] -> [N, c_out, H/stride, W/stride]``."""
 
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()

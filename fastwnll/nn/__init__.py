@@ -1,5 +1,6 @@
 """Neural-network modules: the drop-in ``WNLLHead`` and the ``TVM`` input-cleaning layer, and the
 context managers that switch a model's train/eval flags and head modes and restore them."""
+
 from __future__ import annotations
 
 import importlib

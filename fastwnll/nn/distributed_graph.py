@@ -12,6 +12,7 @@ the whole batch (docs/design.md, section 7).
 
 This module only communicates; it builds no graph and needs an initialized process group.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -71,8 +72,7 @@ def gather_rows(x: torch.Tensor, counts: list[int], *, differentiable: bool = Fa
         from torch.distributed.nn.functional import all_gather
 
         with warnings.catch_warnings():  # torch >= 2.14 deprecates it for a private module; it is the public one
-            warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_gather is deprecated",
-                                    FutureWarning)
+            warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_gather is deprecated", FutureWarning)
             parts = all_gather(padded)
     else:
         parts = [torch.empty_like(padded) for _ in counts]
@@ -100,8 +100,9 @@ class GlobalSplit:
     local_query_index: torch.Tensor
 
 
-def split_global_batch(labels: torch.Tensor, split: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-                       ) -> GlobalSplit:
+def split_global_batch(
+    labels: torch.Tensor, split: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+) -> GlobalSplit:
     """Gather every process's ``labels`` ([rows] int64) and split the global batch with ``split`` (a
     function of the global labels returning ``(template_index, query_index)``, e.g.
     :func:`fastwnll.nn.head.split_batch` with a generator seeded identically on every process).
@@ -130,7 +131,12 @@ def split_global_batch(labels: torch.Tensor, split: Callable[[torch.Tensor], tup
     stop = start + counts[rank]
     own = (query_index >= start) & (query_index < stop)
     mine = (template_index >= start) & (template_index < stop)
-    return GlobalSplit(counts=counts, labels=all_labels, template_index=template_index, query_index=query_index,
-                       own_queries=own.nonzero().flatten(), local_template_index=template_index[mine] - start,
-                       local_query_index=query_index[own] - start)
-
+    return GlobalSplit(
+        counts=counts,
+        labels=all_labels,
+        template_index=template_index,
+        query_index=query_index,
+        own_queries=own.nonzero().flatten(),
+        local_template_index=template_index[mine] - start,
+        local_query_index=query_index[own] - start,
+    )

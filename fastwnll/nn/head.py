@@ -26,6 +26,7 @@ default ``gradient="surrogate"`` only ``F.cross_entropy`` makes the backward dep
 output: it sends ``p_wnll - onehot`` through the linear layer, while ``F.nll_loss`` sends the plain
 linear head's ``softmax(z) - onehot``.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -73,8 +74,9 @@ def _check_labels(name: str, labels, n: int | None = None) -> torch.Tensor:
     return labels
 
 
-def split_batch(labels: torch.Tensor, template_fraction: float, *, generator: torch.Generator | None = None,
-                split: str = "random") -> tuple[torch.Tensor, torch.Tensor]:
+def split_batch(
+    labels: torch.Tensor, template_fraction: float, *, generator: torch.Generator | None = None, split: str = "random"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Split the rows of a labelled batch into templates and queries.
 
     ``m = round(template_fraction * n)`` rows (at least 1, at most ``n - 1``) become templates.
@@ -160,10 +162,13 @@ class WNLLBatch:
             )
             classes = self.labels[self.template_index].unique()
             if classes.numel() == 1:
-                warnings.warn(f"the templates of this WNLL training batch hold one class ({int(classes)}): the "
-                              "interpolation gives that class to every query, whatever the features (use larger or "
-                              "more varied batches, or split='random', which puts a row of each class first)",
-                              RuntimeWarning, stacklevel=4)
+                warnings.warn(
+                    f"the templates of this WNLL training batch hold one class ({int(classes)}): the "
+                    "interpolation gives that class to every query, whatever the features (use larger or "
+                    "more varied batches, or split='random', which puts a row of each class first)",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
         return self.template_index, self.query_index
 
     def _global_split_for(self, rows: int, template_fraction: float) -> GlobalSplit:
@@ -171,16 +176,19 @@ class WNLLBatch:
         if self.global_split is None:
             if self.query_index is not None:
                 raise RuntimeError("the WNLL heads of one model mix graph='local' and graph='global'")
-            self.global_split = split_global_batch(self.labels, lambda labels: split_batch(
-                labels, template_fraction, generator=self.generator, split=self.split))
+            self.global_split = split_global_batch(
+                self.labels,
+                lambda labels: split_batch(labels, template_fraction, generator=self.generator, split=self.split),
+            )
             self.template_index = self.global_split.local_template_index
             self.query_index = self.global_split.local_query_index
         return self.global_split
 
 
 @contextmanager
-def wnll_batch(model: nn.Module, labels: torch.Tensor, *, generator: torch.Generator | None = None,
-               split: str = "random") -> Iterator[WNLLBatch]:
+def wnll_batch(
+    model: nn.Module, labels: torch.Tensor, *, generator: torch.Generator | None = None, split: str = "random"
+) -> Iterator[WNLLBatch]:
     """Give the batch labels to every :class:`WNLLHead` inside ``model`` for the duration of the block.
 
     In training + wnll mode each head splits the batch (:func:`split_batch`, ``generator`` and
@@ -281,11 +289,27 @@ class WNLLHead(nn.Module):
         device, dtype: of the linear layer and the bank.
     """
 
-    def __init__(self, in_features: int, num_classes: int, *, k: int = 15, k_sigma: int | None = None,
-                 mu: float | None = None, template_fraction: float = 1 / 3, gradient: str = "surrogate",
-                 mode: str = "wnll", tol: float | None = None, max_iter: int = 1000, kernel: str = "gaussian",
-                 template_batches: int = 1, inference: str = "transductive", knn_backend="auto", graph: str = "local",
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        k: int = 15,
+        k_sigma: int | None = None,
+        mu: float | None = None,
+        template_fraction: float = 1 / 3,
+        gradient: str = "surrogate",
+        mode: str = "wnll",
+        tol: float | None = None,
+        max_iter: int = 1000,
+        kernel: str = "gaussian",
+        template_batches: int = 1,
+        inference: str = "transductive",
+        knn_backend="auto",
+        graph: str = "local",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.in_features = _positive_int("in_features", in_features)
         self.num_classes = _positive_int("num_classes", num_classes, 2)
@@ -317,10 +341,13 @@ class WNLLHead(nn.Module):
         self._banks: tuple | None = None  # (what they were built from, [TemplateBank per chunk])
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, num_classes={self.num_classes}, mode={self.mode!r}, "
-                f"gradient={self.gradient!r}, inference={self.inference!r}, graph={self.graph!r}, k={self.k}, k_sigma={self.k_sigma}, "
-                f"template_fraction={self.template_fraction:.3g}, templates={self.num_templates}"
-                + ("" if self.knn_backend == "auto" else f", knn_backend={self.knn_backend!r}"))
+        return (
+            f"in_features={self.in_features}, num_classes={self.num_classes}, mode={self.mode!r}, "
+            f"gradient={self.gradient!r}, inference={self.inference!r}, graph={self.graph!r}, k={self.k}, "
+            f"k_sigma={self.k_sigma}, "
+            f"template_fraction={self.template_fraction:.3g}, templates={self.num_templates}"
+            + ("" if self.knn_backend == "auto" else f", knn_backend={self.knn_backend!r}")
+        )
 
     def __getstate__(self):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
@@ -354,9 +381,7 @@ class WNLLHead(nn.Module):
         if not isinstance(features, torch.Tensor) or not features.is_floating_point():
             raise TypeError("template features must be a floating-point torch.Tensor")
         if features.dim() != 2 or features.shape[1] != self.in_features:
-            raise ValueError(
-                f"template features must have shape [N, {self.in_features}], got {tuple(features.shape)}"
-            )
+            raise ValueError(f"template features must have shape [N, {self.in_features}], got {tuple(features.shape)}")
         if features.shape[0] == 0:
             raise ValueError("the template bank cannot be empty (use clear_templates() to empty it)")
         _check_labels("template labels", labels, features.shape[0])
@@ -367,9 +392,13 @@ class WNLLHead(nn.Module):
             raise ValueError(f"template labels lie in [{lo}, {hi}], outside [0, num_classes={self.num_classes})")
         missing = sorted(set(range(self.num_classes)) - set(labels.unique().tolist()))
         if missing:
-            warnings.warn(f"the template bank has no template of class(es) {missing[:10]}"
-                          f"{' ...' if len(missing) > 10 else ''} (of {self.num_classes}): the WNLL head can never "
-                          "predict them", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"the template bank has no template of class(es) {missing[:10]}"
+                f"{' ...' if len(missing) > 10 else ''} (of {self.num_classes}): the WNLL head can never "
+                "predict them",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         bank = self.template_features
         with torch.inference_mode(False):  # normal tensors, whose in-place changes the index can see
             self.template_features = features.detach().to(device=bank.device, dtype=bank.dtype).clone()
@@ -398,10 +427,13 @@ class WNLLHead(nn.Module):
         short = counts < chunks
         if short.any():
             few = {int(c): int(n) for c, n in zip(classes[short][:10], counts[short][:10])}
-            raise ValueError(f"template_batches={chunks} chunks cannot each hold every class: the bank has only "
-                             f"{few} (class: templates) for some classes; use fewer chunks or a larger bank")
-        rank = torch.arange(labels.shape[0], device=labels.device) - torch.repeat_interleave(counts.cumsum(0) - counts,
-                                                                                           counts)
+            raise ValueError(
+                f"template_batches={chunks} chunks cannot each hold every class: the bank has only "
+                f"{few} (class: templates) for some classes; use fewer chunks or a larger bank"
+            )
+        rank = torch.arange(labels.shape[0], device=labels.device) - torch.repeat_interleave(
+            counts.cumsum(0) - counts, counts
+        )
         chunk = torch.empty_like(rank)
         chunk[order] = rank % chunks
         return [(chunk == c).nonzero().squeeze(1) for c in range(chunks)]
@@ -417,19 +449,42 @@ class WNLLHead(nn.Module):
                 "fastwnll.nn.head.collect_templates(model, training_data) or head.set_templates(features, "
                 "labels), or set head.mode = 'linear'"
             )
-        key = (id(features), contents_stamp(features), id(labels), contents_stamp(labels), self.k, self.k_sigma,
-               self.kernel, self.knn_backend, self.template_batches, self.num_classes)
+        key = (
+            id(features),
+            contents_stamp(features),
+            id(labels),
+            contents_stamp(labels),
+            self.k,
+            self.k_sigma,
+            self.kernel,
+            self.knn_backend,
+            self.template_batches,
+            self.num_classes,
+        )
         banks = getattr(self, "_banks", None)
         if banks is None or banks[0] != key:
             rows = self.template_chunks()
-            banks = (key, [TemplateBank(features if len(rows) == 1 else features[r], labels if len(rows) == 1 else
-                                        labels[r], k=self.k, k_sigma=self.k_sigma, kernel=self.kernel,
-                                        num_classes=self.num_classes, knn_backend=self.knn_backend) for r in rows])
+            banks = (
+                key,
+                [
+                    TemplateBank(
+                        features if len(rows) == 1 else features[r],
+                        labels if len(rows) == 1 else labels[r],
+                        k=self.k,
+                        k_sigma=self.k_sigma,
+                        kernel=self.kernel,
+                        num_classes=self.num_classes,
+                        knn_backend=self.knn_backend,
+                    )
+                    for r in rows
+                ],
+            )
             self._banks = banks
         return banks[1]
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # The bank's size is data, not architecture: resize ours to the incoming one before copying.
         for name in ("template_features", "template_labels"):
             incoming = state_dict.get(prefix + name)
@@ -438,8 +493,9 @@ class WNLLHead(nn.Module):
                 if incoming.dim() != current.dim() or incoming.shape[1:] != current.shape[1:]:
                     continue  # a real mismatch: the default loader reports it
                 setattr(self, name, current.new_empty(incoming.shape))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     # ----------------------------------------------------------------------------- forward
     def _input_dtype(self, features: torch.Tensor) -> torch.dtype:
@@ -447,8 +503,10 @@ class WNLLHead(nn.Module):
         dtype = self.linear.weight.dtype
         rank = {torch.float16: 0, torch.bfloat16: 0, torch.float32: 1, torch.float64: 2}
         if rank.get(features.dtype, 3) > rank.get(dtype, 3):
-            raise TypeError(f"WNLLHead holds {dtype} weights and bank but received {features.dtype} features: convert "
-                            f"the head (head.to({features.dtype})) or pass {dtype} features")
+            raise TypeError(
+                f"WNLLHead holds {dtype} weights and bank but received {features.dtype} features: convert "
+                f"the head (head.to({features.dtype})) or pass {dtype} features"
+            )
         return dtype
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -494,8 +552,9 @@ class WNLLHead(nn.Module):
             out = self._wnll_log_probs(queries.to(work), None if templates is None else templates.to(work), labels)
             return out if own is None else out[own]
         with torch.no_grad():
-            wnll = self._wnll_log_probs(queries.detach().to(work),
-                                        None if templates is None else templates.detach().to(work), labels)
+            wnll = self._wnll_log_probs(
+                queries.detach().to(work), None if templates is None else templates.detach().to(work), labels
+            )
         if own is not None:
             wnll = wnll[own]
         lin = F.log_softmax(self.linear(local_queries).to(work), dim=1)
@@ -511,14 +570,30 @@ class WNLLHead(nn.Module):
         with torch.autocast(device_type=queries.device.type, enabled=False):
             if templates is not None:
                 scores = wnll_interpolate(
-                    templates, labels, queries, k=self.k, k_sigma=self.k_sigma, mu=self.mu,
-                    num_classes=self.num_classes, tol=self.tol, max_iter=self.max_iter, kernel=self.kernel,
+                    templates,
+                    labels,
+                    queries,
+                    k=self.k,
+                    k_sigma=self.k_sigma,
+                    mu=self.mu,
+                    num_classes=self.num_classes,
+                    tol=self.tol,
+                    max_iter=self.max_iter,
+                    kernel=self.kernel,
                     knn_backend=self.knn_backend,
                 )
             else:
                 banks = self.template_banks()
-                scores = sum(bank.interpolate(queries.to(bank.features.dtype), inductive=self.inference == "inductive",
-                                              mu=self.mu, tol=self.tol, max_iter=self.max_iter) for bank in banks)
+                scores = sum(
+                    bank.interpolate(
+                        queries.to(bank.features.dtype),
+                        inductive=self.inference == "inductive",
+                        mu=self.mu,
+                        tol=self.tol,
+                        max_iter=self.max_iter,
+                    )
+                    for bank in banks
+                )
                 scores = scores / len(banks)
             probs = scores.clamp_min(PROB_FLOOR)
             return torch.log(probs / probs.sum(dim=1, keepdim=True))
@@ -530,7 +605,7 @@ def _batches(data, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"collect_templates got {x.shape[0]} inputs but {y.shape[0]} labels")
         for start in range(0, x.shape[0], batch_size):
-            yield x[start:start + batch_size], y[start:start + batch_size]
+            yield x[start : start + batch_size], y[start : start + batch_size]
         return
     for item in data:
         if not (isinstance(item, (tuple, list)) and len(item) >= 2):
@@ -538,8 +613,9 @@ def _batches(data, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor
         yield item[0], item[1]
 
 
-def collect_templates(model: nn.Module, data, *, max_templates: int | None = None, batch_size: int = 512,
-                      device=None) -> int:
+def collect_templates(
+    model: nn.Module, data, *, max_templates: int | None = None, batch_size: int = 512, device=None
+) -> int:
     """Fill the template bank of every :class:`WNLLHead` in ``model`` with training features.
 
     Runs ``model`` in eval mode under ``no_grad`` (heads temporarily in linear mode) and captures
@@ -569,6 +645,7 @@ def collect_templates(model: nn.Module, data, *, max_templates: int | None = Non
     def hook_for(store):
         def hook(_module, args):
             store.append(args[0].detach())
+
         return hook
 
     hooks = [h.register_forward_pre_hook(hook_for(store)) for h, store in zip(heads, captured)]
@@ -577,7 +654,7 @@ def collect_templates(model: nn.Module, data, *, max_templates: int | None = Non
         with eval_mode(model), head_mode(model, "linear"), torch.no_grad():
             for x, y in _batches(data, batch_size):
                 if max_templates is not None:
-                    x, y = x[:max_templates - count], y[:max_templates - count]
+                    x, y = x[: max_templates - count], y[: max_templates - count]
                 model(x.to(device))
                 labels.append(_check_labels("labels", y).to(device))
                 count += y.shape[0]
@@ -619,11 +696,16 @@ def graph_summary(model: nn.Module, batch_size: int) -> dict | None:
     head = wnll_heads(model)[0]
     inductive = head.inference == "inductive"
     backend = head.knn_backend
-    return {"inference": head.inference, "templates": head.num_templates // head.template_batches,
-            "template_batches": head.template_batches, "queries_per_graph": 1 if inductive else int(batch_size),
-            "k": head.k, "k_sigma": head.k_sigma,
-            "knn_backend": backend.method if isinstance(backend, ApproximateKNN) else backend,
-            "exact_knn": head.exact_knn}
+    return {
+        "inference": head.inference,
+        "templates": head.num_templates // head.template_batches,
+        "template_batches": head.template_batches,
+        "queries_per_graph": 1 if inductive else int(batch_size),
+        "k": head.k,
+        "k_sigma": head.k_sigma,
+        "knn_backend": backend.method if isinstance(backend, ApproximateKNN) else backend,
+        "exact_knn": head.exact_knn,
+    }
 
 
 def uses_wnll(model: nn.Module) -> bool:

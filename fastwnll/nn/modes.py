@@ -1,4 +1,5 @@
 """``eval_mode``: a model in eval mode for the duration of a block, every train/eval flag restored after."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager

@@ -12,6 +12,7 @@ With ``seed=s`` the module owns one ``torch.Generator`` per device, seeded with 
 DataLoader worker, with a seed derived from ``s`` and the worker id, so workers do not repeat each
 other's masks); its mask sequence is then reproducible, and :meth:`TVM.reset` restarts it.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -43,9 +44,18 @@ class TVM(nn.Module):
     values in [0, 1], CPU or CUDA; output of the same shape, dtype and device.
     """
 
-    def __init__(self, drop_rate: float = 0.5, lam: float = 0.03, iters: int = DEFAULT_ITERS, *,
-                 tol: Optional[float] = DEFAULT_TOL, isotropic: bool = True, backward: str = "bpda",
-                 backend: str = "auto", seed: Optional[int] = None):
+    def __init__(
+        self,
+        drop_rate: float = 0.5,
+        lam: float = 0.03,
+        iters: int = DEFAULT_ITERS,
+        *,
+        tol: Optional[float] = DEFAULT_TOL,
+        isotropic: bool = True,
+        backward: str = "bpda",
+        backend: str = "auto",
+        seed: Optional[int] = None,
+    ):
         super().__init__()
         self.drop_rate = check_drop_rate(drop_rate, "TVM drop_rate")
         self.lam = check_lam(lam, "TVM lam")
@@ -61,8 +71,10 @@ class TVM(nn.Module):
         self._pid = os.getpid()
 
     def extra_repr(self) -> str:
-        return (f"drop_rate={self.drop_rate:g}, lam={self.lam:g}, iters={self.iters}, tol={self.tol}, "
-                f"isotropic={self.isotropic}, backward={self.backward!r}, seed={self.seed}")
+        return (
+            f"drop_rate={self.drop_rate:g}, lam={self.lam:g}, iters={self.iters}, tol={self.tol}, "
+            f"isotropic={self.isotropic}, backward={self.backward!r}, seed={self.seed}"
+        )
 
     def reset(self) -> None:
         """Restart the mask sequence of a seeded module (no effect with ``seed=None``)."""
@@ -76,11 +88,20 @@ class TVM(nn.Module):
         key = str(device)
         if key not in self._generators:
             worker = torch.utils.data.get_worker_info()
-            seed = self.seed if worker is None else hash((self.seed, worker.id)) & (2 ** 63 - 1)
+            seed = self.seed if worker is None else hash((self.seed, worker.id)) & (2**63 - 1)
             self._generators[key] = torch.Generator(device=device).manual_seed(seed)
         return self._generators[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         generator = self._generator(x.device) if isinstance(x, torch.Tensor) else None
-        return tvm(x, drop_rate=self.drop_rate, lam=self.lam, iters=self.iters, tol=self.tol,
-                   isotropic=self.isotropic, generator=generator, backward=self.backward, backend=self.backend)
+        return tvm(
+            x,
+            drop_rate=self.drop_rate,
+            lam=self.lam,
+            iters=self.iters,
+            tol=self.tol,
+            isotropic=self.isotropic,
+            generator=generator,
+            backward=self.backward,
+            backend=self.backend,
+        )

@@ -9,6 +9,7 @@ digest before unpickling anything (``weights_only``: tensors and plain values on
 payload's keys and the finiteness of its weights. Files written before the digest existed (an
 archive without the comment) still load, with a warning that they carry no checksum.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,8 @@ import torch
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1  # layout of the payload dict (its "format" entry)
 REQUIRED_KEYS = ("config", "num_classes", "in_channels", "epoch", "history", "model", "stage", "rng", "finished")
-ZIP_START = b"PK\x03\x04"           # the first bytes of a torch archive
-ZIP_END = b"PK\x05\x06"             # the signature of a zip file's last record (22 bytes + the comment)
+ZIP_START = b"PK\x03\x04"  # the first bytes of a torch archive
+ZIP_END = b"PK\x05\x06"  # the signature of a zip file's last record (22 bytes + the comment)
 DIGEST_PREFIX = b"fastwnll sha256 "  # + 64 hex digits: the zip comment of a checkpoint
 COMMENT_SIZE = len(DIGEST_PREFIX) + 64
 
@@ -93,18 +94,27 @@ def _verified_bytes(path: Path) -> bytes:
     if not data.startswith(ZIP_START):
         raise CheckpointError(path, "not a fastwnll checkpoint: it is not a torch archive (a zip file)")
     if data[-22:-18] == ZIP_END and data[-2:] == b"\0\0":
-        warnings.warn(f"{path} has no checksum (written before fastwnll checkpoints carried one); it is loaded "
-                      "without verification", stacklevel=3)
+        warnings.warn(
+            f"{path} has no checksum (written before fastwnll checkpoints carried one); it is loaded "
+            "without verification",
+            stacklevel=3,
+        )
         return data
     end = len(data) - COMMENT_SIZE
-    digest = data[end + len(DIGEST_PREFIX):]
-    if data[end:end + len(DIGEST_PREFIX)] != DIGEST_PREFIX or data[end - 22:end - 18] != ZIP_END \
-            or data[end - 2:end] != COMMENT_SIZE.to_bytes(2, "little"):
+    digest = data[end + len(DIGEST_PREFIX) :]
+    if (
+        data[end : end + len(DIGEST_PREFIX)] != DIGEST_PREFIX
+        or data[end - 22 : end - 18] != ZIP_END
+        or data[end - 2 : end] != COMMENT_SIZE.to_bytes(2, "little")
+    ):
         raise CheckpointError(path, "truncated or damaged: it does not end with the checkpoint's checksum record")
-    archive = data[:end - 2] + b"\0\0"  # the archive as torch wrote it, comment-free
+    archive = data[: end - 2] + b"\0\0"  # the archive as torch wrote it, comment-free
     if hashlib.sha256(archive).hexdigest().encode() != digest:
-        raise CheckpointError(path, "checksum mismatch: the SHA-256 of the archive differs from the one recorded "
-                                    "when it was saved; the file is corrupted")
+        raise CheckpointError(
+            path,
+            "checksum mismatch: the SHA-256 of the archive differs from the one recorded "
+            "when it was saved; the file is corrupted",
+        )
     return data
 
 
@@ -114,8 +124,11 @@ def _unpickle(path: Path, data: bytes, map_location) -> object:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         # torch's message advises weights_only=False; a checkpoint never needs it.
-        raise CheckpointError(path, "it holds Python objects other than tensors and plain values; fastwnll "
-                                    "checkpoints never do, and loading them could run code: refused") from None
+        raise CheckpointError(
+            path,
+            "it holds Python objects other than tensors and plain values; fastwnll "
+            "checkpoints never do, and loading them could run code: refused",
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CheckpointError(path, f"the torch archive inside is damaged ({reason})") from None
@@ -131,8 +144,9 @@ def check_payload(path: str | os.PathLike, payload) -> dict:
     if missing:
         raise CheckpointError(path, f"not a complete fastwnll training checkpoint: it lacks {', '.join(missing)}")
     if payload.get("format") != FORMAT_VERSION:
-        raise CheckpointError(path, f"payload format {payload.get('format')!r}; this fastwnll reads format "
-                                    f"{FORMAT_VERSION}")
+        raise CheckpointError(
+            path, f"payload format {payload.get('format')!r}; this fastwnll reads format {FORMAT_VERSION}"
+        )
     if not isinstance(payload["config"], dict):
         raise CheckpointError(path, f"its config is a {type(payload['config']).__name__}, not a dict")
     if not isinstance(payload["model"], dict):

@@ -1,6 +1,7 @@
 """The configuration of a training run: one dataclass, per-dataset defaults and validation. It is
 saved in every checkpoint, so reading a run back (``fastwnll.evaluation``) needs it as much as
 training does."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,21 @@ DEFAULT_STAGE2_EPOCHS = 2
 # flags with the same ranges). ``milestones`` is a list: the range of each of its epochs.
 FIELD_RANGES: dict[str, Range] = {
     **dict.fromkeys(("epochs", "stage2_epochs", "eval_every", "seed"), NON_NEGATIVE_INT),
-    **dict.fromkeys(("cycles", "batch_size", "stage2_batch_size", "k", "templates", "template_batches",
-                     "eval_batch_size", "adv_templates", "steps", "milestones"), COUNT),
+    **dict.fromkeys(
+        (
+            "cycles",
+            "batch_size",
+            "stage2_batch_size",
+            "k",
+            "templates",
+            "template_batches",
+            "eval_batch_size",
+            "adv_templates",
+            "steps",
+            "milestones",
+        ),
+        COUNT,
+    ),
     "k_sigma": Range(2, integer=True),
     **dict.fromkeys(("lr", "stage2_lr", "gamma", "alpha"), POSITIVE),
     **dict.fromkeys(("momentum", "weight_decay", "eps"), NON_NEGATIVE),
@@ -156,7 +170,7 @@ class TrainConfig:
             c.stage2_epochs = DEFAULT_STAGE2_EPOCHS if c.head == "wnll" else 0
         for name, allowed in FIELD_RANGES.items():
             value = getattr(c, name)
-            for item in (value if name == "milestones" else [value]):
+            for item in value if name == "milestones" else [value]:
                 if item is not None:  # None: templates / stage2_lr / adversarial fields left to their defaults
                     allowed.check(name, item)
         if c.milestones != sorted(set(c.milestones)):
@@ -166,8 +180,9 @@ class TrainConfig:
         if c.epochs + c.stage2_epochs == 0:
             raise ValueError("nothing to train: epochs and stage2_epochs are both 0")
         if c.stage2_lr is None:
-            c.stage2_lr = FIELD_RANGES["stage2_lr"].check("stage2_lr", c.lr * c.gamma ** sum(m < c.epochs
-                                                                                            for m in c.milestones))
+            c.stage2_lr = FIELD_RANGES["stage2_lr"].check(
+                "stage2_lr", c.lr * c.gamma ** sum(m < c.epochs for m in c.milestones)
+            )
         if not isinstance(c.download, bool):
             raise ValueError(f"download must be True or False, got {c.download!r}")
         for name in ("data_dir", "out"):
@@ -188,9 +203,14 @@ class TrainConfig:
         """Keyword arguments of the WNLL head (empty for the linear head)."""
         if self.head != "wnll":
             return {}
-        return {"k": self.k, "k_sigma": self.k_sigma, "template_fraction": self.template_fraction,
-                "template_batches": self.template_batches, "gradient": self.wnll_gradient,
-                "knn_backend": self.knn_backend}
+        return {
+            "k": self.k,
+            "k_sigma": self.k_sigma,
+            "template_fraction": self.template_fraction,
+            "template_batches": self.template_batches,
+            "gradient": self.wnll_gradient,
+            "knn_backend": self.knn_backend,
+        }
 
     def differences(self, other: "TrainConfig", ignore=RESUMABLE_CHANGES) -> list[str]:
         """Names of the fields whose values differ, except ``ignore``."""

@@ -1,4 +1,5 @@
 """The data of a run: its dataset's splits, and fixed random subsets that leave the run's random streams alone."""
+
 from __future__ import annotations
 
 import torch
@@ -11,8 +12,13 @@ def load_split(config: TrainConfig, split: str) -> tuple[torch.Tensor, torch.Ten
     run's dataset (``config.dataset``, ``data_dir``, ``download``), on the CPU; an empty split is an error."""
     from fastwnll.data import load_dataset
 
-    x, y = load_dataset(config.dataset, data_dir=config.data_dir, split=split, seed=config.seed,
-                        **({"download": True} if config.download else {}))
+    x, y = load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        split=split,
+        seed=config.seed,
+        **({"download": True} if config.download else {}),
+    )
     if x.shape[0] == 0:
         raise ValueError(f"the {split} split of {config.dataset!r} is empty")
     return x, y
@@ -25,8 +31,9 @@ def fixed_subset(n: int, size: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size]
 
 
-def template_rows(y: torch.Tensor, size: int | None, default: int, seed: int, num_classes: int,
-                  name: str = "templates") -> torch.Tensor:
+def template_rows(
+    y: torch.Tensor, size: int | None, default: int, seed: int, num_classes: int, name: str = "templates"
+) -> torch.Tensor:
     """The rows of a WNLL template bank drawn from the ``[N]`` int64 training labels ``y``: the fixed
     random subset (:func:`fixed_subset`) of ``size`` rows, or of ``min(default, N)`` when ``size`` is None.
 
@@ -37,12 +44,15 @@ def template_rows(y: torch.Tensor, size: int | None, default: int, seed: int, nu
     if size is None:
         size = min(default, n)
     elif size > n:
-        raise ValueError(f"{name}={size} (--{name.replace('_', '-')}) exceeds the {n} training images: "
-                         f"pass at most {n}")
+        raise ValueError(
+            f"{name}={size} (--{name.replace('_', '-')}) exceeds the {n} training images: pass at most {n}"
+        )
     rows = fixed_subset(n, size, seed)
     missing = sorted(set(range(num_classes)) - set(torch.unique(y[rows]).tolist()))
     if missing:
-        raise ValueError(f"a bank of {size} templates ({name}) lacks the class(es) {missing[:10]}"
-                         f"{' ...' if len(missing) > 10 else ''}: the WNLL head could never predict them; "
-                         f"raise {name} (--{name.replace('_', '-')})")
+        raise ValueError(
+            f"a bank of {size} templates ({name}) lacks the class(es) {missing[:10]}"
+            f"{' ...' if len(missing) > 10 else ''}: the WNLL head could never predict them; "
+            f"raise {name} (--{name.replace('_', '-')})"
+        )
     return rows

@@ -1,4 +1,5 @@
 """The device and precision a run uses: ``--device`` and ``--amp`` resolved, and autocast."""
+
 from __future__ import annotations
 
 import contextlib

@@ -10,6 +10,7 @@ batch is the batch a single process would run, with the random numbers of its ow
 a sharded evaluation gives the numbers of one process. Without ``torchrun`` (or with one process)
 nothing here communicates and a run is the single-process run.
 """
+
 from __future__ import annotations
 
 import gc
@@ -27,9 +28,27 @@ from torch import nn
 from fastwnll.nn.distributed_graph import GRAPHS, communication_device, gather_rows
 
 __all__ = [
-    "BACKENDS", "GRAPHS", "Processes", "ProcessZeroError", "SINGLE", "add_distributed_flags", "all_sum", "batch_seed",
-    "choose_backend", "current", "gather_batches", "gather_objects", "is_main_process", "launched_world_size",
-    "main_result", "process_device", "process_group", "shard_batches", "shard_rows", "sync_buffers", "wrap_model",
+    "BACKENDS",
+    "GRAPHS",
+    "Processes",
+    "ProcessZeroError",
+    "SINGLE",
+    "add_distributed_flags",
+    "all_sum",
+    "batch_seed",
+    "choose_backend",
+    "current",
+    "gather_batches",
+    "gather_objects",
+    "is_main_process",
+    "launched_world_size",
+    "main_result",
+    "process_device",
+    "process_group",
+    "shard_batches",
+    "shard_rows",
+    "sync_buffers",
+    "wrap_model",
 ]
 
 BACKENDS = ("auto", "nccl", "gloo")
@@ -39,9 +58,11 @@ T = TypeVar("T")
 SETTLE_TIMEOUT = timedelta(seconds=60)
 # DistributedDataParallel without buffer broadcasts before every forward: newer torch (2.14) names the
 # option forward_sync_buffers and deprecates broadcast_buffers, which older releases have.
-NO_FORWARD_BUFFER_SYNC = ({"forward_sync_buffers": False}
-                          if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
-                          else {"broadcast_buffers": False})
+NO_FORWARD_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 @dataclass(frozen=True)
@@ -102,8 +123,12 @@ def current() -> Processes:
     """The processes of the initialized default process group, or :data:`SINGLE` when there is none."""
     if not (dist.is_available() and dist.is_initialized()):
         return SINGLE
-    return Processes(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                     local_rank=_env_int("LOCAL_RANK", dist.get_rank()), backend=str(dist.get_backend()))
+    return Processes(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=_env_int("LOCAL_RANK", dist.get_rank()),
+        backend=str(dist.get_backend()),
+    )
 
 
 def choose_backend(device: torch.device, backend: str | None = None) -> str:
@@ -115,8 +140,10 @@ def choose_backend(device: torch.device, backend: str | None = None) -> str:
     if backend in (None, "auto"):
         return "nccl" if device.type == "cuda" else "gloo"
     if backend == "nccl" and device.type != "cuda":
-        raise ValueError(f"backend 'nccl' needs CUDA devices but the run is on {device.type}: use --backend gloo "
-                         "(or auto), or --device cuda")
+        raise ValueError(
+            f"backend 'nccl' needs CUDA devices but the run is on {device.type}: use --backend gloo "
+            "(or auto), or --device cuda"
+        )
     return backend
 
 
@@ -127,9 +154,11 @@ def process_device(device: torch.device, processes: Processes) -> torch.device:
         return device
     visible = torch.cuda.device_count()
     if processes.local_rank >= visible:
-        raise RuntimeError(f"process {processes.rank} has local rank {processes.local_rank} but this machine has "
-                           f"{visible} visible GPU(s): launch at most {visible} processes per machine "
-                           "(torchrun --nproc-per-node)")
+        raise RuntimeError(
+            f"process {processes.rank} has local rank {processes.local_rank} but this machine has "
+            f"{visible} visible GPU(s): launch at most {visible} processes per machine "
+            "(torchrun --nproc-per-node)"
+        )
     torch.cuda.set_device(processes.local_rank)
     return torch.device("cuda", processes.local_rank)
 
@@ -161,16 +190,19 @@ def process_group(device: torch.device, backend: str | None = None) -> Iterator[
         return
     if launched_world_size() == 1:
         if backend not in (None, "auto"):
-            raise ValueError(f"backend {backend!r} (--backend) needs a distributed launch, but this is a single "
-                             "process (no torchrun environment with WORLD_SIZE > 1): launch with torchrun "
-                             "--nproc-per-node N, or drop --backend")
+            raise ValueError(
+                f"backend {backend!r} (--backend) needs a distributed launch, but this is a single "
+                "process (no torchrun environment with WORLD_SIZE > 1): launch with torchrun "
+                "--nproc-per-node N, or drop --backend"
+            )
         yield SINGLE
         return
     if not dist.is_available():
         raise RuntimeError("torchrun launched several processes but this torch build has no torch.distributed")
     chosen = choose_backend(device, backend)
-    local = Processes(rank=_env_int("RANK", 0), world_size=launched_world_size(),
-                      local_rank=_env_int("LOCAL_RANK", 0), backend=chosen)
+    local = Processes(
+        rank=_env_int("RANK", 0), world_size=launched_world_size(), local_rank=_env_int("LOCAL_RANK", 0), backend=chosen
+    )
     process_device(device, local)
     dist.init_process_group(chosen, init_method="env://")
     try:
@@ -197,8 +229,12 @@ def add_distributed_flags(parser) -> None:
     """Mark the argparse ``parser`` of a command as one that runs under torchrun (``distributed=True``
     in its parsed arguments; the command line refuses the others there) and add ``--backend`` (one
     of :data:`BACKENDS`, default None: auto)."""
-    parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="under torchrun: the torch.distributed backend (auto: nccl on CUDA, gloo on the CPU)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="under torchrun: the torch.distributed backend (auto: nccl on CUDA, gloo on the CPU)",
+    )
     parser.set_defaults(distributed=True)
 
 
@@ -268,8 +304,7 @@ def gather_batches(parts: list[torch.Tensor], device: torch.device, processes: P
         if local is None:
             raise ValueError("gather_batches got no batches")
         return local
-    facts = gather_objects(None if local is None else (local.shape[0], tuple(local.shape[1:]), local.dtype),
-                           processes)
+    facts = gather_objects(None if local is None else (local.shape[0], tuple(local.shape[1:]), local.dtype), processes)
     known = [f for f in facts if f is not None]
     if not known:
         raise ValueError("gather_batches got no batches on any process")
@@ -288,7 +323,7 @@ def batch_seed(seed: int, batch: int) -> int:
     ``seed`` itself for batch 0, and ``seed + batch * 0x9E3779B9`` modulo 2^32 (CPU generators keep 32
     bits of a seed) for the others, so that a batch draws the same numbers whichever process runs it
     and ``seed`` and ``seed + 1`` streams do not meet for any realistic number of batches."""
-    return seed if batch == 0 else (seed + batch * _SEED_STEP) % 2 ** 32
+    return seed if batch == 0 else (seed + batch * _SEED_STEP) % 2**32
 
 
 def wrap_model(model: nn.Module, device: torch.device, processes: Processes) -> nn.Module:

@@ -1,4 +1,5 @@
 """Output files of the commands: nothing that exists is replaced unless the caller says so."""
+
 from __future__ import annotations
 
 import os
@@ -16,6 +17,8 @@ def check_outputs(paths, overwrite: bool, what: str = "the output") -> list[Path
         raise FileExistsError(f"{', '.join(map(str, folders))}: a directory where {what} writes a file")
     if existing and not overwrite:
         one = len(existing) == 1
-        raise FileExistsError(f"{', '.join(map(str, existing))} already exist{'s' if one else ''}: replace "
-                              f"{'it' if one else 'them'} with overwrite=True (--overwrite) or write {what} elsewhere")
+        raise FileExistsError(
+            f"{', '.join(map(str, existing))} already exist{'s' if one else ''}: replace "
+            f"{'it' if one else 'them'} with overwrite=True (--overwrite) or write {what} elsewhere"
+        )
     return existing

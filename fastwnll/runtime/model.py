@@ -1,4 +1,5 @@
 """The network of a run: built from its configuration, checked against its data, rebuilt from a checkpoint."""
+
 from __future__ import annotations
 
 import torch
@@ -27,11 +28,14 @@ def check_fits(model: nn.Module, x: torch.Tensor, num_classes: int, config: Trai
         with eval_mode(model), head_mode(model, "linear"), torch.no_grad():
             out = model(x[:2])
     except (RuntimeError, ValueError) as error:
-        raise ValueError(f"model {config.model!r} cannot take {config.dataset!r} inputs of shape "
-                         f"{list(x.shape[1:])}: {error}") from None
+        raise ValueError(
+            f"model {config.model!r} cannot take {config.dataset!r} inputs of shape {list(x.shape[1:])}: {error}"
+        ) from None
     if out.shape != (min(2, x.shape[0]), num_classes):
-        raise ValueError(f"model {config.model!r} returned shape {list(out.shape)} for {config.dataset!r} inputs; "
-                         f"expected [batch, {num_classes}]")
+        raise ValueError(
+            f"model {config.model!r} returned shape {list(out.shape)} for {config.dataset!r} inputs; "
+            f"expected [batch, {num_classes}]"
+        )
 
 
 def load_weights(model: nn.Module, weights: dict, source) -> None:
@@ -42,18 +46,21 @@ def load_weights(model: nn.Module, weights: dict, source) -> None:
         model.load_state_dict(weights)
     except RuntimeError as error:
         details = " ".join(line.strip() for line in str(error).splitlines()[1:]) or str(error)
-        raise CheckpointError(source, f"the saved weights do not fit the {type(model).__name__} network: "
-                                      f"{details}") from None
+        raise CheckpointError(
+            source, f"the saved weights do not fit the {type(model).__name__} network: {details}"
+        ) from None
     for name, head in model.named_modules():
         if not isinstance(head, WNLLHead):
             continue
         labels = head.template_labels
         if labels.shape[0] != head.template_features.shape[0]:
-            raise CheckpointError(source, f"the template bank of {name!r} has {head.template_features.shape[0]} "
-                                          f"feature rows but {labels.shape[0]} labels")
+            raise CheckpointError(
+                source,
+                f"the template bank of {name!r} has {head.template_features.shape[0]} "
+                f"feature rows but {labels.shape[0]} labels",
+            )
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= head.num_classes):
-            raise CheckpointError(source, f"the template bank of {name!r} has labels outside "
-                                          f"[0, {head.num_classes})")
+            raise CheckpointError(source, f"the template bank of {name!r} has labels outside [0, {head.num_classes})")
 
 
 def load_model(checkpoint, device: torch.device | str = "cpu") -> tuple[nn.Module, TrainConfig, dict]:

@@ -1,6 +1,7 @@
 """Allowed ranges of numeric options, defined once: the same :class:`Range` checks a value given in
 Python (ValueError naming the option) and parses a command-line flag (an argparse type, so a value
 out of range is a usage error, exit status 2, before any work)."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,10 @@ class Range:
         kind = "an integer" if self.integer else "a finite number"
         if self.high is None:
             return f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
-        return (f"{'an integer' if self.integer else 'a number'} in {'(' if self.low_open else '['}{self.low:g}, "
-                f"{self.high:g}{')' if self.high_open else ']'}")
+        return (
+            f"{'an integer' if self.integer else 'a number'} in {'(' if self.low_open else '['}{self.low:g}, "
+            f"{self.high:g}{')' if self.high_open else ']'}"
+        )
 
     def contains(self, value) -> bool:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -53,8 +56,8 @@ class Range:
         return value
 
 
-COUNT = Range(1, integer=True)            # sizes and counts: batch sizes, steps, templates, images
+COUNT = Range(1, integer=True)  # sizes and counts: batch sizes, steps, templates, images
 NON_NEGATIVE_INT = Range(0, integer=True)  # epochs, seeds
-POSITIVE = Range(0, low_open=True)         # learning rates, step sizes, constants
-NON_NEGATIVE = Range(0)                    # radii, momentum, weight decay
-FRACTION = Range(0, 1)                     # a share of a batch, 0 and 1 included
+POSITIVE = Range(0, low_open=True)  # learning rates, step sizes, constants
+NON_NEGATIVE = Range(0)  # radii, momentum, weight decay
+FRACTION = Range(0, 1)  # a share of a batch, 0 and 1 included

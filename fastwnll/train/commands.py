@@ -1,4 +1,5 @@
 """The ``train``, ``evaluate`` and ``demo`` subcommands of the ``fastwnll`` command line."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,11 @@ from fastwnll.knn import BACKENDS
 from fastwnll.models.heads import HEADS
 from fastwnll.nn.head import GRADIENTS
 from fastwnll.runtime.config import (
-    ADVERSARIES, DEFAULT_ADV_TEMPLATES, DEFAULT_TEMPLATES, FIELD_RANGES, TrainConfig,
+    ADVERSARIES,
+    DEFAULT_ADV_TEMPLATES,
+    DEFAULT_TEMPLATES,
+    FIELD_RANGES,
+    TrainConfig,
 )
 from fastwnll.runtime.device import AMP, DEVICES
 from fastwnll.runtime.distributed import GRAPHS, add_distributed_flags
@@ -37,8 +42,12 @@ _TRAIN_FLAGS = [
     ("steps", {}, "PGD steps (default per dataset)"),
     ("adv_gradient", {"choices": GRADIENTS}, "WNLL gradient for crafting PGD examples in stage 2"),
     ("wnll_gradient", {"choices": GRADIENTS}, "WNLL gradient for training in stage 2"),
-    ("adv_templates", {}, "templates for crafting PGD examples in stage 2 "
-                          f"(default: {DEFAULT_ADV_TEMPLATES}, or the whole training split if smaller)"),
+    (
+        "adv_templates",
+        {},
+        "templates for crafting PGD examples in stage 2 "
+        f"(default: {DEFAULT_ADV_TEMPLATES}, or the whole training split if smaller)",
+    ),
     ("tvm_augment", {"metavar": "FRACTION"}, "fraction of each batch replaced by its TVM"),
     ("batch_size", {}, "stage-1 batch size"),
     ("stage2_batch_size", {}, "stage-2 batch size: templates + queries of one graph (default 1024; digits 256)"),
@@ -51,11 +60,19 @@ _TRAIN_FLAGS = [
     ("k", {}, "WNLL graph neighbours"),
     ("k_sigma", {}, "WNLL bandwidth neighbour (counting the point itself; default min(8, k + 1))"),
     ("template_fraction", {}, "fraction of a stage-2 batch used as templates"),
-    ("templates", {}, "WNLL template bank size for evaluation "
-                      f"(default: {DEFAULT_TEMPLATES}, or the whole training split if smaller)"),
+    (
+        "templates",
+        {},
+        "WNLL template bank size for evaluation "
+        f"(default: {DEFAULT_TEMPLATES}, or the whole training split if smaller)",
+    ),
     ("template_batches", {}, "template chunks whose scores are averaged at evaluation"),
-    ("knn_backend", {"choices": BACKENDS}, "kNN search of the WNLL graphs: exact (auto, native, faiss, torch: "
-                                           "the same graph) or approximate (hnsw, ivf: faster, not exact)"),
+    (
+        "knn_backend",
+        {"choices": BACKENDS},
+        "kNN search of the WNLL graphs: exact (auto, native, faiss, torch: "
+        "the same graph) or approximate (hnsw, ivf: faster, not exact)",
+    ),
     ("eval_batch_size", {}, "queries per evaluation forward"),
     ("eval_every", {}, "test every this many epochs (0: only at the end)"),
     ("seed", {}, "random seed"),
@@ -75,29 +92,48 @@ def _default_text(name: str) -> str:
 
 def _add_train(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="train a network (natural or PGD; linear or WNLL head)",
+        "train",
+        help="train a network (natural or PGD; linear or WNLL head)",
         description="Train a network with a linear or WNLL head, naturally or with PGD adversarial training, "
-                    "on CPU or CUDA. Writes OUT/checkpoint.pt, OUT/log.jsonl and OUT/summary.json.",
+        "on CPU or CUDA. Writes OUT/checkpoint.pt, OUT/log.jsonl and OUT/summary.json.",
     )
     for name, keywords, text in _TRAIN_FLAGS:
         if name in FIELD_RANGES:
             keywords = {"type": FIELD_RANGES[name].parse, **keywords}
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
-                            help=text + _default_text(name), **keywords)
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=argparse.SUPPRESS,
+            help=text + _default_text(name),
+            **keywords,
+        )
     fresh_or_resumed = parser.add_mutually_exclusive_group()
-    fresh_or_resumed.add_argument("--resume", action="store_true",
-                                  help="continue the run in --out from its checkpoint (its configuration is "
-                                       "reused; only --device may change)")
-    fresh_or_resumed.add_argument("--overwrite", action="store_true",
-                                  help="start afresh in an --out that holds an earlier run (its checkpoint, log "
-                                       "and summary are replaced); without it such a directory is refused")
-    parser.add_argument("--stop-after", type=COUNT.parse, metavar="EPOCHS",
-                        help="stop after this many epochs of this call (continue later with --resume)")
+    fresh_or_resumed.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint (its configuration is reused; only --device may change)",
+    )
+    fresh_or_resumed.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an --out that holds an earlier run (its checkpoint, log "
+        "and summary are replaced); without it such a directory is refused",
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=COUNT.parse,
+        metavar="EPOCHS",
+        help="stop after this many epochs of this call (continue later with --resume)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
     add_distributed_flags(parser)
-    parser.add_argument("--graph", choices=GRAPHS, default=None,
-                        help="under torchrun: the WNLL training graph over the whole batch (global, the default) or "
-                             "over each process's share (local)")
+    parser.add_argument(
+        "--graph",
+        choices=GRAPHS,
+        default=None,
+        help="under torchrun: the WNLL training graph over the whole batch (global, the default) or "
+        "over each process's share (local)",
+    )
     parser.set_defaults(handler=_train)
 
 
@@ -117,30 +153,45 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig(**given)
     try:
-        summary = train(config, resume=args.resume, overwrite=args.overwrite, stop_after_epochs=args.stop_after,
-                        progress=not args.quiet, backend=args.backend, graph=args.graph)
+        summary = train(
+            config,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            stop_after_epochs=args.stop_after,
+            progress=not args.quiet,
+            backend=args.backend,
+            graph=args.graph,
+        )
     except TrainingInterrupted as stop:
         if not is_main_process():
             return 128 + signal.SIGINT
         if stop.checkpoint is None:
-            print("fastwnll train: interrupted before the first epoch ended; nothing to resume: run the command "
-                  "again", file=sys.stderr)
+            print(
+                "fastwnll train: interrupted before the first epoch ended; nothing to resume: run the command again",
+                file=sys.stderr,
+            )
         elif stop.finished:
-            print(f"fastwnll train: interrupted after the last epoch; the finished run is in {stop.checkpoint}",
-                  file=sys.stderr)
+            print(
+                f"fastwnll train: interrupted after the last epoch; the finished run is in {stop.checkpoint}",
+                file=sys.stderr,
+            )
         else:
             print(f"fastwnll train: interrupted; resume with: {_resume_command(config.out)}", file=sys.stderr)
         return 128 + signal.SIGINT  # the shell's status of a command stopped by Ctrl-C
     if not is_main_process():
         return 0
     if "stopped_after_epoch" in summary:
-        print(f"stopped after epoch {summary['stopped_after_epoch']}/{summary['epochs']}; "
-              f"continue with: {_resume_command(config.out)}")
+        print(
+            f"stopped after epoch {summary['stopped_after_epoch']}/{summary['epochs']}; "
+            f"continue with: {_resume_command(config.out)}"
+        )
         return 0
     line = f"test accuracy {summary['test_accuracy']:.4f}"
     if "test_accuracy_linear" in summary:
-        line = (f"test accuracy: WNLL head {summary['test_accuracy']:.4f}, "
-                f"linear read-out {summary['test_accuracy_linear']:.4f}")
+        line = (
+            f"test accuracy: WNLL head {summary['test_accuracy']:.4f}, "
+            f"linear read-out {summary['test_accuracy_linear']:.4f}"
+        )
     print(f"{line} ({summary['test_n']} images, {summary['train_time_s']:.1f} s training)")
     print(f"checkpoint: {summary['checkpoint']}")
     return 0
@@ -154,19 +205,23 @@ def _add_evaluate(subparsers) -> None:
     from .evaluate import EVAL_HEADS
 
     parser = subparsers.add_parser(
-        "evaluate", help="natural accuracy of a checkpoint, through its linear or WNLL head",
+        "evaluate",
+        help="natural accuracy of a checkpoint, through its linear or WNLL head",
         description="Natural accuracy of a training checkpoint on a dataset split, read through the linear head, "
-                    "the WNLL head, or both.",
+        "the WNLL head, or both.",
     )
     parser.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint.pt or a run directory")
     parser.add_argument("--dataset", choices=DATASETS, help="default: the training dataset")
     parser.add_argument("--data-dir", metavar="PATH", help="default: the training data directory")
     parser.add_argument("--split", choices=("test", "train"), default="test")
-    parser.add_argument("--head", choices=EVAL_HEADS,
-                        help="default: the checkpoint's own head (both for a WNLL model)")
-    parser.add_argument("--templates", type=COUNT.parse, metavar="N",
-                        help="rebuild the WNLL template bank from N training examples (needed for a linear-head "
-                             "checkpoint read through WNLL; default: the saved bank)")
+    parser.add_argument("--head", choices=EVAL_HEADS, help="default: the checkpoint's own head (both for a WNLL model)")
+    parser.add_argument(
+        "--templates",
+        type=COUNT.parse,
+        metavar="N",
+        help="rebuild the WNLL template bank from N training examples (needed for a linear-head "
+        "checkpoint read through WNLL; default: the saved bank)",
+    )
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--batch-size", type=COUNT.parse, help="queries per forward (default: the training config's)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -179,16 +234,26 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from .evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
-                                 head=args.head, templates=args.templates, device=args.device,
-                                 batch_size=args.batch_size, backend=args.backend)
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        split=args.split,
+        head=args.head,
+        templates=args.templates,
+        device=args.device,
+        batch_size=args.batch_size,
+        backend=args.backend,
+    )
     if not is_main_process():
         return 0
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{result['model']} ({result['trained_head']} head) on {result['dataset']} {result['split']}, "
-          f"{result['n']} images")
+    print(
+        f"{result['model']} ({result['trained_head']} head) on {result['dataset']} {result['split']}, "
+        f"{result['n']} images"
+    )
     for head, value in result["accuracy"].items():
         extra = f" ({result['templates']} templates)" if head == "wnll" else ""
         print(f"  {head:<6} head accuracy {value:.4f}{extra}")
@@ -199,20 +264,31 @@ def _add_demo(subparsers) -> None:
     from .demo import DEMO_DEFAULTS
 
     parser = subparsers.add_parser(
-        "demo", help="linear vs WNLL head on digits: PGD training, natural and IFGSM accuracy",
+        "demo",
+        help="linear vs WNLL head on digits: PGD training, natural and IFGSM accuracy",
         description="Train the digits CNN with a linear head and with a WNLL head (PGD adversarial training, "
-                    "a few epochs, CPU-friendly) on scikit-learn's digits, then print natural accuracy and "
-                    "accuracy under IFGSM (surrogate and exact WNLL gradients) in a table.",
+        "a few epochs, CPU-friendly) on scikit-learn's digits, then print natural accuracy and "
+        "accuracy under IFGSM (surrogate and exact WNLL gradients) in a table.",
     )
     d = DEMO_DEFAULTS
-    parser.add_argument("--epochs", type=COUNT.parse, default=d["epochs"], help=f"stage-1 epochs (default {d['epochs']})")
-    parser.add_argument("--stage2-epochs", type=COUNT.parse, default=d["stage2_epochs"],
-                        help=f"WNLL stage-2 epochs (default {d['stage2_epochs']})")
-    parser.add_argument("--eps", type=POSITIVE.parse, default=d["eps"], help=f"L_inf budget of training and attack "
-                                                                     f"(default {d['eps']})")
-    parser.add_argument("--steps", type=COUNT.parse, default=d["steps"], help=f"PGD training steps (default {d['steps']})")
-    parser.add_argument("--attack-steps", type=COUNT.parse, default=d["attack_steps"],
-                        help=f"IFGSM steps (default {d['attack_steps']})")
+    parser.add_argument(
+        "--epochs", type=COUNT.parse, default=d["epochs"], help=f"stage-1 epochs (default {d['epochs']})"
+    )
+    parser.add_argument(
+        "--stage2-epochs",
+        type=COUNT.parse,
+        default=d["stage2_epochs"],
+        help=f"WNLL stage-2 epochs (default {d['stage2_epochs']})",
+    )
+    parser.add_argument(
+        "--eps", type=POSITIVE.parse, default=d["eps"], help=f"L_inf budget of training and attack (default {d['eps']})"
+    )
+    parser.add_argument(
+        "--steps", type=COUNT.parse, default=d["steps"], help=f"PGD training steps (default {d['steps']})"
+    )
+    parser.add_argument(
+        "--attack-steps", type=COUNT.parse, default=d["attack_steps"], help=f"IFGSM steps (default {d['attack_steps']})"
+    )
     parser.add_argument("--no-exact", action="store_true", help="skip the exact-gradient attack on the WNLL model")
     parser.add_argument("--seed", type=NON_NEGATIVE_INT.parse, default=0)
     parser.add_argument("--device", choices=DEVICES, default="auto")
@@ -224,9 +300,18 @@ def _add_demo(subparsers) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import format_table, run_demo
 
-    rows = run_demo(epochs=args.epochs, stage2_epochs=args.stage2_epochs, eps=args.eps, steps=args.steps,
-                    attack_steps=args.attack_steps, exact=not args.no_exact, seed=args.seed, device=args.device,
-                    out=args.out, progress=not args.quiet)
+    rows = run_demo(
+        epochs=args.epochs,
+        stage2_epochs=args.stage2_epochs,
+        eps=args.eps,
+        steps=args.steps,
+        attack_steps=args.attack_steps,
+        exact=not args.no_exact,
+        seed=args.seed,
+        device=args.device,
+        out=args.out,
+        progress=not args.quiet,
+    )
     sys.stdout.write(format_table(rows, eps=args.eps, attack_steps=args.attack_steps))
     return 0
 

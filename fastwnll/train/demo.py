@@ -9,6 +9,7 @@ network. Each is then evaluated on the 359 test digits: natural accuracy, and ac
 gradient (the paper's protocol) and, for the WNLL model, with the exact gradient through the
 interpolation.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -44,18 +45,29 @@ def _evaluate(checkpoint: Path, head: str, eps: float, attack_steps: int, exact:
     # One batch: a WNLL model's test queries share one graph with the templates, in the attack and in
     # the accuracy alike. The linear read-out of a WNLL-head network has no surrogate to choose.
     gradient = "surrogate" if head == "wnll" else None
-    row = {"natural": robust_accuracy(model, x, y),
-           "ifgsm": robust_accuracy(model, ifgsm(model, x, y, eps, alpha, attack_steps, gradient=gradient), y),
-           "n": int(x.shape[0])}
+    row = {
+        "natural": robust_accuracy(model, x, y),
+        "ifgsm": robust_accuracy(model, ifgsm(model, x, y, eps, alpha, attack_steps, gradient=gradient), y),
+        "n": int(x.shape[0]),
+    }
     if head == "wnll" and exact:
         row["ifgsm_exact"] = robust_accuracy(model, ifgsm(model, x, y, eps, alpha, attack_steps, gradient="exact"), y)
     return row
 
 
-def run_demo(*, epochs: int = DEMO_DEFAULTS["epochs"], stage2_epochs: int = DEMO_DEFAULTS["stage2_epochs"],
-             eps: float = DEMO_DEFAULTS["eps"], steps: int = DEMO_DEFAULTS["steps"],
-             attack_steps: int = DEMO_DEFAULTS["attack_steps"], exact: bool = True, seed: int = 0,
-             device: str = "auto", out: str | None = None, progress: bool = True) -> list[dict]:
+def run_demo(
+    *,
+    epochs: int = DEMO_DEFAULTS["epochs"],
+    stage2_epochs: int = DEMO_DEFAULTS["stage2_epochs"],
+    eps: float = DEMO_DEFAULTS["eps"],
+    steps: int = DEMO_DEFAULTS["steps"],
+    attack_steps: int = DEMO_DEFAULTS["attack_steps"],
+    exact: bool = True,
+    seed: int = 0,
+    device: str = "auto",
+    out: str | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Train the digits CNN and compare its linear and WNLL heads (see the module docstring).
 
     Args:
@@ -77,10 +89,23 @@ def run_demo(*, epochs: int = DEMO_DEFAULTS["epochs"], stage2_epochs: int = DEMO
         raise FileExistsError(f"{out} exists and is not empty: choose another --out")
     with tempfile.TemporaryDirectory(prefix="fastwnll-demo-") as scratch:
         root = Path(out) if out is not None else Path(scratch)
-        config = TrainConfig(dataset="digits", model="digits_cnn", head="wnll", epochs=epochs,
-                             stage2_epochs=stage2_epochs, adv="pgd", eps=eps, alpha=_step_size(eps, steps), steps=steps,
-                             batch_size=DEMO_BATCH_SIZE, stage2_batch_size=DEMO_STAGE2_BATCH_SIZE, eval_every=0,
-                             seed=seed, device=device, out=str(root / "wnll"))
+        config = TrainConfig(
+            dataset="digits",
+            model="digits_cnn",
+            head="wnll",
+            epochs=epochs,
+            stage2_epochs=stage2_epochs,
+            adv="pgd",
+            eps=eps,
+            alpha=_step_size(eps, steps),
+            steps=steps,
+            batch_size=DEMO_BATCH_SIZE,
+            stage2_batch_size=DEMO_STAGE2_BATCH_SIZE,
+            eval_every=0,
+            seed=seed,
+            device=device,
+            out=str(root / "wnll"),
+        )
         if progress:
             print(f"== stage 1: the digits CNN with its linear head, PGD training (eps {eps}, {steps} steps)")
         started = time.perf_counter()
@@ -93,27 +118,38 @@ def run_demo(*, epochs: int = DEMO_DEFAULTS["epochs"], stage2_epochs: int = DEMO
             print("== stage 2: the buffer block with the WNLL head, PGD examples crafted through it")
         started = time.perf_counter()
         summary = train(config, resume=True, progress=progress)
-        wnll = {"model": "WNLL head", **_evaluate(Path(summary["checkpoint"]), "wnll", eps, attack_steps, exact,
-                                                  device)}
+        wnll = {
+            "model": "WNLL head",
+            **_evaluate(Path(summary["checkpoint"]), "wnll", eps, attack_steps, exact, device),
+        }
         wnll["time_s"] = time.perf_counter() - started
     return [linear, wnll]
 
 
 def format_table(rows: list[dict], *, eps: float, attack_steps: int) -> str:
     """The demo's results (``run_demo``'s rows) as a small fixed-width text table, accuracies in percent."""
+
     def cell(row, key):
         return f"{100 * row[key]:.1f}%" if key in row else "-"
 
-    lines = ["", f"digits test set, {rows[0]['n']} images: accuracy, natural and under IFGSM "
-                 f"(eps {eps:g}, {attack_steps} steps)",
-             f"{'':<12} {'natural':>8} {'IFGSM':>9} {'IFGSM':>9}   time",
-             f"{'':<12} {'':>8} {'surrogate':>9} {'exact':>9}"]
+    lines = [
+        "",
+        f"digits test set, {rows[0]['n']} images: accuracy, natural and under IFGSM "
+        f"(eps {eps:g}, {attack_steps} steps)",
+        f"{'':<12} {'natural':>8} {'IFGSM':>9} {'IFGSM':>9}   time",
+        f"{'':<12} {'':>8} {'surrogate':>9} {'exact':>9}",
+    ]
     for row in rows:
-        lines.append(f"{row['model']:<12} {cell(row, 'natural'):>8} {cell(row, 'ifgsm'):>9} "
-                     f"{cell(row, 'ifgsm_exact'):>9}   {row['time_s']:.0f} s")
-    lines += ["",
-              "Both networks share stage 1 (PGD training with the linear head); the WNLL head adds stage 2.",
-              "IFGSM as in the paper: sign steps from the image, no random start. For the WNLL head, 'surrogate'",
-              "takes the gradient through the linear layer (the paper's protocol), 'exact' through the WNLL",
-              "interpolation itself.", ""]
+        lines.append(
+            f"{row['model']:<12} {cell(row, 'natural'):>8} {cell(row, 'ifgsm'):>9} "
+            f"{cell(row, 'ifgsm_exact'):>9}   {row['time_s']:.0f} s"
+        )
+    lines += [
+        "",
+        "Both networks share stage 1 (PGD training with the linear head); the WNLL head adds stage 2.",
+        "IFGSM as in the paper: sign steps from the image, no random start. For the WNLL head, 'surrogate'",
+        "takes the gradient through the linear layer (the paper's protocol), 'exact' through the WNLL",
+        "interpolation itself.",
+        "",
+    ]
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """One training epoch: the stage set-up (what is trained, with which optimizer), PGD examples,
 TVM augmentation, and the optimization steps with a progress bar, in one process or in each process
 of a data-parallel run (every process takes its share of each batch of the run's own batch order)."""
+
 from __future__ import annotations
 
 import torch
@@ -53,8 +54,11 @@ class Stage:
             model.trunk.eval()
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict()}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -68,8 +72,9 @@ def bank_rows(y: torch.Tensor, config: TrainConfig, adversarial: bool = False) -
     ValueError when the option asks for more rows than ``y`` has or the bank lacks a class."""
     num_classes = int(y.max()) + 1
     if adversarial:
-        return template_rows(y, config.adv_templates, DEFAULT_ADV_TEMPLATES, config.seed + 1, num_classes,
-                             "adv_templates")
+        return template_rows(
+            y, config.adv_templates, DEFAULT_ADV_TEMPLATES, config.seed + 1, num_classes, "adv_templates"
+        )
     return template_rows(y, config.templates, DEFAULT_TEMPLATES, config.seed, num_classes)
 
 
@@ -81,16 +86,25 @@ class AttackBank:
     those features passed through the current buffer block (cheap), so it matches the queries.
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-                 device: torch.device, precision: torch.dtype | None):
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        config: TrainConfig,
+        device: torch.device,
+        precision: torch.dtype | None,
+    ):
         if not isinstance(getattr(model, "trunk", None), nn.Module):
             raise ValueError("adversarial stage-2 training needs a model with .trunk and .buffer (fastwnll.models)")
         rows = bank_rows(y, config, adversarial=True)
         with eval_mode(model), torch.no_grad(), autocast(device, precision):
-            self.trunk_features = torch.cat([
-                model.trunk(x[rows[i:i + config.eval_batch_size]].to(device)).float()
-                for i in range(0, rows.shape[0], config.eval_batch_size)
-            ])
+            self.trunk_features = torch.cat(
+                [
+                    model.trunk(x[rows[i : i + config.eval_batch_size]].to(device)).float()
+                    for i in range(0, rows.shape[0], config.eval_batch_size)
+                ]
+            )
         self.labels = y[rows].to(device)
 
     def refresh(self, model: nn.Module) -> None:
@@ -100,8 +114,16 @@ class AttackBank:
             head.set_templates(features, self.labels)
 
 
-def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, stage: Stage,
-                      bank: AttackBank | None, device: torch.device, precision: torch.dtype | None) -> torch.Tensor:
+def adversarial_batch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: TrainConfig,
+    stage: Stage,
+    bank: AttackBank | None,
+    device: torch.device,
+    precision: torch.dtype | None,
+) -> torch.Tensor:
     """PGD examples (``eps``, ``steps`` steps of ``alpha``, uniform random start from torch's global
     generator) of ``x`` [B, C, H, W] against the model in eval mode: through its linear head in
     stage 1, through its WNLL head (``bank`` of training templates, gradient ``adv_gradient``)
@@ -116,8 +138,9 @@ def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config
         return pgd(model, x, y, config.eps, config.alpha, config.steps, random_start=True, gradient=gradient)
 
 
-def tvm_augment(x: torch.Tensor, fraction: float, generator: torch.Generator, batch_rows: int | None = None,
-                first: int = 0) -> torch.Tensor:
+def tvm_augment(
+    x: torch.Tensor, fraction: float, generator: torch.Generator, batch_rows: int | None = None, first: int = 0
+) -> torch.Tensor:
     """``x`` [B, C, H, W] with ``round(fraction * B)`` rows (chosen with ``generator``, a CPU
     generator) replaced by their TV minimization (``fastwnll.tvm``, Guo et al.'s drop rate 0.5 and
     lam 0.03; the mask from torch's global generator on x's device). Returns a new tensor.
@@ -143,12 +166,19 @@ def batch_order(n: int, batch_size: int, generator: torch.Generator) -> list[tor
     """A random permutation of ``range(n)`` (from ``generator``) cut into batches of ``batch_size``;
     a short last batch is dropped (kept when it is the only one)."""
     order = torch.randperm(n, generator=generator)
-    return [order[i:i + batch_size] for i in range(0, max(n - batch_size, 0) + 1, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, max(n - batch_size, 0) + 1, batch_size)]
 
 
-def batch_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-               precision: torch.dtype | None, processes: Processes = SINGLE, generator: torch.Generator | None = None,
-               desc: str = "") -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
+def batch_loss(
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    precision: torch.dtype | None,
+    processes: Processes = SINGLE,
+    generator: torch.Generator | None = None,
+    desc: str = "",
+) -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
     """The loss of one optimization step of ``net`` on this process's rows ``x`` / ``y`` of a batch.
 
     ``generator`` splits a WNLL training batch (None: torch's global generator; a global graph needs one
@@ -177,10 +207,23 @@ def batch_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
     return summed * (processes.world_size / rows), summed.item(), out, targets
 
 
-def train_epoch(model: nn.Module, stage: Stage, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-                generator: torch.Generator, device: torch.device, precision: torch.dtype | None,
-                bank: AttackBank | None, desc: str, progress: bool, *, net: nn.Module | None = None,
-                processes: Processes = SINGLE, split_generator: torch.Generator | None = None) -> dict:
+def train_epoch(
+    model: nn.Module,
+    stage: Stage,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    precision: torch.dtype | None,
+    bank: AttackBank | None,
+    desc: str,
+    progress: bool,
+    *,
+    net: nn.Module | None = None,
+    processes: Processes = SINGLE,
+    split_generator: torch.Generator | None = None,
+) -> dict:
     """One epoch over ``x`` [N, C, H, W] / ``y`` [N] (CPU tensors, moved to ``device`` batch by batch).
 
     Per batch: PGD examples when ``config.adv == "pgd"``, TVM on a fraction when

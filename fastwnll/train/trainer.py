@@ -11,6 +11,7 @@ several GPUs or machines"): every process trains its share of each batch through
 DistributedDataParallel, evaluates its share of the test batches, and process 0 alone touches the
 run directory.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,29 @@ from tqdm.auto import tqdm
 
 from fastwnll.nn.head import graph_summary, set_head_mode, uses_wnll, wnll_heads
 from fastwnll.runtime import (
-    CHECKPOINT_NAME, TrainConfig, amp_dtype, build_model, check_fits, load_checkpoint, load_split, load_weights,
-    resolve_device, rng_state, save_checkpoint, set_rng_state,
+    CHECKPOINT_NAME,
+    TrainConfig,
+    amp_dtype,
+    build_model,
+    check_fits,
+    load_checkpoint,
+    load_split,
+    load_weights,
+    resolve_device,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
 )
 from fastwnll.runtime.distributed import (
-    GRAPHS, SINGLE, Processes, gather_objects, main_result, process_device, process_group, sync_buffers, wrap_model,
+    GRAPHS,
+    SINGLE,
+    Processes,
+    gather_objects,
+    main_result,
+    process_device,
+    process_group,
+    sync_buffers,
+    wrap_model,
 )
 from fastwnll.runtime.files import check_outputs
 
@@ -39,30 +58,39 @@ LOG_NAME = "log.jsonl"
 SUMMARY_NAME = "summary.json"
 
 
-def fill_bank(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, device,
-              processes: Processes = SINGLE) -> int:
+def fill_bank(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, device, processes: Processes = SINGLE
+) -> int:
     """Fill the WNLL heads' template bank with the features of a fixed random subset of
     ``config.templates`` training examples (``x`` [N, C, H, W], ``y`` [N], CPU); returns its size.
     Several processes share the work and every one ends with the same bank."""
     rows = bank_rows(y, config)
-    return collect_bank(model, x[rows], y[rows], batch_size=config.eval_batch_size, device=device,
-                        processes=processes)
+    return collect_bank(model, x[rows], y[rows], batch_size=config.eval_batch_size, device=device, processes=processes)
 
 
-def _test(model, x_train, y_train, x_test, y_test, config: TrainConfig, device, precision,
-          processes: Processes) -> dict:
+def _test(
+    model, x_train, y_train, x_test, y_test, config: TrainConfig, device, precision, processes: Processes
+) -> dict:
     """Test accuracy of the model in its current head mode (WNLL heads: bank refilled from the
     training set, plus the linear read-out), as ``{"test_acc": ..., ["test_acc_linear": ...]}``."""
     if uses_wnll(model):
         fill_bank(model, x_train, y_train, config, device, processes)
-    accuracies = head_accuracies(model, x_test, y_test, batch_size=config.eval_batch_size, device=device,
-                                 precision=precision, processes=processes)
+    accuracies = head_accuracies(
+        model,
+        x_test,
+        y_test,
+        batch_size=config.eval_batch_size,
+        device=device,
+        precision=precision,
+        processes=processes,
+    )
     return {key.replace("accuracy", "test_acc"): value for key, value in accuracies.items()}
 
 
 def _check_stop(stop_after_epochs) -> None:
-    if stop_after_epochs is not None and (isinstance(stop_after_epochs, bool) or not isinstance(stop_after_epochs, int)
-                                          or stop_after_epochs < 1):
+    if stop_after_epochs is not None and (
+        isinstance(stop_after_epochs, bool) or not isinstance(stop_after_epochs, int) or stop_after_epochs < 1
+    ):
         raise ValueError(f"stop_after_epochs must be a positive integer, got {stop_after_epochs!r}")
 
 
@@ -80,14 +108,23 @@ class TrainingInterrupted(KeyboardInterrupt):
         elif finished:
             text = f"training interrupted after its last epoch; {checkpoint} holds the finished run"
         else:
-            text = (f"training interrupted after epoch {epoch}/{epochs}; {checkpoint} is complete: continue with "
-                    f"train(config, resume=True)")
+            text = (
+                f"training interrupted after epoch {epoch}/{epochs}; {checkpoint} is complete: continue with "
+                f"train(config, resume=True)"
+            )
         super().__init__(text)
 
 
-def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
-          stop_after_epochs: int | None = None, progress: bool = True, backend: str | None = None,
-          graph: str | None = None) -> dict:
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    stop_after_epochs: int | None = None,
+    progress: bool = True,
+    backend: str | None = None,
+    graph: str | None = None,
+) -> dict:
     """Train as ``config`` says; returns the run's summary (also written to ``summary.json``).
 
     Launched by ``torchrun`` with several processes (or called by every process of an initialized
@@ -131,21 +168,29 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     out = Path(cfg.out)
     checkpoint_path = out / CHECKPOINT_NAME
     if resume and overwrite:
-        raise ValueError("resume continues the run in out and overwrite replaces it: pass one of them "
-                         "(--resume or --overwrite)")
+        raise ValueError(
+            "resume continues the run in out and overwrite replaces it: pass one of them (--resume or --overwrite)"
+        )
     with process_group(resolve_device(cfg.device), backend) as processes:
         if graph is not None and not processes.enabled:
-            raise ValueError(f"graph={graph!r} (--graph) chooses the WNLL graph of a batch shared out between "
-                             "processes, but this run is a single process (launch with torchrun --nproc-per-node "
-                             "N, or drop --graph)")
+            raise ValueError(
+                f"graph={graph!r} (--graph) chooses the WNLL graph of a batch shared out between "
+                "processes, but this run is a single process (launch with torchrun --nproc-per-node "
+                "N, or drop --graph)"
+            )
         payload = main_result(lambda: _prepare(cfg, resume, overwrite), processes)
         graph = _check_processes(payload, processes, graph, checkpoint_path)
         try:
             return _run(cfg, payload, stop_after_epochs, progress, processes, graph)
         except KeyboardInterrupt:
             saved = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
-            raise TrainingInterrupted(out, checkpoint_path if saved else None, saved["epoch"] if saved else 0,
-                                      len(cfg.stage_plan()), bool(saved and saved["finished"])) from None
+            raise TrainingInterrupted(
+                out,
+                checkpoint_path if saved else None,
+                saved["epoch"] if saved else 0,
+                len(cfg.stage_plan()),
+                bool(saved and saved["finished"]),
+            ) from None
 
 
 def _prepare(cfg: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
@@ -162,8 +207,10 @@ def _prepare(cfg: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
             raise ValueError(f"cannot resume {checkpoint_path}: the configuration differs in {changed}")
         return payload
     if checkpoint_path.exists() and not overwrite:
-        raise FileExistsError(f"{checkpoint_path} already exists: resume it (--resume), start afresh "
-                              "(overwrite=True, --overwrite) or choose another --out")
+        raise FileExistsError(
+            f"{checkpoint_path} already exists: resume it (--resume), start afresh "
+            "(overwrite=True, --overwrite) or choose another --out"
+        )
     for stale in check_outputs([checkpoint_path, out / LOG_NAME, out / SUMMARY_NAME], overwrite, "the new run"):
         stale.unlink()
     return None
@@ -174,19 +221,28 @@ def _check_processes(payload: dict | None, processes: Processes, graph: str | No
     has as many processes and the same graph as the run that wrote ``payload``."""
     saved = (payload or {}).get("distributed", {"world_size": 1, "graph": None})
     if payload is not None and saved["world_size"] != processes.world_size:
-        raise ValueError(f"cannot resume {checkpoint_path} with {processes.world_size} process(es): it was written "
-                         f"by a run of {saved['world_size']}, whose random streams are restored process by "
-                         f"process; resume it with the same number of processes (torchrun --nproc-per-node)")
+        raise ValueError(
+            f"cannot resume {checkpoint_path} with {processes.world_size} process(es): it was written "
+            f"by a run of {saved['world_size']}, whose random streams are restored process by "
+            f"process; resume it with the same number of processes (torchrun --nproc-per-node)"
+        )
     if not processes.enabled:
         return "local"
     if payload is not None and graph is not None and graph != saved["graph"]:
-        raise ValueError(f"cannot resume {checkpoint_path} with graph={graph!r}: it was trained with "
-                         f"graph={saved['graph']!r}")
+        raise ValueError(
+            f"cannot resume {checkpoint_path} with graph={graph!r}: it was trained with graph={saved['graph']!r}"
+        )
     return graph or saved["graph"] or "global"
 
 
-def _run(cfg: TrainConfig, payload: dict | None, stop_after_epochs: int | None, progress: bool,
-         processes: Processes, graph: str) -> dict:
+def _run(
+    cfg: TrainConfig,
+    payload: dict | None,
+    stop_after_epochs: int | None,
+    progress: bool,
+    processes: Processes,
+    graph: str,
+) -> dict:
     """The body of :func:`train` once its files are checked: ``payload`` the checkpoint to resume, or None;
     ``graph`` the WNLL heads' training graph."""
     out = Path(cfg.out)
@@ -197,7 +253,9 @@ def _run(cfg: TrainConfig, payload: dict | None, stop_after_epochs: int | None, 
     (x_train, y_train), (x_test, y_test) = _load_data(cfg, processes)
     num_classes = int(y_train.max()) + 1
     if int(y_test.max()) >= num_classes:
-        raise ValueError(f"the test split of {cfg.dataset!r} has label {int(y_test.max())}, absent from the training split")
+        raise ValueError(
+            f"the test split of {cfg.dataset!r} has label {int(y_test.max())}, absent from the training split"
+        )
     _check_shares(cfg, x_train.shape[0], processes, graph)
     # Each process has its own stream for dropout, PGD starts and TVM masks (process 0's is a single
     # process's); the data generator (batch order, TVM rows, global WNLL splits) is the same everywhere.
@@ -217,8 +275,7 @@ def _run(cfg: TrainConfig, payload: dict | None, stop_after_epochs: int | None, 
     start, stage_state = 0, None
     if payload is not None:
         load_weights(model, payload["model"], checkpoint_path)
-        set_rng_state(payload["distributed"]["rng"][processes.rank] if processes.enabled else payload["rng"],
-                      generator)
+        set_rng_state(payload["distributed"]["rng"][processes.rank] if processes.enabled else payload["rng"], generator)
         start, history, stage_state = payload["epoch"], payload["history"], payload["stage"]
     if cfg.head == "wnll":  # the banks' sizes are checked now, not after stage 1
         bank_rows(y_train, cfg)
@@ -244,16 +301,39 @@ def _run(cfg: TrainConfig, payload: dict | None, stop_after_epochs: int | None, 
             if stage_state is not None and epoch_in_stage > 0:
                 stage.load_state_dict(stage_state)
             net = wrap_model(model, device, processes)
-            bank = AttackBank(model, x_train, y_train, cfg, device, precision) \
-                if name == "wnll" and cfg.adv == "pgd" else None
+            bank = (
+                AttackBank(model, x_train, y_train, cfg, device, precision)
+                if name == "wnll" and cfg.adv == "pgd"
+                else None
+            )
         stage_state = None
         last = epoch + 1 == len(plan)
-        record = {"epoch": epoch + 1, "cycle": cycle + 1, "stage": name, "epoch_in_stage": epoch_in_stage + 1,
-                  "lr": stage.lr}
+        record = {
+            "epoch": epoch + 1,
+            "cycle": cycle + 1,
+            "stage": name,
+            "epoch_in_stage": epoch_in_stage + 1,
+            "lr": stage.lr,
+        }
         started = time.perf_counter()
-        record.update(train_epoch(model, stage, x_train, y_train, cfg, generator, device, precision, bank,
-                                  f"epoch {epoch + 1}/{len(plan)} ({name})", progress, net=net, processes=processes,
-                                  split_generator=split_generator))
+        record.update(
+            train_epoch(
+                model,
+                stage,
+                x_train,
+                y_train,
+                cfg,
+                generator,
+                device,
+                precision,
+                bank,
+                f"epoch {epoch + 1}/{len(plan)} ({name})",
+                progress,
+                net=net,
+                processes=processes,
+                split_generator=split_generator,
+            )
+        )
         stage.scheduler.step()
         sync_buffers(model, processes)
         record["train_time_s"] = time.perf_counter() - started
@@ -270,13 +350,23 @@ def _run(cfg: TrainConfig, payload: dict | None, stop_after_epochs: int | None, 
         history.append(record)
         states = gather_objects(rng_state(generator), processes)
         checkpoint = {
-            "config": cfg.to_dict(), "num_classes": num_classes, "in_channels": in_channels, "epoch": epoch + 1,
-            "history": history, "model": model.state_dict(), "stage": None if last else stage.state_dict(),
-            "rng": states[0], "finished": last,
+            "config": cfg.to_dict(),
+            "num_classes": num_classes,
+            "in_channels": in_channels,
+            "epoch": epoch + 1,
+            "history": history,
+            "model": model.state_dict(),
+            "stage": None if last else stage.state_dict(),
+            "rng": states[0],
+            "finished": last,
         }
         if processes.enabled:
-            checkpoint["distributed"] = {"world_size": processes.world_size, "backend": processes.backend,
-                                         "graph": graph, "rng": states}
+            checkpoint["distributed"] = {
+                "world_size": processes.world_size,
+                "backend": processes.backend,
+                "graph": graph,
+                "rng": states,
+            }
         main_result(lambda: _write_epoch(checkpoint_path, checkpoint, log_path, record), processes)
         if progress:
             tqdm.write(_epoch_line(record, len(plan)))
@@ -285,8 +375,12 @@ def _run(cfg: TrainConfig, payload: dict | None, stop_after_epochs: int | None, 
         if stop_after_epochs is not None and ran >= stop_after_epochs and not last:
             for p in model.parameters():
                 p.requires_grad_(True)
-            return {"stopped_after_epoch": epoch + 1, "epochs": len(plan), "checkpoint": str(checkpoint_path),
-                    "log": str(log_path)}
+            return {
+                "stopped_after_epoch": epoch + 1,
+                "epochs": len(plan),
+                "checkpoint": str(checkpoint_path),
+                "log": str(log_path),
+            }
     return _summary(cfg, num_classes, history, model, device, x_test.shape[0], out, processes, graph)
 
 
@@ -320,23 +414,38 @@ def _check_shares(cfg: TrainConfig, n_train: int, processes: Processes, graph: s
         rows = min(size, n_train) // world  # the smallest share (a lone short batch is kept whole)
         if rows < need:
             what = "an example" if need == 1 else f"the {need} rows a per-process graph with k={cfg.k} needs"
-            raise ValueError(f"{name}={size} is the global batch, shared out between {world} processes: "
-                             f"{rows} row(s) per process leaves some process without {what}; use "
-                             f"--{name.replace('_', '-')} >= {need * world}"
-                             + (" or --graph global" if need > 1 else ""))
+            raise ValueError(
+                f"{name}={size} is the global batch, shared out between {world} processes: "
+                f"{rows} row(s) per process leaves some process without {what}; use "
+                f"--{name.replace('_', '-')} >= {need * world}" + (" or --graph global" if need > 1 else "")
+            )
 
 
-def _summary(cfg: TrainConfig, num_classes: int, history: list[dict], model: nn.Module, device, test_n: int,
-             out: Path, processes: Processes, graph: str) -> dict:
+def _summary(
+    cfg: TrainConfig,
+    num_classes: int,
+    history: list[dict],
+    model: nn.Module,
+    device,
+    test_n: int,
+    out: Path,
+    processes: Processes,
+    graph: str,
+) -> dict:
     final = history[-1]
     heads = wnll_heads(model)
     summary = {
-        "config": cfg.to_dict(), "num_classes": num_classes, "device": str(device), "epochs": len(history),
+        "config": cfg.to_dict(),
+        "num_classes": num_classes,
+        "device": str(device),
+        "epochs": len(history),
         "train_time_s": sum(r["train_time_s"] for r in history),
         "eval_time_s": sum(r["eval_time_s"] for r in history),
-        "test_accuracy": final["test_acc"], "test_n": int(test_n),
+        "test_accuracy": final["test_acc"],
+        "test_n": int(test_n),
         "templates": heads[0].num_templates if heads else 0,
-        "checkpoint": str(out / CHECKPOINT_NAME), "log": str(out / LOG_NAME),
+        "checkpoint": str(out / CHECKPOINT_NAME),
+        "log": str(out / LOG_NAME),
         "world_size": processes.world_size,
     }
     if processes.enabled:
@@ -350,8 +459,10 @@ def _summary(cfg: TrainConfig, num_classes: int, history: list[dict], model: nn.
 
 
 def _epoch_line(record: dict, total: int) -> str:
-    line = (f"epoch {record['epoch']}/{total} {record['stage']:<6} lr {record['lr']:.3g} "
-            f"loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}")
+    line = (
+        f"epoch {record['epoch']}/{total} {record['stage']:<6} lr {record['lr']:.3g} "
+        f"loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}"
+    )
     if "test_acc" in record:
         line += f" test {record['test_acc']:.4f}"
     if "test_acc_linear" in record:
