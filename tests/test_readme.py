@@ -25,6 +25,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 EXAMPLE_GRID = REPO / "examples" / "grid.json"
+# The build's tools, as pyproject.toml's [build-system] lists them (the README installs them for
+# --no-build-isolation), and the index of torch's CPU-only wheels.
+BUILD_TOOLS = re.findall(
+    r'"([^"]+)"', re.search(r"^requires = \[(.*?)\]", (REPO / "pyproject.toml").read_text(), flags=re.M).group(1)
+)
+CPU_TORCH_INDEX = ["--index-url", "https://download.pytorch.org/whl/cpu"]
+# Environment variables that a README command may set: those setup.py or a set-up script reads.
+BUILD_SOURCES = "".join(
+    path.read_text()
+    for path in [REPO / "setup.py", *sorted((REPO / "scripts").iterdir())]
+    if path.suffix in (".py", ".sh")
+)
 
 
 def blocks(language: str) -> list[tuple[int, str]]:
@@ -96,14 +108,31 @@ def test_python_block_runs_as_written(line, code):
 @pytest.mark.parametrize("line, argv", COMMANDS, ids=[f"README.md:{line}" for line, _ in COMMANDS])
 def test_command_is_known(line, argv):
     """``fastwnll`` commands parse with the real parser (a wrong flag or value fails here); scripts
-    exist; pip installs the project's extras; nothing else appears."""
+    exist; pip installs torch (from PyPI or its CPU-only index), the build's tools or the project, and
+    builds its wheel; variables set before a command are ones the build or a script reads; nothing else
+    appears."""
+    while re.fullmatch(r"[A-Z][A-Z0-9_]*=\S*", argv[0]):
+        name = argv[0].split("=")[0]
+        assert re.search(rf"\b{name}\b", BUILD_SOURCES), f"README.md:{line}: {name} is read by no build script"
+        argv = argv[1:]
     args = fastwnll_argv(argv)
     if args is not None:
         build_parser().parse_args(args)
     elif argv[0] == "bash":
         assert (REPO / argv[1]).is_file(), argv
     elif argv[:2] == ["pip", "install"]:
-        assert all(a in ("torch", "torchvision", "--no-build-isolation", "-e", ".") for a in argv[2:]), argv
+        tools = {tool for tool in BUILD_TOOLS if not tool.startswith("torch")}
+        assert (
+            argv[2:]
+            in (
+                ["torch", "torchvision"],
+                ["torch", "torchvision", *CPU_TORCH_INDEX],
+                ["--no-build-isolation", "-e", "."],
+            )
+            or set(argv[2:]) == tools
+        ), argv
+    elif argv[:2] == ["pip", "wheel"]:
+        assert argv[2:] == ["--no-build-isolation", "--no-deps", "-w", "dist", "."], argv
     else:
         pytest.fail(f"README.md:{line}: unknown command {argv}")
 
