@@ -168,6 +168,8 @@ def test_attack_cli_worst_case_is_the_default_and_bounds_both_protocols(runs, tm
     stdout = capsys.readouterr().out
     row = json.loads(out.read_text())
     assert row["protocol"] == "worst-case" and set(row["protocols"]) == {"paper", "adaptive"}
+    assert row["wnll_graph"]["templates"] == 500 and row["wnll_graph"]["queries_per_graph"] == 500
+    assert "WNLL graphs: 500 templates + up to 500 queries per graph (transductive" in stdout
     per_protocol = [r["robust_accuracy"] for r in row["protocols"].values()]
     assert row["robust_accuracy"] <= min(per_protocol)
     assert _robust(stdout) == pytest.approx(row["robust_accuracy"], abs=1e-4)
@@ -450,6 +452,18 @@ def test_report_takes_every_attack_into_the_worst_case(runs, tmp_path, capsys):
     rows = {(r["model"], r["protocol"], r["attack"]): r for r in result["rows"]}
     assert ("lin", "adaptive", "wnll_margin") not in rows and ("wnll", "paper", "wnll_margin") not in rows
     assert rows[("wnll", "adaptive", "square")]["n"] == 30
+    # every row says which WNLL graph produced it (None for a linear head)
+    assert rows[("wnll", "paper", "ifgsm")]["wnll_graph"] == {
+        "inference": "transductive",
+        "templates": 500,
+        "template_batches": 1,
+        "queries_per_graph": 500,
+        "k": 15,
+        "k_sigma": 8,
+        "knn_backend": "auto",
+        "exact_knn": True,
+    }
+    assert rows[("lin", "paper", "ifgsm")]["wnll_graph"] is None
     for model, attacks in (("wnll", ["ifgsm", "wnll_margin", "square"]), ("lin", ["ifgsm", "square"])):
         worst = rows[(model, "worst-case", "worst-linf")]
         assert worst["n"] == 30 and {run.split("/")[0] for run in worst["runs"]} == set(attacks)

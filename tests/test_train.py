@@ -282,8 +282,11 @@ def test_evaluate_checkpoint_heads(runs):
     both = evaluate_checkpoint(root / "wnll", device="cpu")
     assert both["accuracy"] == {"linear": summary["test_accuracy_linear"], "wnll": summary["test_accuracy"]}
     assert both["templates"] == summary["templates"]
+    # the evaluation graph is recorded with the result and in the training summary
+    assert both["wnll_graph"]["templates"] == summary["templates"] == summary["wnll_graph"]["templates"]
+    assert both["wnll_graph"]["inference"] == "transductive" and both["wnll_graph"]["queries_per_graph"] == 500
     linear = evaluate_checkpoint(root / "linear", device="cpu")
-    assert set(linear["accuracy"]) == {"linear"}
+    assert set(linear["accuracy"]) == {"linear"} and "wnll_graph" not in linear
     as_wnll = evaluate_checkpoint(root / "linear", device="cpu", head="wnll", templates=400)
     assert as_wnll["templates"] == 400 and 0.5 < as_wnll["accuracy"]["wnll"] <= 1
     rebuilt = evaluate_checkpoint(root / "wnll", device="cpu", head="wnll", templates=300, split="train")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .upstream import Target, WNLLHead, attack_mode, load_split
+from .upstream import Target, attack_mode, load_split, wnll_heads
 
 
 def feature_width(model: nn.Module, name: str) -> int:
@@ -46,9 +46,10 @@ def embed(model: nn.Module, x: torch.Tensor, *, batch_size: int, name: str) -> t
     return torch.cat(chunks)
 
 
-def wnll_head(model: nn.Module) -> WNLLHead | None:
-    """The model's first :class:`WNLLHead` (None for a network with a plain linear head)."""
-    return next((m for m in model.modules() if isinstance(m, WNLLHead)), None)
+def wnll_head(model: nn.Module):
+    """The model's first :class:`fastwnll.nn.WNLLHead` (None for a network with a plain linear head)."""
+    heads = wnll_heads(model)
+    return heads[0] if heads else None
 
 
 def template_bank(

@@ -12,7 +12,7 @@ from fastwnll.evaluation import (
     resolve,
     uses_wnll,
 )
-from fastwnll.nn.head import WNLLHead
+from fastwnll.nn.head import wnll_heads
 from fastwnll.runtime import load_split, resolve_device
 from fastwnll.runtime.files import check_outputs
 
@@ -20,7 +20,6 @@ __all__ = [
     "PROTOCOLS",
     "Evaluator",
     "Target",
-    "WNLLHead",
     "attack_mode",
     "check_outputs",
     "check_same_data",
@@ -30,4 +29,5 @@ __all__ = [
     "resolve",
     "resolve_device",
     "uses_wnll",
+    "wnll_heads",
 ]
