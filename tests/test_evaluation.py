@@ -436,6 +436,27 @@ def test_attack_cli_square_takes_registry_settings_and_reports_diagnostics(runs,
     assert "unknown Square settings ['queries']" in capsys.readouterr().err
 
 
+def test_inductive_inference_from_the_attack_command_and_grids(runs, capsys):
+    argv = ["attack", "--checkpoint", runs["wnll"], "--attack", "fgsm", "--eps", "0.1", "--n", "30", "--device", "cpu"]
+    assert main([*argv, "--no-progress", "--protocol", "paper", "--inference", "inductive"]) == 0
+    assert "WNLL graphs: 500 templates + 1 query per graph (inductive)" in capsys.readouterr().out
+    assert main([*argv, "--inference", "batch"]) == 2
+    grid = {
+        "models": [{"name": "w", "checkpoint": runs["wnll"], "inference": "inductive"}],
+        "defenses": ["none"],
+        "attacks": ["fgsm"],
+        "eps": [0.1],
+        "n": 30,
+        "protocols": ["paper"],
+        "device": "cpu",
+    }
+    rows = run_grid(GridConfig.from_dict(grid), progress=False)["rows"]
+    assert {r["wnll_graph"]["inference"] for r in rows} == {"inductive"}
+    grid["models"][0]["inference"] = "batch"
+    with pytest.raises(ValueError, match="inference must be one of transductive, inductive, got 'batch'"):
+        run_grid(GridConfig.from_dict(grid), progress=False)
+
+
 def test_report_takes_every_attack_into_the_worst_case(runs, tmp_path, capsys):
     grid = {
         "models": [{"name": "wnll", "checkpoint": runs["wnll"]}, {"name": "lin", "checkpoint": runs["linear"]}],

@@ -293,6 +293,16 @@ def test_evaluate_checkpoint_heads(runs):
     assert rebuilt["templates"] == 300 and rebuilt["split"] == "train"
 
 
+def test_evaluate_checkpoint_inductive_does_not_depend_on_the_batch(runs):
+    root, _ = runs
+    small = evaluate_checkpoint(root / "wnll", device="cpu", head="wnll", inference="inductive", batch_size=7)
+    large = evaluate_checkpoint(root / "wnll", device="cpu", head="wnll", inference="inductive", batch_size=500)
+    assert small["accuracy"] == large["accuracy"] and 0.5 < small["accuracy"]["wnll"] <= 1
+    assert small["wnll_graph"]["inference"] == "inductive" and small["wnll_graph"]["queries_per_graph"] == 1
+    with pytest.raises(ValueError, match="inference must be one of transductive, inductive, got 'both'"):
+        evaluate_checkpoint(root / "wnll", device="cpu", inference="both")
+
+
 def test_load_model_restores_the_bank(runs):
     root, summary = runs
     model, cfg, payload = load_model(root / "wnll")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from fastwnll.attacks.registry import ATTACKS, NORMS, PROTOCOLS
+from fastwnll.nn.head import INFERENCE
 from fastwnll.runtime.distributed import add_distributed_flags
 from fastwnll.runtime.ranges import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE
 
@@ -113,6 +114,13 @@ def register(subparsers) -> None:
     attack.add_argument("--eot", type=COUNT.parse, default=None, help="EOT samples through TVM (adaptive, default 8)")
     attack.add_argument("--head", default="auto", help="read the checkpoint through its auto/linear/wnll head")
     attack.add_argument(
+        "--inference",
+        choices=INFERENCE,
+        default=None,
+        help="WNLL heads: transductive (the rows of a batch share one graph; the saved default) or inductive "
+        "(each image against the template bank alone)",
+    )
+    attack.add_argument(
         "--transfer-from",
         default=None,
         help="craft on this checkpoint (black box for the target), evaluate on --checkpoint",
@@ -209,7 +217,7 @@ def _attack(args: argparse.Namespace, spec, device, processes) -> int:
     from .robustness import Evaluator
     from .targets import check_same_data, eval_data, load_target
 
-    target = load_target(args.checkpoint, name=args.checkpoint, head=args.head, device=device)
+    target = load_target(args.checkpoint, name=args.checkpoint, head=args.head, device=device, inference=args.inference)
     source = None
     if args.transfer_from is not None:
         source = load_target(args.transfer_from, name=args.transfer_from, head=args.transfer_head, device=device)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from fastwnll.attacks import attack_spec
 from fastwnll.attacks.checks import check_eps
-from fastwnll.nn.head import uses_wnll
+from fastwnll.nn.head import INFERENCE, uses_wnll
 from fastwnll.runtime import resolve_device
 
 from .defense import check_defense
@@ -204,18 +204,28 @@ def _norm(attack: str) -> str:
 def _model_entry(entry) -> dict:
     if not isinstance(entry, dict) or "checkpoint" not in entry:
         raise ValueError(f"a model entry needs a 'checkpoint' (and a 'name'), got {entry!r}")
-    unknown = sorted(set(entry) - {"name", "checkpoint", "head"})
+    unknown = sorted(set(entry) - {"name", "checkpoint", "head", "inference"})
     if unknown:
-        raise ValueError(f"unknown model entry fields {unknown}; allowed: name, checkpoint, head")
+        raise ValueError(f"unknown model entry fields {unknown}; allowed: name, checkpoint, head, inference")
     head = entry.get("head", "auto")
     if head not in HEADS:
         raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
-    return {"name": str(entry.get("name", entry["checkpoint"])), "checkpoint": entry["checkpoint"], "head": head}
+    inference = entry.get("inference")
+    if inference is not None and inference not in INFERENCE:
+        raise ValueError(f"inference must be one of {', '.join(INFERENCE)}, got {inference!r}")
+    return {
+        "name": str(entry.get("name", entry["checkpoint"])),
+        "checkpoint": entry["checkpoint"],
+        "head": head,
+        **({} if inference is None else {"inference": inference}),
+    }
 
 
 def _load(entry, device) -> Target:
     entry = _model_entry(entry)
-    return load_target(entry["checkpoint"], name=entry["name"], head=entry["head"], device=device)
+    return load_target(
+        entry["checkpoint"], name=entry["name"], head=entry["head"], device=device, inference=entry.get("inference")
+    )
 
 
 def _excluded(cell: dict, patterns: list[dict]) -> bool:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fastwnll.models.heads import HEADS as MODEL_HEADS
-from fastwnll.nn.head import set_head_mode, wnll_heads
+from fastwnll.nn.head import INFERENCE, set_head_mode, wnll_heads
 from fastwnll.runtime import TrainConfig, fixed_subset, load_model, load_split
 
 # The head a checkpoint is read through: "auto" is the one it was trained with.
@@ -48,18 +48,26 @@ class Target:
 
 
 def load_target(
-    checkpoint: str | os.PathLike, *, name: str | None = None, head: str = "auto", device: torch.device | str = "cpu"
+    checkpoint: str | os.PathLike,
+    *,
+    name: str | None = None,
+    head: str = "auto",
+    device: torch.device | str = "cpu",
+    inference: str | None = None,
 ) -> Target:
     """Load a training checkpoint (file or run directory) for evaluation.
 
     ``head``: ``"wnll"`` reads the network through its WNLL heads (they need a template bank, which
     training stores at the end); ``"linear"`` through the linear layer of every WNLL head (or the
     network's own linear head), which also works for a checkpoint saved before stage 2; ``"auto"``
-    is the training config's head. Raises FileNotFoundError for a missing checkpoint and ValueError
-    for a head the checkpoint cannot provide.
+    is the training config's head. ``inference``: ``"transductive"`` or ``"inductive"`` for every
+    WNLL head (see :class:`fastwnll.nn.WNLLHead`; default: as saved, transductive). Raises
+    FileNotFoundError for a missing checkpoint and ValueError for a head the checkpoint cannot provide.
     """
     if head not in HEADS:
         raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    if inference is not None and inference not in INFERENCE:
+        raise ValueError(f"inference must be one of {', '.join(INFERENCE)}, got {inference!r}")
     if not os.path.exists(checkpoint):
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     model, config, payload = load_model(checkpoint, device)
@@ -75,6 +83,8 @@ def load_target(
                 "use head 'linear' to read it through its linear layer"
             )
         set_head_mode(model, "wnll")
+        for h in heads:
+            h.inference = inference or h.inference
     else:
         set_head_mode(model, "linear")
     for p in model.parameters():

@@ -12,7 +12,7 @@ import sys
 from fastwnll.data import DATASETS
 from fastwnll.knn import BACKENDS
 from fastwnll.models.heads import HEADS
-from fastwnll.nn.head import GRADIENTS
+from fastwnll.nn.head import GRADIENTS, INFERENCE
 from fastwnll.runtime.config import (
     ADVERSARIES,
     DEFAULT_ADV_TEMPLATES,
@@ -224,6 +224,13 @@ def _add_evaluate(subparsers) -> None:
     )
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--batch-size", type=COUNT.parse, help="queries per forward (default: the training config's)")
+    parser.add_argument(
+        "--inference",
+        choices=INFERENCE,
+        default=None,
+        help="WNLL heads: transductive (the rows of a batch share one graph; the saved default) or inductive "
+        "(each image against the template bank alone)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     add_distributed_flags(parser)
     parser.set_defaults(handler=_evaluate)
@@ -244,6 +251,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         backend=args.backend,
+        inference=args.inference,
     )
     if not is_main_process():
         return 0

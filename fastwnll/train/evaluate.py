@@ -10,7 +10,15 @@ import torch
 from torch import nn
 
 from fastwnll.attacks import correct_mask
-from fastwnll.nn.head import collect_templates, graph_summary, head_mode, set_head_mode, uses_wnll, wnll_heads
+from fastwnll.nn.head import (
+    INFERENCE,
+    collect_templates,
+    graph_summary,
+    head_mode,
+    set_head_mode,
+    uses_wnll,
+    wnll_heads,
+)
 from fastwnll.runtime import (
     TrainConfig,
     amp_dtype,
@@ -134,6 +142,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     batch_size: int | None = None,
     backend: str | None = None,
+    inference: str | None = None,
 ) -> dict:
     """Natural accuracy of a training checkpoint, read through its linear head, its WNLL head, or both.
 
@@ -148,6 +157,8 @@ def evaluate_checkpoint(
             training split (a fixed random subset, as at the end of training); default: the bank
             saved in the checkpoint.
         device: "auto", "cpu" or "cuda". batch_size: queries per forward (default from the config).
+        inference: ``"transductive"`` or ``"inductive"`` for the WNLL heads (see
+            :class:`fastwnll.nn.WNLLHead`; default: as saved, transductive).
         backend: under ``torchrun``, the process-group backend ("auto", "nccl", "gloo"; see
             :func:`fastwnll.runtime.distributed.process_group`). Launched with several processes, every
             process evaluates its share of the batches (and of the template bank) and returns the
@@ -165,6 +176,8 @@ def evaluate_checkpoint(
         raise ValueError(f"templates must be a positive integer, got {templates!r}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if inference is not None and inference not in INFERENCE:
+        raise ValueError(f"inference must be one of {', '.join(INFERENCE)}, got {inference!r}")
     with process_group(resolve_device(device), backend) as processes:
         return _evaluate(
             checkpoint,
@@ -176,6 +189,7 @@ def evaluate_checkpoint(
             process_device(resolve_device(device), processes),
             batch_size,
             processes,
+            inference,
         )
 
 
@@ -189,6 +203,7 @@ def _evaluate(
     dev: torch.device,
     batch_size: int | None,
     processes: Processes,
+    inference: str | None,
 ) -> dict:
     """The body of :func:`evaluate_checkpoint` on the device ``dev`` of this process."""
     model, config, payload = load_model(checkpoint, dev)
@@ -223,6 +238,8 @@ def _evaluate(
     if head in ("wnll", "both"):
         wnll_model = with_wnll_head(model, config).to(dev)
         set_head_mode(wnll_model, "wnll")
+        for h in wnll_heads(wnll_model):
+            h.inference = inference or h.inference
         if templates is not None:
             x_bank, y_bank = load_split(data_config, "train")
             rows = template_rows(y_bank, templates, templates, config.seed, num_classes)
