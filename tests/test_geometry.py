@@ -378,6 +378,22 @@ def test_zero_budget_moves_nothing(runs):
     assert "files" not in result
 
 
+def test_attacks_designed_against_wnll_run_under_their_own_protocol(runs):
+    """Any registered attack: the worst case of wnll_margin is its adaptive run alone; on a network read
+    through a linear head it is a clear error."""
+    result = feature_geometry(
+        [runs["wnll"]], attack="wnll_margin", eps=0.2, steps=3, n=40, device="cpu", progress=False
+    )
+    (model,) = result["models"]
+    assert model["protocol"] == "worst-case" and len(model["attacks"]) == 1
+    assert model["attacks"][0].startswith("WNLL-margin") and "protocol adaptive" in model["attacks"][0]
+    assert model["adversarial_accuracy"] < model["clean_accuracy"]
+    with pytest.raises(ValueError, match="designed against a WNLL head, and this network is read through a linear"):
+        feature_geometry(
+            [f"{runs['stage1']}:linear"], attack="wnll_margin", eps=0.2, steps=3, n=40, device="cpu", progress=False
+        )
+
+
 def test_existing_output_is_not_overwritten(runs, tmp_path, capsys):
     out = tmp_path / "g"
     out.mkdir()

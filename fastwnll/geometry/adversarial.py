@@ -3,8 +3,10 @@
 Protocols (:mod:`fastwnll.evaluation.protocol`): ``paper`` attacks a WNLL head through its linear
 surrogate gradient, ``adaptive`` through the exact gradient of the interpolation, and
 ``worst-case`` (the default) crafts both and keeps, per image, the example that fools the model;
-when both or neither do, the one with the larger loss (cross-entropy of the true class). A network
-read through a linear head has one attack whatever the protocol (``protocol`` "single").
+when both or neither do, the one with the larger loss (cross-entropy of the true class). An attack
+runs under the protocols it declares (the attacks designed against a WNLL head only under the
+adaptive one, and only on WNLL heads). A network read through a linear head has one attack whatever
+the protocol (``protocol`` "single").
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .upstream import PROTOCOLS, Evaluator, Target, attack_mode, resolve, uses_wnll
+from .upstream import PROTOCOLS, Evaluator, Target, attack_mode, attack_spec, resolve, uses_wnll
 
 PROTOCOL_CHOICES = ("worst-case", *PROTOCOLS)
 
@@ -69,10 +71,18 @@ def adversarial_examples(
     """
     if protocol not in PROTOCOL_CHOICES:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOL_CHOICES)}")
+    spec = attack_spec(attack)
+    if spec.wnll and not uses_wnll(target.model):
+        raise ValueError(
+            f"{target.name}: attack {attack!r} is designed against a WNLL head, and this network is "
+            "read through a linear head"
+        )
     if not uses_wnll(target.model):
         names = ["paper"]
+    elif protocol == "worst-case":
+        names = [p for p in PROTOCOLS if p in spec.protocols]
     else:
-        names = list(PROTOCOLS) if protocol == "worst-case" else [protocol]
+        names = [protocol]
     # random restarts are a setting of the attacks that have them (pgd); asking another is an error there
     settings = None if restarts == 1 else {"restarts": restarts}
     started = time.perf_counter()

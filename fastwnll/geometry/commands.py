@@ -64,7 +64,7 @@ def register(subparsers) -> None:
         metavar="[NAME=]PATH[:HEAD]",
         help="more checkpoints trained on the same data: one panel and one table line each",
     )
-    p.add_argument("--attack", default="ifgsm", help="fgsm, ifgsm (default), pgd or cw_l2")
+    p.add_argument("--attack", default="ifgsm", help="a registered attack, as for fastwnll attack (default ifgsm)")
     p.add_argument(
         "--eps", type=_eps, default=None, help="L_inf radius (fgsm, ifgsm, pgd); optional L2 radius for cw_l2"
     )

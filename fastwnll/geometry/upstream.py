@@ -1,7 +1,7 @@
 """The APIs of other fastwnll subpackages that ``fastwnll.geometry`` uses: imported here and nowhere
 else in the package, so that a move of any of them changes this file alone."""
 
-from fastwnll.attacks import attack_mode
+from fastwnll.attacks import attack_mode, attack_spec
 from fastwnll.evaluation import (
     PROTOCOLS,
     Evaluator,
@@ -21,6 +21,7 @@ __all__ = [
     "Evaluator",
     "Target",
     "attack_mode",
+    "attack_spec",
     "check_outputs",
     "check_same_data",
     "eval_data",
