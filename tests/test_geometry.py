@@ -390,7 +390,13 @@ def test_attacks_designed_against_wnll_run_under_their_own_protocol(runs):
     assert model["adversarial_accuracy"] < model["clean_accuracy"]
     with pytest.raises(ValueError, match="designed against a WNLL head, and this network is read through a linear"):
         feature_geometry(
-            [f"{runs['stage1']}:linear"], attack="wnll_margin", eps=0.2, steps=3, n=40, device="cpu", progress=False
+            [{"checkpoint": runs["stage1"], "head": "linear", "name": "lin"}],
+            attack="wnll_margin",
+            eps=0.2,
+            steps=3,
+            n=40,
+            device="cpu",
+            progress=False,
         )
 
 
