@@ -91,3 +91,54 @@ def test_every_subpackage_is_reachable_from_the_top_level():
     root = Path(fastwnll.__file__).parent
     found = {p.parent.name for p in root.glob("*/__init__.py")}
     assert set(fastwnll.SUBPACKAGES) == found
+
+
+def private_imports(path: Path) -> list[tuple[int, str]]:
+    """``(line, "module.name")`` for every private name (one leading underscore) that ``path`` imports
+    from a fastwnll module, relative imports resolved."""
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    return private_imports_in(path.read_text(), package)
+
+
+def private_imports_in(source_text: str, package: str) -> list[tuple[int, str]]:
+    """:func:`private_imports` of the code ``source_text`` of a module of the package ``package``."""
+    found = []
+    for node in ast.walk(ast.parse(source_text)):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = package.split(".")[: len(package.split(".")) - node.level + 1]
+            source = ".".join(base + ([node.module] if node.module else []))
+        else:
+            source = node.module or ""
+        if source == "fastwnll" or source.startswith("fastwnll."):
+            found += [
+                (node.lineno, f"{source}.{alias.name}")
+                for alias in node.names
+                if alias.name.startswith("_") and not alias.name.startswith("__")
+            ]
+    return found
+
+
+# The compiled extension is private by name (``fastwnll._C``, loaded by ``fastwnll._ext``) and is the
+# one private thing the package's modules share.
+EXTENSION = ("fastwnll._C", "fastwnll._ext")
+
+
+@pytest.mark.parametrize("path", MODULES, ids=module_name)
+def test_no_module_imports_a_private_name_of_another(path):
+    own = module_name(path)
+    bad = [
+        f"line {line}: {name}"
+        for line, name in private_imports(path)
+        if name.rpartition(".")[0] != own and not name.startswith(EXTENSION) and not name.endswith(EXTENSION)
+    ]
+    assert not bad, f"{own} imports private names of other modules: {bad}"
+
+
+def test_the_private_import_scan_finds_one():
+    code = "from fastwnll.graph import _private_helper\nfrom .head import WNLLHead, __all__\nfrom ..knn import _tiles\n"
+    assert private_imports_in(code, "fastwnll.nn") == [
+        (1, "fastwnll.graph._private_helper"),
+        (3, "fastwnll.knn._tiles"),
+    ]

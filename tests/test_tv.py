@@ -21,10 +21,6 @@ from fastwnll.nn import TVM
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tv_reference import mnist_digits, natural_crops, objective  # noqa: E402
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
-
-
 # short iteration counts end far from convergence on purpose here (tests/test_tv_convergence.py tests the warning)
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
