@@ -110,3 +110,14 @@ def test_setup_skips_the_build_only_when_the_extension_is_current():
     assert _current({"FASTWNLL_CUDA": flag}).returncode == 0
     other = _current({"FASTWNLL_CUDA": "0" if flag == "1" else "1"})
     assert other.returncode == 1 and "FASTWNLL_CUDA=" in other.stdout
+
+
+def test_default_architectures_carry_ptx_for_newer_gpus(setup_py, monkeypatch):
+    """Without a visible GPU the CUDA kernels are built for sm_80 and sm_90 and also shipped as
+    compute_90 PTX, which the driver compiles for GPUs newer than the build knew."""
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", setup_py.DEFAULT_ARCH_LIST)
+    flags = cpp_extension._get_cuda_arch_flags()
+    assert "-gencode=arch=compute_80,code=sm_80" in flags and "-gencode=arch=compute_90,code=sm_90" in flags
+    assert "-gencode=arch=compute_90,code=compute_90" in flags
