@@ -2,7 +2,7 @@
 with and without TVM, under FGSM, IFGSM, CW-L2, the attacks designed against the WNLL head
 (WNLL-margin, WNLL-smooth, WNLL-margin-L2) and the gradient-free Square, paper protocol and adaptive
 attacks and the worst case over all of them, plus a transfer attack from a separately trained
-linear-head model and an AutoAttack cross-check on the first 100 images.
+linear-head model and an AutoAttack cross-check on the same 500 images.
 
     python experiments/mnist_robustness/run.py    # see README.md for the time it took
 
@@ -57,9 +57,9 @@ PLAN = {
     "attacks": ["fgsm", "ifgsm", "wnll_margin", "wnll_smooth", "square", "cw_l2", "wnll_margin_l2"],
     "square": {"n_queries": 1000},  # AutoAttack's standard version gives Square 5,000 queries
     "square_eps": [0.3],  # Square only at the paper's radius, and not through TVM (as deployed)
-    # AutoAttack (standard, torchattacks) cross-check: the first 100 images, eps 0.3, no defence, the paper's
+    # AutoAttack (standard, torchattacks) cross-check: the grid's 500 images, eps 0.3, no defence, the paper's
     # gradient for WNLL heads (the surrogate), against the other attacks on the same images.
-    "crosscheck_n": 100,
+    "crosscheck_n": 500,
     "crosscheck_eps": [0.3],
     "crosscheck_attacks": ["ifgsm", "wnll_margin", "wnll_smooth", "square", "autoattack"],
 }
