@@ -107,6 +107,12 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
+def step_budget(eps, alpha, steps) -> tuple[float, float, int]:
+    """The budget of an iterative attack, checked: ``(eps >= 0, alpha > 0, steps >= 1)`` as
+    ``(float, float, int)`` (see :func:`positive_float`, :func:`positive_int`)."""
+    return positive_float("eps", eps, allow_zero=True), positive_float("alpha", alpha), positive_int("steps", steps)
+
+
 def check_generator(generator: torch.Generator | None, x: torch.Tensor) -> None:
     """A random generator (or None) on the device type of ``x``; RuntimeError naming both otherwise."""
     if generator is not None and generator.device.type != x.device.type:

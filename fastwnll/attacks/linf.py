@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import check_generator, check_inputs, positive_float, positive_int
+from .checks import check_generator, check_inputs, positive_float, positive_int, step_budget
 from .losses import cross_entropy, loss_grad
 from .modes import attack_mode
 from .projected import ascent_steps, random_point
@@ -54,9 +54,7 @@ def ifgsm(
     """Iterative FGSM as in the paper: ``steps`` sign steps of size ``alpha`` from x itself (no random
     start), each followed by projection onto the L_inf ball of radius ``eps`` and the [0, 1] box."""
     check_inputs(model, x, y)
-    eps = positive_float("eps", eps, allow_zero=True)
-    alpha = positive_float("alpha", alpha)
-    steps = positive_int("steps", steps)
+    eps, alpha, steps = step_budget(eps, alpha, steps)
     x = x.detach()
     with attack_mode(model, gradient):
         return _sign_steps(model, x, x, y, eps, alpha, steps)
@@ -84,9 +82,7 @@ def pgd(
     the random starts reproducible.
     """
     check_inputs(model, x, y)
-    eps = positive_float("eps", eps, allow_zero=True)
-    alpha = positive_float("alpha", alpha)
-    steps = positive_int("steps", steps)
+    eps, alpha, steps = step_budget(eps, alpha, steps)
     restarts = positive_int("restarts", restarts)
     if restarts > 1 and not random_start:
         raise ValueError("restarts > 1 needs random_start=True (without it every restart is identical)")

@@ -36,7 +36,7 @@ from torch import nn
 
 from fastwnll.nn.head import PROB_FLOOR, WNLLHead, head_mode, uses_wnll, wnll_heads
 
-from .checks import check_generator, check_inputs, positive_float, positive_int
+from .checks import check_generator, check_inputs, positive_int, step_budget
 from .losses import margin_loss
 from .modes import attack_mode
 from .projected import ascent_steps, random_point
@@ -160,14 +160,32 @@ def smoothed_interpolation_scores(
 
 def _stand_in_pgd(model, x, y, scores: StandIn, *, eps, alpha, steps, norm, random_start, generator):
     check_inputs(model, x, y)
-    eps = positive_float("eps", eps, allow_zero=True)
-    alpha = positive_float("alpha", alpha)
-    steps = positive_int("steps", steps)
+    eps, alpha, steps = step_budget(eps, alpha, steps)
     check_generator(generator, x)
     x = x.detach()
     with attack_mode(model), head_stand_in(model, scores):
         start = random_point(x, eps, norm, generator) if random_start else x
         return ascent_steps(model, x, start, y, eps=eps, alpha=alpha, steps=steps, loss_fn=margin_loss, norm=norm)
+
+
+def _margin_pgd(model, x, y, eps, alpha, steps, neighbours, random_start, generator, norm: str) -> torch.Tensor:
+    """:func:`wnll_margin` (``norm`` "linf") and :func:`wnll_margin_l2` (``norm`` "l2")."""
+
+    def scores(head, f):
+        return template_distance_scores(head, f, neighbours)
+
+    return _stand_in_pgd(
+        model,
+        x,
+        y,
+        scores,
+        eps=eps,
+        alpha=alpha,
+        steps=steps,
+        norm=norm,
+        random_start=random_start,
+        generator=generator,
+    )
 
 
 def wnll_margin(
@@ -192,18 +210,7 @@ def wnll_margin(
     gradient is zero or noise before that (see the module docstring); the distance margin has a
     nonzero gradient that points exactly towards that event, however unanimous the neighbours are.
     """
-    return _stand_in_pgd(
-        model,
-        x,
-        y,
-        lambda head, f: template_distance_scores(head, f, neighbours),
-        eps=eps,
-        alpha=alpha,
-        steps=steps,
-        norm="linf",
-        random_start=random_start,
-        generator=generator,
-    )
+    return _margin_pgd(model, x, y, eps, alpha, steps, neighbours, random_start, generator, "linf")
 
 
 def wnll_margin_l2(
@@ -219,18 +226,7 @@ def wnll_margin_l2(
 ) -> torch.Tensor:
     """:func:`wnll_margin` in an L2 ball of radius ``eps``: ``steps`` steps of L2 length ``alpha``
     along the normalized gradient, each projected onto the ball and the [0, 1] box."""
-    return _stand_in_pgd(
-        model,
-        x,
-        y,
-        lambda head, f: template_distance_scores(head, f, neighbours),
-        eps=eps,
-        alpha=alpha,
-        steps=steps,
-        norm="l2",
-        random_start=random_start,
-        generator=generator,
-    )
+    return _margin_pgd(model, x, y, eps, alpha, steps, neighbours, random_start, generator, "l2")
 
 
 def wnll_smooth(

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from fastwnll.attacks import attack_spec
 from fastwnll.attacks.checks import check_eps
-from fastwnll.nn.head import INFERENCE, uses_wnll
+from fastwnll.nn.head import check_inference, uses_wnll
 from fastwnll.runtime import resolve_device
 
 from .defense import check_defense
@@ -210,9 +210,7 @@ def _model_entry(entry) -> dict:
     head = entry.get("head", "auto")
     if head not in HEADS:
         raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
-    inference = entry.get("inference")
-    if inference is not None and inference not in INFERENCE:
-        raise ValueError(f"inference must be one of {', '.join(INFERENCE)}, got {inference!r}")
+    inference = check_inference(entry.get("inference"))
     return {
         "name": str(entry.get("name", entry["checkpoint"])),
         "checkpoint": entry["checkpoint"],

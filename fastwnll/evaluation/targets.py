@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fastwnll.models.heads import HEADS as MODEL_HEADS
-from fastwnll.nn.head import INFERENCE, set_head_mode, wnll_heads
+from fastwnll.nn.head import check_inference, set_head_mode, set_inference, wnll_heads
 from fastwnll.runtime import TrainConfig, fixed_subset, load_model, load_split
 
 # The head a checkpoint is read through: "auto" is the one it was trained with.
@@ -66,8 +66,7 @@ def load_target(
     """
     if head not in HEADS:
         raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
-    if inference is not None and inference not in INFERENCE:
-        raise ValueError(f"inference must be one of {', '.join(INFERENCE)}, got {inference!r}")
+    check_inference(inference)
     if not os.path.exists(checkpoint):
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     model, config, payload = load_model(checkpoint, device)
@@ -83,8 +82,7 @@ def load_target(
                 "use head 'linear' to read it through its linear layer"
             )
         set_head_mode(model, "wnll")
-        for h in heads:
-            h.inference = inference or h.inference
+        set_inference(model, inference)
     else:
         set_head_mode(model, "linear")
     for p in model.parameters():

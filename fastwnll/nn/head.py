@@ -722,6 +722,22 @@ def set_head_mode(model: nn.Module, mode: str) -> None:
         head.mode = mode
 
 
+def check_inference(inference: str | None) -> str | None:
+    """``inference`` for the WNLL heads of an evaluation: ``None`` (each head as it is) or one of
+    :data:`INFERENCE`; ValueError otherwise."""
+    if inference is not None and inference not in INFERENCE:
+        raise ValueError(f"inference must be one of {', '.join(INFERENCE)}, got {inference!r}")
+    return inference
+
+
+def set_inference(model: nn.Module, inference: str | None) -> None:
+    """Give every WNLL head of ``model`` ``inference`` (see :func:`check_inference`; ``None`` leaves
+    each head as it is)."""
+    if check_inference(inference) is not None:
+        for head in wnll_heads(model):
+            head.inference = inference
+
+
 @contextmanager
 def head_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
     """Every WNLL head of ``model`` in ``mode`` inside the block; each head's previous mode is put

@@ -11,11 +11,12 @@ from torch import nn
 
 from fastwnll.attacks import correct_mask
 from fastwnll.nn.head import (
-    INFERENCE,
+    check_inference,
     collect_templates,
     graph_summary,
     head_mode,
     set_head_mode,
+    set_inference,
     uses_wnll,
     wnll_heads,
 )
@@ -176,8 +177,7 @@ def evaluate_checkpoint(
         raise ValueError(f"templates must be a positive integer, got {templates!r}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if inference is not None and inference not in INFERENCE:
-        raise ValueError(f"inference must be one of {', '.join(INFERENCE)}, got {inference!r}")
+    check_inference(inference)
     with process_group(resolve_device(device), backend) as processes:
         return _evaluate(
             checkpoint,
@@ -238,8 +238,7 @@ def _evaluate(
     if head in ("wnll", "both"):
         wnll_model = with_wnll_head(model, config).to(dev)
         set_head_mode(wnll_model, "wnll")
-        for h in wnll_heads(wnll_model):
-            h.inference = inference or h.inference
+        set_inference(wnll_model, inference)
         if templates is not None:
             x_bank, y_bank = load_split(data_config, "train")
             rows = template_rows(y_bank, templates, templates, config.seed, num_classes)
