@@ -79,8 +79,8 @@ def median_time(fn, repeats: int, device: torch.device, warmup: int = 2) -> tupl
 def measure(model_name: str, rows: int, gradient: str, graph: str, repeats: int, device: torch.device) -> dict:
     """Median step and gather times (seconds) on this process (in the current group, if any)."""
     from fastwnll.models import build
+    from fastwnll.nn.batch import split_batch
     from fastwnll.nn.distributed_graph import gather_rows, row_counts, split_global_batch
-    from fastwnll.nn.head import split_batch
     from fastwnll.runtime import TrainConfig
     from fastwnll.runtime.distributed import current, shard_rows, wrap_model
     from fastwnll.train.steps import Stage, batch_loss

@@ -11,7 +11,7 @@ below, with device, command and date); ``--out`` defaults to the git-ignored ``b
 (pass ``--out benchmarks/results`` to replace the committed results). Times are in milliseconds
 (columns ``*_ms``), rates per second (``*_per_sec``).
 
-Table "convergence": the stopping rule of ``fastwnll.tv`` on a CIFAR-shaped batch (512x3x32x32
+Table "convergence": the stopping rule of ``fastwnll.tv.denoise`` on a CIFAR-shaped batch (512x3x32x32
 crops of scikit-image's photographs, as below) and 256 real MNIST digits, for ``tv_denoise`` and
 ``tvm`` (drop rate 0.5) at ``lam`` = 0.03 on images in [0, 1] and ``lam`` = 0.03 * 255 on the same
 images in [0, 255]: the iterations the default tolerance takes (median and maximum over planes),
@@ -25,7 +25,7 @@ call reported (an upper bound).
 Table "equal objective" (CPU only): 256 real MNIST test digits (28x28, float32), ROF denoising
 (``tv_denoise``, no mask) at ``lam`` = 0.03 and 0.1. For each skimage setting (its default
 ``eps=2e-4`` and tighter ones) the per-image loop ``denoise_tv_chambolle(img, weight=lam, ...)`` is
-run (``weight = lam``, see fastwnll/tv.py), its total objective ``sum 1/2||z - x||^2 + lam TV(z)``
+run (``weight = lam``, see fastwnll/tv/denoise.py), its total objective ``sum 1/2||z - x||^2 + lam TV(z)``
 is computed (float64, numpy, independent of the library), and fastwnll's iteration count is the
 smallest one whose objective is at most skimage's (found by bisection, which assumes the objective
 decreases with the iteration count, as it does in practice; the objective at the count found is
@@ -84,7 +84,7 @@ from common import device_name, markdown_table, mnist_images, timeit, write_csv 
 
 import fastwnll  # noqa: E402
 from fastwnll.bench.timing import interleaved_times  # noqa: E402
-from fastwnll.tv import TVConvergenceWarning  # noqa: E402
+from fastwnll.tv.denoise import TVConvergenceWarning  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 TABLES = ("equal_objective", "batches", "convergence")
@@ -293,7 +293,7 @@ def batch_table(
 
 def convergence_table(device: str, repeats: int, scale: int) -> list[dict]:
     """The stopping rule: iterations to the default tolerance, cost of the checks, final gaps."""
-    from fastwnll.tv import DEFAULT_TOL
+    from fastwnll.tv.denoise import DEFAULT_TOL
 
     images, _ = mnist_images()
     batches = [
@@ -307,7 +307,7 @@ def convergence_table(device: str, repeats: int, scale: int) -> list[dict]:
             x, lam = (x01 * rng).to(device), LAM * rng
             m = None if op == "tv_denoise" else mask.to(device)
 
-            def call(iters=fastwnll.tv.DEFAULT_ITERS, tol=DEFAULT_TOL):
+            def call(iters=fastwnll.tv.denoise.DEFAULT_ITERS, tol=DEFAULT_TOL):
                 if m is None:
                     return fastwnll.tv_denoise(x, lam, iters=iters, tol=tol, return_info=True)
                 return fastwnll.tvm(x, mask=m, lam=lam, iters=iters, tol=tol, return_info=True)

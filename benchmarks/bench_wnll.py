@@ -30,7 +30,7 @@ import torch
 from common import add_io_options, device_name, markdown_table, mnist_pca, timeit, write_csv
 
 import fastwnll
-from fastwnll.graph import gaussian_weights
+from fastwnll.wnll.weights import gaussian_weights
 
 K, K_SIGMA, CLASSES, DIM = 15, 8, 10, 64
 # graphlearning's exact (k-d tree) kNN in 64 dimensions takes minutes above this size.

@@ -1,10 +1,10 @@
 // Schemas of the fastwnll:: ops. Kernels are registered per backend in cpu/ and cuda/; the fake (meta)
-// kernels of every op and the autograd of the differentiable ones are registered from Python, in the
-// module named by set_python_module (fastwnll/ops.py).
+// kernels of every op are registered from Python in the module named by set_python_module
+// (fastwnll/extension/fake_kernels.py), the autograd of wnll_solve in fastwnll/wnll/adjoint.py.
 #include <torch/library.h>
 
 TORCH_LIBRARY(fastwnll, m) {
-  m.set_python_module("fastwnll.ops");
+  m.set_python_module("fastwnll.extension.fake_kernels");
   // WNLL harmonic extension (docs/design.md, section 2): u [n_U, C] solving A u = b for all C columns with one
   // multi-right-hand-side Jacobi-preconditioned CG. The other outputs are float64/int64 scalars on the CPU,
   // computed from the returned u: iterations; residual, the Jacobi-scaled relative residual

@@ -15,25 +15,39 @@ _EXPORTS = {
     "knn_graph": "fastwnll.knn",
     "knn_search": "fastwnll.knn",
     "ApproximateKNN": "fastwnll.knn",
-    "gaussian_weights": "fastwnll.graph",
-    "weights_from_distances": "fastwnll.graph",
-    "wnll_solve": "fastwnll.solver",
-    "SolveInfo": "fastwnll.solver",
-    "WNLLConvergenceError": "fastwnll.solver",
-    "WNLLUnreachableError": "fastwnll.solver",
-    "wnll_interpolate": "fastwnll.interpolate",
-    "TemplateBank": "fastwnll.bank",
+    "gaussian_weights": "fastwnll.wnll",
+    "weights_from_distances": "fastwnll.wnll",
+    "wnll_solve": "fastwnll.wnll",
+    "SolveInfo": "fastwnll.wnll",
+    "WNLLConvergenceError": "fastwnll.wnll",
+    "WNLLUnreachableError": "fastwnll.wnll",
+    "wnll_interpolate": "fastwnll.wnll",
+    "TemplateBank": "fastwnll.wnll",
     "tv_denoise": "fastwnll.tv",
     "tvm": "fastwnll.tv",
     "keep_mask": "fastwnll.tv",
     "TVInfo": "fastwnll.tv",
     "TVConvergenceWarning": "fastwnll.tv",
     "WNLLHead": "fastwnll.nn",
-    "info": "fastwnll.backends",
+    "info": "fastwnll.extension.info",
 }
 
 # Subpackages reachable as attributes of ``fastwnll`` without importing them first.
-SUBPACKAGES = ("attacks", "bench", "data", "evaluation", "geometry", "models", "nn", "runtime", "train")
+SUBPACKAGES = (
+    "attacks",
+    "bench",
+    "data",
+    "evaluation",
+    "extension",
+    "geometry",
+    "knn",
+    "models",
+    "nn",
+    "runtime",
+    "train",
+    "tv",
+    "wnll",
+)
 
 __all__ = sorted(_EXPORTS) + list(SUBPACKAGES) + ["__version__"]
 

@@ -40,7 +40,7 @@ def command_modules() -> list[str]:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from fastwnll.backends import print_info
+    from fastwnll.extension.info import print_info
 
     print_info()
     return 0

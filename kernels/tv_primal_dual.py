@@ -1,6 +1,6 @@
-"""Triton kernels for the over-relaxed primal-dual TV iteration of ``fastwnll.tv``.
+"""Triton kernels for the over-relaxed primal-dual TV iteration of ``fastwnll.tv.denoise``.
 
-Both kernels perform the arithmetic of ``fastwnll.tv_primal_dual`` (``InplacePlanes`` and
+Both kernels perform the arithmetic of ``fastwnll.tv.iteration`` (``InplacePlanes`` and
 ``duality_gap``) in float32, in the same order, with the per-plane offsets and steps of its
 ``plane_steps``, so their iterates agree with the torch path up to float32 rounding, and they stop
 a plane at the same check (gap ``G <= tol * P`` every ``CHECK_EVERY`` iterations):
@@ -17,7 +17,7 @@ a plane at the same check (gap ``G <= tol * P`` every ``CHECK_EVERY`` iterations
   at the right and lower neighbours (needed by the forward differences) is recomputed from the
   previous state, so tiles never wait for each other. Planes whose flag in ``active`` is 0 copy
   their state unchanged. ``_tv_tile_gap_kernel`` writes per-tile partial sums of ``P`` and ``G``;
-  the loop of ``fastwnll.tv_primal_dual.iterate`` reads the stopping flags on the host every
+  the loop of ``fastwnll.tv.iteration.iterate`` reads the stopping flags on the host every
   ``CHECK_EVERY`` iterations.
 
 Devices: CUDA tensors (launched on the tensors' device and its current stream); CPU tensors only
@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastwnll.tv_primal_dual import CHECK_EVERY, LO, RHO, STEP_COLUMNS, iterate, plane_steps
+from fastwnll.tv.iteration import CHECK_EVERY, LO, RHO, STEP_COLUMNS, iterate, plane_steps
 
 # Largest padded plane (BLOCK_H * BLOCK_W) that the fused kernel keeps on chip, with 8 elements per
 # thread: 2048 (32x64, 8 warps) uses 213 registers per thread (sm_90); 64x64 needs 16 warps, which

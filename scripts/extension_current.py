@@ -17,16 +17,16 @@ def stale_reason():
         import torch
 
         import fastwnll
-        from fastwnll import _ext
+        from fastwnll.extension import loader
     except ImportError as error:
         return f"not installed ({error})"
     if os.path.dirname(os.path.dirname(os.path.abspath(fastwnll.__file__))) != ROOT:
         return f"fastwnll is imported from {fastwnll.__file__}, not from this checkout"
     try:
-        module = _ext.load()
+        module = loader.load()
     except ImportError as error:
         return f"the extension does not load ({error})"
-    build = _ext.build_config()
+    build = loader.build_config()
     if build is None or build["torch"] != torch.__version__:
         return f"built for torch {build and build['torch']}, torch {torch.__version__} is installed"
     flag = os.environ.get("FASTWNLL_CUDA", "auto").strip().lower()

@@ -17,4 +17,4 @@ if [ "${FASTWNLL_REBUILD:-0}" = 1 ] || ! "$PY" scripts/extension_current.py; the
     "$PY" -m pip install -q "setuptools>=64" wheel ninja pybind11
     "$PY" -m pip install -q --no-build-isolation -e ".[test]"
 fi
-"$PY" -c "from fastwnll.backends import print_info; print_info()"
+"$PY" -c "from fastwnll.extension.info import print_info; print_info()"

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastwnll.nn.head import WNLLHead, collect_templates
+from fastwnll.nn.head import WNLLHead
+from fastwnll.nn.network import collect_templates
 
 TRAIN_ROWS = 1500  # the first 1,500 digits train; the rest are held out
 

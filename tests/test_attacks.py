@@ -646,7 +646,7 @@ def test_template_distance_scores_against_a_float64_brute_force():
 
 
 def test_smoothed_scores_are_the_interpolation_with_a_softer_graph(wnll_net, wnll_batch):
-    from fastwnll.interpolate import wnll_interpolate
+    from fastwnll.wnll.interpolate import wnll_interpolate
 
     head = wnll_net[-1]
     features = wnll_net[:-1](wnll_batch[0][:30])

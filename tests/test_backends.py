@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fastwnll
-from fastwnll import _ext
+from fastwnll.extension import loader
 
 
 def test_info_reports_the_live_backends():
@@ -16,7 +16,7 @@ def test_info_reports_the_live_backends():
     json.dumps(report)  # plain values only
     assert report["torch"] == torch.__version__
     assert report["extension"] is True and report["extension_error"] is None
-    assert report["cuda_kernels"] == _ext.cuda_compiled()
+    assert report["cuda_kernels"] == loader.cuda_compiled()
     assert report["cuda_kernels_live"] == (report["cuda_kernels"] and torch.cuda.is_available())
     assert report["device"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
 
@@ -27,7 +27,7 @@ def test_extension_kernels_use_torch_threads(threads):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(threads)
-        assert _ext.load().parallel_threads() == threads
+        assert loader.load().parallel_threads() == threads
         assert fastwnll.info()["cpu_threads"] == threads
     finally:
         torch.set_num_threads(before)

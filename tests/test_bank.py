@@ -7,11 +7,12 @@ import pytest
 import torch
 
 import fastwnll
-from fastwnll import TemplateBank, knn_torch
-from fastwnll import bank as bank_module
-from fastwnll.graph import unit_scale
-from fastwnll.interpolate import wnll_interpolate
-from fastwnll.knn import knn_graph
+from fastwnll import TemplateBank
+from fastwnll.knn import tiled as knn_torch
+from fastwnll.knn.search import knn_graph
+from fastwnll.wnll import bank as bank_module
+from fastwnll.wnll.interpolate import wnll_interpolate
+from fastwnll.wnll.weights import unit_scale
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

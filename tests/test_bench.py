@@ -264,7 +264,7 @@ def test_tv_ratio_is_eager_time_over_kernel_time(monkeypatch):
     assert rows[0]["ratio"] is None
 
 
-@pytest.mark.filterwarnings("ignore::fastwnll.tv.TVConvergenceWarning")  # 4 iterations on purpose
+@pytest.mark.filterwarnings("ignore::fastwnll.tv.denoise.TVConvergenceWarning")  # 4 iterations on purpose
 def test_tv_call_runs_the_operation_with_the_backend_and_no_tolerance():
     x = data.images((1, 1, 9, 9))
     expected = fastwnll.tv_denoise(x, tv.LAM, iters=4, tol=None, backend="torch")

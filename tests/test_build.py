@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fastwnll
-from fastwnll import _ext
+from fastwnll.extension import loader
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,10 +85,10 @@ def test_unknown_cuda_switch_is_refused(setup_py):
 
 
 def test_info_reports_how_the_extension_was_built():
-    build = _ext.build_config()
+    build = loader.build_config()
     assert build is not None, "setup.py writes fastwnll/_build_config.py when it builds the extension"
     assert build["torch"] == torch.__version__
-    assert build["cuda"] == _ext.cuda_compiled()
+    assert build["cuda"] == loader.cuda_compiled()
     report = fastwnll.info()
     assert report["build"] == "CUDA kernels " + build["reason"]
     assert report["built_for_torch"] == torch.__version__
@@ -106,7 +106,7 @@ def _current(env_update: dict) -> subprocess.CompletedProcess:
 
 
 def test_setup_skips_the_build_only_when_the_extension_is_current():
-    flag = "1" if _ext.cuda_compiled() else "0"
+    flag = "1" if loader.cuda_compiled() else "0"
     assert _current({"FASTWNLL_CUDA": flag}).returncode == 0
     other = _current({"FASTWNLL_CUDA": "0" if flag == "1" else "1"})
     assert other.returncode == 1 and "FASTWNLL_CUDA=" in other.stdout

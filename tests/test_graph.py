@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fastwnll import knn_graph
-from fastwnll.graph import gaussian_weights, weights_from_distances
+from fastwnll.wnll.weights import gaussian_weights, weights_from_distances
 
 
 def test_weights_follow_the_formula_with_seed_sigma_convention():

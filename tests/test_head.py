@@ -7,7 +7,8 @@ from torch import nn
 
 import fastwnll
 from fastwnll.nn import WNLLHead, wnll_batch
-from fastwnll.nn.head import collect_templates, split_batch
+from fastwnll.nn.batch import split_batch
+from fastwnll.nn.network import collect_templates
 
 
 def clustered(n, d=6, classes=3, seed=0, dtype=torch.float32):

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import fastwnll
-from fastwnll.interpolate import wnll_interpolate
 from fastwnll.nn import WNLLHead, graph_summary, wnll_batch
 from fastwnll.runtime import TrainConfig
+from fastwnll.wnll.interpolate import wnll_interpolate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -201,13 +201,13 @@ def test_knn_backend_per_head(monkeypatch):
     with torch.no_grad():
         assert (head(x[150:]).argmax(1) == y[150:]).float().mean() > 0.9
     seen = []
-    original = fastwnll.interpolate.wnll_interpolate
+    original = fastwnll.wnll.interpolate.wnll_interpolate
 
     def spy(*args, **kwargs):
         seen.append(kwargs["knn_backend"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(fastwnll.interpolate, "wnll_interpolate", spy)
+    monkeypatch.setattr(fastwnll.wnll.interpolate, "wnll_interpolate", spy)
     head.train()
     with wnll_batch(head, y[:90]):
         head(x[:90])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import fastwnll
-from fastwnll.graph import gaussian_weights
+from fastwnll.wnll.weights import gaussian_weights
 
 
 def clusters(n_per, dim=4, classes=3, seed=0, dtype=torch.float64):
@@ -177,7 +177,7 @@ def test_autocast_does_not_change_the_scores(device):
 def test_cuda_tf32_is_off_inside():
     """With TF32 allowed globally, matrix products inside full_precision are still IEEE float32, and
     the interpolation is unchanged; the global setting is left as it was."""
-    from fastwnll.precision import full_precision
+    from fastwnll.extension.precision import full_precision
 
     g = torch.Generator().manual_seed(2)
     a, b = torch.randn(512, 512, generator=g).cuda(), torch.randn(512, 512, generator=g).cuda()
@@ -225,7 +225,7 @@ def test_arguments_are_checked_before_the_knn_search(monkeypatch, change, match)
     def no_search(*args, **kwargs):
         raise AssertionError("the kNN search ran before the arguments were checked")
 
-    monkeypatch.setattr(fastwnll.interpolate, "knn_graph", no_search)
+    monkeypatch.setattr(fastwnll.wnll.interpolate, "knn_graph", no_search)
     x, y = clusters(10, dtype=torch.float32)
     options = dict(k=8)
     options.update(change)
@@ -246,7 +246,7 @@ def test_default_k_sigma_allows_few_neighbours():
 
 
 def test_validation_runs_once_and_validate_false_skips_it(monkeypatch):
-    import fastwnll.interpolate as interpolate
+    import fastwnll.wnll.interpolate as interpolate
 
     calls = []
     for name in ("_check_values", "check_reachable"):

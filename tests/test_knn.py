@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from fastwnll import knn as knn_module
-from fastwnll import knn_torch
-from fastwnll.knn import knn_graph, knn_search
+from fastwnll.knn import search as knn_module
+from fastwnll.knn import tiled as knn_torch
+from fastwnll.knn.search import knn_graph, knn_search
 
 BACKENDS = ["native", "torch", pytest.param("faiss", marks=pytest.mark.needs("faiss"))]
 
@@ -145,7 +145,7 @@ def test_cpp_refine_equals_the_torch_refine_bit_for_bit(monkeypatch, dtype, dim)
     cand[0, :3] = torch.tensor([7, 3, 7])
     for exclude in (torch.arange(10, 40), None):
         ours = knn_module.refine_candidates(query, base, cand, 8, exclude)
-        monkeypatch.setattr(knn_module._ext, "available", lambda: False)
+        monkeypatch.setattr(knn_module.loader, "available", lambda: False)
         ref = knn_module.refine_candidates(query, base, cand, 8, exclude)
         monkeypatch.undo()
         assert torch.equal(ours[0], ref[0]) and torch.equal(ours[1], ref[1])

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import fastwnll
-from fastwnll import knn as knn_module
-from fastwnll.knn import ApproximateKNN, knn_graph, knn_search
+from fastwnll.knn import search as knn_module
+from fastwnll.knn.search import ApproximateKNN, knn_graph, knn_search
 
 METHODS = [pytest.param(method, marks=pytest.mark.needs("faiss")) for method in ("hnsw", "ivf")]
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 from knn_reference import assert_exact, spread_points
 
-from fastwnll import knn_faiss, knn_torch
-from fastwnll.knn import ApproximateKNN, knn_graph, knn_search
+from fastwnll.knn import faiss_index as knn_faiss
+from fastwnll.knn import tiled as knn_torch
+from fastwnll.knn.search import ApproximateKNN, knn_graph, knn_search
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

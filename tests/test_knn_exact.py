@@ -7,8 +7,8 @@ import torch
 from knn_reference import assert_exact, spread_points
 
 import fastwnll
-from fastwnll import knn as knn_module
-from fastwnll.knn import knn_graph, knn_search
+from fastwnll.knn import search as knn_module
+from fastwnll.knn.search import knn_graph, knn_search
 
 BACKENDS = ["native", "torch", pytest.param("faiss", marks=pytest.mark.needs("faiss"))]
 DTYPES = [torch.float32, torch.float64]

@@ -8,12 +8,12 @@ import sys
 import pytest
 import torch
 
-from fastwnll import knn_torch
-from fastwnll.knn import knn_search
+from fastwnll.knn import tiled as knn_torch
+from fastwnll.knn.search import knn_search
 
 CHILD = """
 import torch
-from fastwnll.knn_torch import locality_order
+from fastwnll.knn.tiled import locality_order
 
 
 def status(key):

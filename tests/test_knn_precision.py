@@ -5,7 +5,7 @@ off inside and restored after."""
 import pytest
 import torch
 
-from fastwnll.knn import exact_arithmetic, knn_graph, knn_search
+from fastwnll.knn.search import exact_arithmetic, knn_graph, knn_search
 
 BACKENDS = ["native", "torch", pytest.param("faiss", marks=pytest.mark.needs("faiss"))]
 

@@ -6,20 +6,28 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fastwnll"
-# Subpackages and modules above the core, by layer; every other part of fastwnll is core (layer 0).
+# The parts of the package by layer (docs/design.md, section 6): the numerical pipeline from the bottom
+# (compiled-op plumbing -> kNN search / TV / datasets -> WNLL weights, solve, interpolation, bank ->
+# layers) up to the command line. A module belongs to the longest part its name starts with; the root
+# package (lazy re-exports) and the compiled ``_C`` are in layer 0.
 LAYERS = {
-    "fastwnll.nn": 1,
-    "fastwnll.models": 2,
-    "fastwnll.attacks": 2,
-    "fastwnll.runtime": 3,
-    "fastwnll.train": 4,
-    "fastwnll.evaluation": 4,
-    "fastwnll.geometry": 5,
-    "fastwnll.bench": 5,
-    "fastwnll.cli": 5,
-    "fastwnll.__main__": 5,
+    "fastwnll": 0,
+    "fastwnll.extension": 0,
+    "fastwnll.knn": 1,
+    "fastwnll.tv": 1,
+    "fastwnll.data": 1,
+    "fastwnll.wnll": 2,
+    "fastwnll.nn": 3,
+    "fastwnll.models": 4,
+    "fastwnll.attacks": 4,
+    "fastwnll.runtime": 5,
+    "fastwnll.evaluation": 6,
+    "fastwnll.train": 7,
+    "fastwnll.geometry": 8,
+    "fastwnll.bench": 8,
+    "fastwnll.cli": 8,
+    "fastwnll.__main__": 9,
 }
-SIBLINGS = ("fastwnll.train", "fastwnll.evaluation")
 
 
 def module_name(path: Path) -> str:
@@ -28,12 +36,14 @@ def module_name(path: Path) -> str:
 
 
 def part_of(module: str) -> str:
-    """The layered part a module belongs to: its entry in LAYERS, or "core"."""
-    return next((name for name in LAYERS if module == name or module.startswith(name + ".")), "core")
+    """The part of LAYERS a module belongs to (the longest matching name)."""
+    matches = [name for name in LAYERS if module == name or module.startswith(name + ".")]
+    assert matches, f"{module} is in no layer: add it to LAYERS and to docs/design.md, section 6"
+    return max(matches, key=len)
 
 
 def layer(module: str) -> int:
-    return LAYERS.get(part_of(module), 0)
+    return LAYERS[part_of(module)]
 
 
 def imports(path: Path) -> list[tuple[int, str]]:
@@ -46,9 +56,12 @@ def imports(path: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                found.append((node.lineno, ".".join(base + ([node.module] if node.module else []))))
+                source = ".".join(base + ([node.module] if node.module else []))
             else:
-                found.append((node.lineno, node.module))
+                source = node.module
+            found.append((node.lineno, source))
+            if source == "fastwnll":  # ``from fastwnll import _C``: a module of the root package
+                found += [(node.lineno, f"fastwnll.{alias.name}") for alias in node.names if alias.name == "_C"]
     return [(line, name) for line, name in found if name == "fastwnll" or name.startswith("fastwnll.")]
 
 
@@ -59,8 +72,9 @@ def test_the_scan_sees_the_package():
     names = {module_name(p) for p in MODULES}
     assert {"fastwnll.runtime.config", "fastwnll.train.trainer", "fastwnll.evaluation.grid"} <= names
     trainer = {name for _, name in imports(PACKAGE / "train" / "trainer.py")}
-    assert {"fastwnll.runtime", "fastwnll.train.evaluate", "fastwnll.nn.head"} <= trainer  # relative ones resolved
-    assert layer("fastwnll.knn") == 0 and layer("fastwnll.nn.head") == 1 and layer("fastwnll.train.steps") == 4
+    assert {"fastwnll.runtime", "fastwnll.train.steps", "fastwnll.nn.network"} <= trainer  # relative ones resolved
+    assert layer("fastwnll.knn.search") == 1 and layer("fastwnll.nn.head") == 3 and layer("fastwnll.train.steps") == 7
+    assert part_of("fastwnll.extension.loader") == "fastwnll.extension" and layer("fastwnll") == 0
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
@@ -75,13 +89,23 @@ def test_no_module_imports_from_a_higher_layer(path):
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
-def test_train_and_evaluation_are_siblings(path):
+def test_parts_of_one_layer_are_siblings(path):
+    """Parts of the same layer (kNN, TV and datasets; models and attacks; ...) never import each other."""
     here = part_of(module_name(path))
-    if here not in SIBLINGS:
-        return
-    other = next(s for s in SIBLINGS if s != here)
-    crossing = [f"line {line}: {name}" for line, name in imports(path) if part_of(name) == other]
-    assert not crossing, f"{module_name(path)} imports its sibling {other}: {crossing}"
+    crossing = [
+        f"line {line}: {name}"
+        for line, name in imports(path)
+        if part_of(name) not in (here, "fastwnll") and layer(name) == layer(here)
+    ]
+    assert not crossing, f"{module_name(path)} imports a sibling part of layer {layer(here)}: {crossing}"
+
+
+def test_the_pipeline_is_visible_at_the_top_of_the_package():
+    """The root of the package holds only the entry points; the numerics live in one subpackage per stage."""
+    root = {p.name for p in PACKAGE.glob("*.py")} - {"_build_config.py"}  # written by setup.py
+    assert root == {"__init__.py", "__main__.py", "cli.py"}
+    for stage in ("extension", "knn", "tv", "wnll", "nn"):
+        assert (PACKAGE / stage / "__init__.py").is_file()
 
 
 def test_every_subpackage_is_reachable_from_the_top_level():
@@ -120,9 +144,9 @@ def private_imports_in(source_text: str, package: str) -> list[tuple[int, str]]:
     return found
 
 
-# The compiled extension is private by name (``fastwnll._C``, loaded by ``fastwnll._ext``) and is the
+# The compiled extension is private by name (``fastwnll._C``, loaded by ``fastwnll.extension``) and is the
 # one private thing the package's modules share.
-EXTENSION = ("fastwnll._C", "fastwnll._ext")
+EXTENSION = "fastwnll._C"
 
 
 @pytest.mark.parametrize("path", MODULES, ids=module_name)
@@ -131,14 +155,14 @@ def test_no_module_imports_a_private_name_of_another(path):
     bad = [
         f"line {line}: {name}"
         for line, name in private_imports(path)
-        if name.rpartition(".")[0] != own and not name.startswith(EXTENSION) and not name.endswith(EXTENSION)
+        if name.rpartition(".")[0] != own and name != EXTENSION
     ]
     assert not bad, f"{own} imports private names of other modules: {bad}"
 
 
 def test_the_private_import_scan_finds_one():
-    code = "from fastwnll.graph import _private_helper\nfrom .head import WNLLHead, __all__\nfrom ..knn import _tiles\n"
+    code = "from fastwnll.wnll.weights import _helper\nfrom .head import WNLLHead, __all__\nfrom ..knn import _tiles\n"
     assert private_imports_in(code, "fastwnll.nn") == [
-        (1, "fastwnll.graph._private_helper"),
+        (1, "fastwnll.wnll.weights._helper"),
         (3, "fastwnll.knn._tiles"),
     ]

@@ -8,7 +8,8 @@ from torch import nn
 from fastwnll.models import MODELS, Classifier, attach_head, build
 from fastwnll.models.resnet import BasicBlock
 from fastwnll.nn import WNLLHead, wnll_batch
-from fastwnll.nn.head import GRADIENTS, collect_templates
+from fastwnll.nn.head import GRADIENTS
+from fastwnll.nn.network import collect_templates
 
 torch.set_num_threads(1)
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import fastwnll
-from fastwnll.graph import gaussian_weights
-from fastwnll.solver import WNLLConvergenceError, WNLLUnreachableError, unreachable_queries
+from fastwnll.wnll.solver import WNLLConvergenceError, WNLLUnreachableError, unreachable_queries
+from fastwnll.wnll.weights import gaussian_weights
 
 F64, F32 = torch.float64, torch.float32
 
@@ -461,7 +461,7 @@ def test_reachability_on_a_long_chain():
 
 
 def test_validation_is_one_pass_and_validate_false_skips_it(monkeypatch):
-    import fastwnll.solver as solver
+    import fastwnll.wnll.solver as solver
 
     calls = []
     original = solver.host_copies
@@ -653,7 +653,7 @@ def _solve_with_grad(idx, w, y, G, device, mu=4.0, tol=None):
 
 @pytest.mark.cuda
 def test_cuda_kernels_are_compiled():
-    assert fastwnll._ext.cuda_compiled()
+    assert fastwnll.extension.loader.cuda_compiled()
 
 
 @pytest.mark.cuda

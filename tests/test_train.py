@@ -8,7 +8,7 @@ import torch
 from fastwnll.cli import main
 from fastwnll.data import DATASET_SPECS, DATASETS
 from fastwnll.evaluation import attack_kwargs
-from fastwnll.nn.head import wnll_heads
+from fastwnll.nn.network import wnll_heads
 from fastwnll.runtime import load_split
 from fastwnll.train import TrainConfig, evaluate_checkpoint, load_checkpoint, load_model, train
 from fastwnll.train.steps import Stage, adversarial_batch, batch_order, tvm_augment

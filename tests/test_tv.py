@@ -1,4 +1,4 @@
-"""Tests for fastwnll.tv (tv_denoise, tvm, keep_mask) on its torch path and fastwnll.nn.TVM.
+"""Tests for fastwnll.tv.denoise (tv_denoise, tvm, keep_mask) on its torch path and fastwnll.nn.TVM.
 
 The objective is recomputed in numpy, independently of the library (tests/tv_reference.py);
 convergence and stopping are tested in tests/test_tv_convergence.py, the Triton kernels in
@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 import fastwnll
-from fastwnll import tv as tvmod
-from fastwnll import tv_primal_dual as tpd
 from fastwnll.nn import TVM
+from fastwnll.tv import denoise as tvmod
+from fastwnll.tv import iteration as tpd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tv_reference import mnist_digits, natural_crops, objective  # noqa: E402
@@ -24,7 +24,7 @@ from tv_reference import mnist_digits, natural_crops, objective  # noqa: E402
 # short iteration counts end far from convergence on purpose here (tests/test_tv_convergence.py tests the warning)
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
-    pytest.mark.filterwarnings("ignore::fastwnll.tv.TVConvergenceWarning"),
+    pytest.mark.filterwarnings("ignore::fastwnll.tv.denoise.TVConvergenceWarning"),
 ]
 
 

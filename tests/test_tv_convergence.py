@@ -1,4 +1,4 @@
-"""Convergence of fastwnll.tv: the duality-gap stopping rule, the scale-aware steps, the convergence
+"""Convergence of fastwnll.tv.denoise: the duality-gap stopping rule, the scale-aware steps, the convergence
 report and the warning, against converged float64 references (objective recomputed in numpy) and
 scikit-image's ``denoise_tv_chambolle`` (``lam = weight``)."""
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import fastwnll
-from fastwnll import tv as tvmod
-from fastwnll import tv_primal_dual as tpd
-from fastwnll.tv import TVConvergenceWarning
+from fastwnll.tv import denoise as tvmod
+from fastwnll.tv import iteration as tpd
+from fastwnll.tv.denoise import TVConvergenceWarning
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tv_reference import mnist_digits, natural_crops, objective  # noqa: E402

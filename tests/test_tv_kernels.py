@@ -17,9 +17,9 @@ import torch
 pytest.importorskip("triton", reason="the Triton kernels need the triton package (a dependency on Linux)")
 
 import fastwnll
-from fastwnll import tv as tvmod
-from fastwnll import tv_primal_dual as tpd
 from fastwnll.kernels import tv_primal_dual as kernels  # compiled-mode kernels (no TRITON_INTERPRET here)
+from fastwnll.tv import denoise as tvmod
+from fastwnll.tv import iteration as tpd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tv_triton_interpret import CASES, make_inputs  # noqa: E402
@@ -31,7 +31,7 @@ two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two C
 # short iteration counts end far from convergence on purpose here (tests/test_tv_convergence.py tests the warning)
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
-    pytest.mark.filterwarnings("ignore::fastwnll.tv.TVConvergenceWarning"),
+    pytest.mark.filterwarnings("ignore::fastwnll.tv.denoise.TVConvergenceWarning"),
 ]
 
 

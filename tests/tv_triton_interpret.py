@@ -61,7 +61,7 @@ def run_case(name: str):
 
     import fastwnll
     from fastwnll.kernels.tv_primal_dual import tv_primal_dual
-    from fastwnll.tv import TVConvergenceWarning
+    from fastwnll.tv.denoise import TVConvergenceWarning
 
     _, _, _, isotropic, entry, path, lam, iters, tol = CASES[name]
     x, mask = make_inputs(name)

@@ -6,7 +6,7 @@
 // unordered pair {i, j} is scored once, in a tile on or above the diagonal, and offered to both rows'
 // lists: half the matrix-product work of a plain search. Tile pairs are visited in rounds of disjoint
 // tiles (parallel without locks), each tile with its nearest tiles first (see Schedule; extra memory
-// O(n) overall); the caller (fastwnll/knn.py) first puts the points in locality order so that near
+// O(n) overall); the caller (fastwnll/knn/search.py) first puts the points in locality order so that near
 // tiles hold near points and thresholds tighten early. The result does not depend on the number of
 // threads. The caller centres the points: the kernel ranks by matrix-product-form distances, whose
 // rounding error grows with the norms, and certifies the candidates afterwards.
@@ -267,7 +267,7 @@ at::Tensor knn_candidates_cpu(const at::Tensor& query_in, const at::Tensor& base
 }
 
 // sum_t (a[t] - b[t])^2 with kLanes partial sums, so that the compiler vectorises it; the order of the
-// operations is also that of fastwnll.knn_torch.distances (the same distances on every device).
+// operations is also that of fastwnll.knn.tiled.distances (the same distances on every device).
 template <typename scalar_t>
 scalar_t squared_distance(const scalar_t* a, const scalar_t* b, int64_t dim) {
   constexpr int64_t kLanes = 8;

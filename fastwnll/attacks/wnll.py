@@ -34,7 +34,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from fastwnll.nn.head import PROB_FLOOR, WNLLHead, head_mode, uses_wnll, wnll_heads
+from fastwnll.nn.head import PROB_FLOOR, WNLLHead
+from fastwnll.nn.network import head_mode, uses_wnll, wnll_heads
 
 from .checks import check_generator, check_inputs, positive_int, step_budget
 from .losses import margin_loss
@@ -65,7 +66,7 @@ def head_stand_in(model: nn.Module, scores: StandIn) -> Iterator[nn.Module]:
     if empty:
         raise ValueError(
             "this attack reads the WNLL head's template bank, which is empty: fill it with "
-            "fastwnll.nn.head.collect_templates(model, training_data)"
+            "fastwnll.nn.network.collect_templates(model, training_data)"
         )
 
     def hook(head, args, _output):
@@ -134,7 +135,7 @@ def smoothed_interpolation_scores(
     edge weight is at least exp(-1)), the head's ``mu``, ``kernel``, ``tol`` and ``max_iter``,
     floored at the head's probability floor before the log. Differentiable (exact adjoint).
     """
-    from fastwnll.interpolate import wnll_interpolate
+    from fastwnll.wnll.interpolate import wnll_interpolate
 
     bank, labels, features = _bank(head, features)
     n = bank.shape[0] + features.shape[0]

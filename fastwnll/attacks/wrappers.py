@@ -12,11 +12,24 @@ from .checks import positive_int
 from .losses import LossFn
 
 
+class _StraightThrough(torch.autograd.Function):
+    """``cleaned`` in the forward (bit for bit), the identity in the backward: ``d out / d x = I``."""
+
+    @staticmethod
+    def forward(ctx, x, cleaned):
+        return cleaned.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
 class BPDA(nn.Module):
     """Backward Pass Differentiable Approximation with the identity (Athalye et al., 2018).
 
-    ``forward(x) = model(preprocess(x))``, but the backward treats ``preprocess`` as the identity:
-    ``z = x + (preprocess(x) - x).detach()``, so ``dz/dx = I``. Use it for non-differentiable input
+    ``forward(x) = model(preprocess(x))`` exactly, but the backward treats ``preprocess`` as the
+    identity, so ``dz/dx = I`` for ``z = preprocess(x)`` (not ``x + (z - x).detach()``, whose value
+    differs from ``z`` by a rounding). Use it for non-differentiable input
     transformations such as TV minimization. ``preprocess`` maps [B, ...] to the same shape; it is
     run without gradient tracking. When it is an ``nn.Module`` it is registered as a submodule
     (so ``.eval()``, ``.to()`` and :func:`gradient_mode` reach it).
@@ -36,7 +49,7 @@ class BPDA(nn.Module):
             cleaned = self.preprocess(x.detach())
         if cleaned.shape != x.shape:
             raise ValueError(f"preprocess changed the shape from {tuple(x.shape)} to {tuple(cleaned.shape)}")
-        return self.model(x + (cleaned - x).detach())
+        return self.model(_StraightThrough.apply(x, cleaned))
 
 
 class EOT(nn.Module):

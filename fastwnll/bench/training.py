@@ -42,7 +42,7 @@ def linear_head_stage(model, config, precision):
     """The paper's stage 2 (trunk frozen in eval mode, buffer block trained, PGD examples crafted
     against the attack bank) with the WNLL heads in linear mode: what stage 2 costs with a linear
     head. A :class:`fastwnll.train.steps.Stage` whose ``set_modes`` puts the heads in linear mode."""
-    from fastwnll.nn.head import set_head_mode
+    from fastwnll.nn.network import set_head_mode
     from fastwnll.train.steps import Stage
 
     class LinearHeadStage(Stage):

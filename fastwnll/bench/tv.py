@@ -42,7 +42,7 @@ def run(device: str | torch.device, batches, repeats: int, env: dict, iters: int
     ``device``. The backends of one operation are timed in turn; every backend but ``torch`` gets the
     ratio eager torch time / its time (when torch is among ``backends``, default
     :func:`default_backends`). A backend that cannot run gives a row saying why."""
-    from fastwnll.tv import TVConvergenceWarning
+    from fastwnll.tv.denoise import TVConvergenceWarning
 
     backends = backends or default_backends(device)
     rows = []

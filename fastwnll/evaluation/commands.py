@@ -1,4 +1,5 @@
-"""CLI commands ``fastwnll attack`` (one attack on one checkpoint) and ``fastwnll report`` (a grid)."""
+"""CLI commands ``fastwnll evaluate`` (natural accuracy of a checkpoint), ``fastwnll attack`` (one attack on
+one checkpoint) and ``fastwnll report`` (a grid)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import json
 from pathlib import Path
 
 from fastwnll.attacks.registry import ATTACKS, NORMS, PROTOCOLS
+from fastwnll.data import DATASETS
 from fastwnll.nn.head import INFERENCE
+from fastwnll.runtime.device import DEVICES
 from fastwnll.runtime.distributed import add_distributed_flags
 from fastwnll.runtime.ranges import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE
 
@@ -76,7 +79,75 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace output files that exist (default: refuse)")
 
 
+def _add_evaluate(subparsers) -> None:
+    from .natural import EVAL_HEADS
+
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="natural accuracy of a checkpoint, through its linear or WNLL head",
+        description="Natural accuracy of a training checkpoint on a dataset split, read through the linear head, "
+        "the WNLL head, or both.",
+    )
+    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint.pt or a run directory")
+    parser.add_argument("--dataset", choices=DATASETS, help="default: the training dataset")
+    parser.add_argument("--data-dir", metavar="PATH", help="default: the training data directory")
+    parser.add_argument("--split", choices=("test", "train"), default="test")
+    parser.add_argument("--head", choices=EVAL_HEADS, help="default: the checkpoint's own head (both for a WNLL model)")
+    parser.add_argument(
+        "--templates",
+        type=COUNT.parse,
+        metavar="N",
+        help="rebuild the WNLL template bank from N training examples (needed for a linear-head "
+        "checkpoint read through WNLL; default: the saved bank)",
+    )
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--batch-size", type=COUNT.parse, help="queries per forward (default: the training config's)")
+    parser.add_argument(
+        "--inference",
+        choices=INFERENCE,
+        default=None,
+        help="WNLL heads: transductive (the rows of a batch share one graph; the saved default) or inductive "
+        "(each image against the template bank alone)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_distributed_flags(parser)
+    parser.set_defaults(handler=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from fastwnll.runtime.distributed import is_main_process
+
+    from .natural import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        split=args.split,
+        head=args.head,
+        templates=args.templates,
+        device=args.device,
+        batch_size=args.batch_size,
+        backend=args.backend,
+        inference=args.inference,
+    )
+    if not is_main_process():
+        return 0
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(
+        f"{result['model']} ({result['trained_head']} head) on {result['dataset']} {result['split']}, "
+        f"{result['n']} images"
+    )
+    for head, value in result["accuracy"].items():
+        extra = f" ({result['templates']} templates)" if head == "wnll" else ""
+        print(f"  {head:<6} head accuracy {value:.4f}{extra}")
+    return 0
+
+
 def register(subparsers) -> None:
+    _add_evaluate(subparsers)
     attack = subparsers.add_parser(
         "attack",
         help="robust accuracy of a checkpoint under one attack (white-box or transfer)",

@@ -17,7 +17,7 @@ from torch import nn
 
 from fastwnll.attacks import BPDA, EOT
 from fastwnll.nn.tvm import TVM
-from fastwnll.tv import DEFAULT_ITERS, DEFAULT_TOL
+from fastwnll.tv.denoise import DEFAULT_ITERS, DEFAULT_TOL
 
 DEFENSES = ("none", "tvm")
 # Guo et al.'s TVM settings (docs/design.md, section 3): drop rate 0.5, TV weight 0.03; the library's

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from fastwnll.attacks import attack_spec
 from fastwnll.attacks.checks import check_eps
-from fastwnll.nn.head import check_inference, uses_wnll
+from fastwnll.nn.network import check_inference, uses_wnll
 from fastwnll.runtime import resolve_device
 
 from .defense import check_defense

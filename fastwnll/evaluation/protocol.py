@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from fastwnll.attacks.registry import PROTOCOLS, AttackSpec
-from fastwnll.nn.head import GRADIENTS, uses_wnll
+from fastwnll.nn.head import GRADIENTS
+from fastwnll.nn.network import uses_wnll
 
 __all__ = ["DEFAULT_EOT", "PROTOCOLS", "AttackSetting", "resolve", "uses_wnll"]
 

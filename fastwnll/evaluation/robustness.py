@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from fastwnll.attacks import attack_spec, correct_mask, get_attack
 from fastwnll.attacks.checks import check_eps, check_inputs
-from fastwnll.nn.head import graph_summary
+from fastwnll.nn.network import graph_summary
 from fastwnll.runtime.distributed import SINGLE, Processes, batch_seed, gather_batches, shard_batches
 
 from .budgets import attack_kwargs

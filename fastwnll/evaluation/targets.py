@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fastwnll.models.heads import HEADS as MODEL_HEADS
-from fastwnll.nn.head import check_inference, set_head_mode, set_inference, wnll_heads
+from fastwnll.nn.network import check_inference, set_head_mode, set_inference, wnll_heads
 from fastwnll.runtime import TrainConfig, fixed_subset, load_model, load_split
 
 # The head a checkpoint is read through: "auto" is the one it was trained with.

@@ -105,7 +105,7 @@ def knn_true_share(
     """Fraction of the rows of ``features`` ``[N, d]`` (true labels ``labels`` ``[N]``) whose ``k``
     nearest rows of ``bank`` ``[M, d]`` (labels ``bank_labels`` ``[M]``) hold the true label more
     than ``k/2`` times. Exact Euclidean kNN in float64 (:func:`fastwnll.knn_search`); ``1 <= k <= M``."""
-    from fastwnll.knn import knn_search
+    from fastwnll.knn.search import knn_search
 
     f = _check_features("features", features)
     y = _check_labels("labels", labels, f.shape[0]).to(f.device)

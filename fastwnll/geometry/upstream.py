@@ -12,7 +12,7 @@ from fastwnll.evaluation import (
     resolve,
     uses_wnll,
 )
-from fastwnll.nn.head import wnll_heads
+from fastwnll.nn.network import wnll_heads
 from fastwnll.runtime import load_split, resolve_device
 from fastwnll.runtime.files import check_outputs
 

@@ -1,5 +1,8 @@
-"""Neural-network modules: the drop-in ``WNLLHead`` and the ``TVM`` input-cleaning layer, and the
-context managers that switch a model's train/eval flags and head modes and restore them."""
+"""Neural-network modules: the drop-in ``WNLLHead`` (:mod:`~fastwnll.nn.head`) and the ``TVM``
+input-cleaning layer (:mod:`~fastwnll.nn.tvm`); the labels of a training batch
+(:mod:`~fastwnll.nn.batch`); the functions over a whole model that find, switch and fill its WNLL
+heads (:mod:`~fastwnll.nn.network`) and that save and restore its train/eval flags
+(:mod:`~fastwnll.nn.modes`)."""
 
 from __future__ import annotations
 
@@ -7,12 +10,15 @@ import importlib
 
 _EXPORTS = {
     "WNLLHead": "fastwnll.nn.head",
-    "wnll_batch": "fastwnll.nn.head",
-    "collect_templates": "fastwnll.nn.head",
-    "graph_summary": "fastwnll.nn.head",
-    "wnll_heads": "fastwnll.nn.head",
-    "set_head_mode": "fastwnll.nn.head",
-    "head_mode": "fastwnll.nn.head",
+    "wnll_batch": "fastwnll.nn.batch",
+    "split_batch": "fastwnll.nn.batch",
+    "collect_templates": "fastwnll.nn.network",
+    "graph_summary": "fastwnll.nn.network",
+    "wnll_heads": "fastwnll.nn.network",
+    "uses_wnll": "fastwnll.nn.network",
+    "set_head_mode": "fastwnll.nn.network",
+    "set_inference": "fastwnll.nn.network",
+    "head_mode": "fastwnll.nn.network",
     "eval_mode": "fastwnll.nn.modes",
     "TVM": "fastwnll.nn.tvm",
 }

@@ -105,7 +105,7 @@ def split_global_batch(
 ) -> GlobalSplit:
     """Gather every process's ``labels`` ([rows] int64) and split the global batch with ``split`` (a
     function of the global labels returning ``(template_index, query_index)``, e.g.
-    :func:`fastwnll.nn.head.split_batch` with a generator seeded identically on every process).
+    :func:`fastwnll.nn.batch.split_batch` with a generator seeded identically on every process).
 
     The split must come out the same on every process: it is checked with one all-reduce, and a
     difference (generators seeded differently, other template fractions) is a RuntimeError, never

@@ -1,7 +1,7 @@
 """``WNLLHead``: a drop-in replacement for a classifier's final ``nn.Linear`` whose output is the WNLL
-graph interpolation of docs/design.md, section 2, plus the functions that feed it labels and templates
-and find and switch the WNLL heads of a model.
-
+graph interpolation of docs/design.md, section 2. The functions that feed it labels
+(:mod:`fastwnll.nn.batch`) and templates, and that find and switch the WNLL heads of a model
+(:mod:`fastwnll.nn.network`), live beside it.
 Usage (any model whose last layer was an ``nn.Linear``, e.g. a torchvision ResNet's ``fc``)::
 
     model.fc = WNLLHead(model.fc.in_features, num_classes)
@@ -30,189 +30,31 @@ linear head's ``softmax(z) - onehot``.
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastwnll.bank import TemplateBank, contents_stamp
-from fastwnll.graph import check_options as check_graph_options
 from fastwnll.knn import APPROXIMATE_METHODS, BACKENDS, ApproximateKNN
+from fastwnll.wnll.bank import TemplateBank, contents_stamp
+from fastwnll.wnll.weights import check_options as check_graph_options
 
-from .distributed_graph import GRAPHS, GlobalSplit, gather_rows, split_global_batch
-from .modes import eval_mode
+from .checks import check_labels, positive_int
+from .distributed_graph import GRAPHS, gather_rows
+
+if TYPE_CHECKING:
+    from .batch import WNLLBatch
 
 MODES = ("wnll", "linear")
 # The backward of a WNLL head: the paper's linear-layer surrogate, or exact through the interpolation.
 # The one definition of the gradient modes; training, attacks and evaluation take it from here.
 GRADIENTS = ("surrogate", "exact")
-SPLITS = ("random", "first")
 # How eval mode builds the graph: the batch's rows together with the bank (the paper's protocol), or
 # each row against the bank alone.
 INFERENCE = ("transductive", "inductive")
 # WNLL probabilities are floored here (and renormalized) before the log, so losses stay finite.
 PROB_FLOOR = 1e-8
-
-
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_labels(name: str, labels, n: int | None = None) -> torch.Tensor:
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of int64 class labels, got {type(labels).__name__}")
-    if labels.dtype != torch.int64:
-        raise TypeError(f"{name} must hold int64 class labels, got {labels.dtype}")
-    if labels.dim() != 1:
-        raise ValueError(f"{name} must have shape [rows], got {tuple(labels.shape)}")
-    if n is not None and labels.shape[0] != n:
-        raise ValueError(f"{name} has {labels.shape[0]} labels but there are {n} feature rows")
-    return labels
-
-
-def split_batch(
-    labels: torch.Tensor, template_fraction: float, *, generator: torch.Generator | None = None, split: str = "random"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split the rows of a labelled batch into templates and queries.
-
-    ``m = round(template_fraction * n)`` rows (at least 1, at most ``n - 1``) become templates.
-    ``split="first"`` takes the first ``m`` rows. ``split="random"`` draws a random permutation
-    (from ``generator``, or torch's global generator) and takes, in that random order, one row of
-    each class present first (as far as ``m`` allows, so every class present is a template when
-    ``m`` >= the number of classes present), then the remaining rows.
-
-    Args:
-        labels: ``[n]`` int64 labels, ``n >= 2``, any device.
-    Returns:
-        ``(template_index, query_index)``: sorted int64 row indices on ``labels``' device that
-        partition ``range(n)``.
-    """
-    _check_labels("labels", labels)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    n = labels.shape[0]
-    if n < 2:
-        raise ValueError(f"a WNLL training batch needs at least 2 rows (templates and queries), got {n}")
-    m = min(max(int(round(template_fraction * n)), 1), n - 1)
-    if split == "first":
-        rows = torch.arange(n, device=labels.device)
-        return rows[:m], rows[m:]
-    perm_device = generator.device if generator is not None else "cpu"
-    perm = torch.randperm(n, generator=generator, device=perm_device).cpu()
-    permuted = labels.cpu()[perm]
-    by_class, position = torch.sort(permuted, stable=True)
-    first_of_class = torch.ones(n, dtype=torch.bool)
-    first_of_class[1:] = by_class[1:] != by_class[:-1]
-    firsts = position[first_of_class].sort().values  # positions in the random order, one per class
-    others = torch.ones(n, dtype=torch.bool)
-    others[firsts] = False
-    priority = torch.cat([firsts, torch.arange(n)[others]])
-    is_template = torch.zeros(n, dtype=torch.bool)
-    is_template[perm[priority[:m]]] = True
-    rows = torch.arange(n)
-    return rows[is_template].to(labels.device), rows[~is_template].to(labels.device)
-
-
-class WNLLBatch:
-    """The labels of one training batch, shared by all WNLL heads of a model (see :func:`wnll_batch`).
-
-    Attributes:
-        labels: ``[B]`` int64 labels of the batch rows.
-        template_index, query_index: ``None`` until a WNLL head in training + wnll mode splits the
-            batch; then the sorted row indices of the templates and of the queries (the rows the
-            head outputs). Every head of the model reuses the same split. With ``graph="global"``
-            heads they are this process's rows among the global batch's templates and queries.
-        global_split: with ``graph="global"`` heads, the split of the whole batch
-            (:class:`fastwnll.nn.distributed_graph.GlobalSplit`); otherwise ``None``.
-    """
-
-    def __init__(self, labels: torch.Tensor, generator: torch.Generator | None, split: str):
-        self.labels = _check_labels("labels", labels)
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self.generator = generator
-        self.split = split
-        self.template_index: torch.Tensor | None = None
-        self.query_index: torch.Tensor | None = None
-        self.global_split: GlobalSplit | None = None
-
-    @property
-    def targets(self) -> torch.Tensor:
-        """Labels of the model's output rows: the query rows' labels once a WNLL head split the
-        batch, otherwise all of ``labels``."""
-        return self.labels if self.query_index is None else self.labels[self.query_index]
-
-    def _check_rows(self, rows: int) -> None:
-        if rows != self.labels.shape[0]:
-            raise ValueError(
-                f"wnll_batch was given {self.labels.shape[0]} labels but the WNLL head received {rows} rows"
-            )
-
-    def _split_for(self, rows: int, template_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check_rows(rows)
-        if self.global_split is not None:
-            raise RuntimeError("the WNLL heads of one model mix graph='local' and graph='global'")
-        if self.query_index is None:
-            self.template_index, self.query_index = split_batch(
-                self.labels, template_fraction, generator=self.generator, split=self.split
-            )
-            classes = self.labels[self.template_index].unique()
-            if classes.numel() == 1:
-                warnings.warn(
-                    f"the templates of this WNLL training batch hold one class ({int(classes)}): the "
-                    "interpolation gives that class to every query, whatever the features (use larger or "
-                    "more varied batches, or split='random', which puts a row of each class first)",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-        return self.template_index, self.query_index
-
-    def _global_split_for(self, rows: int, template_fraction: float) -> GlobalSplit:
-        self._check_rows(rows)
-        if self.global_split is None:
-            if self.query_index is not None:
-                raise RuntimeError("the WNLL heads of one model mix graph='local' and graph='global'")
-            self.global_split = split_global_batch(
-                self.labels,
-                lambda labels: split_batch(labels, template_fraction, generator=self.generator, split=self.split),
-            )
-            self.template_index = self.global_split.local_template_index
-            self.query_index = self.global_split.local_query_index
-        return self.global_split
-
-
-@contextmanager
-def wnll_batch(
-    model: nn.Module, labels: torch.Tensor, *, generator: torch.Generator | None = None, split: str = "random"
-) -> Iterator[WNLLBatch]:
-    """Give the batch labels to every :class:`WNLLHead` inside ``model`` for the duration of the block.
-
-    In training + wnll mode each head splits the batch (:func:`split_batch`, ``generator`` and
-    ``split`` as there, the fraction from the head's ``template_fraction``) into templates and
-    queries and outputs the query rows only; ``batch.targets`` are then their labels. With no such
-    head (linear mode, eval mode, or none in the model) the output has all rows and
-    ``batch.targets`` is ``labels``. Heads in eval mode ignore the labels.
-
-    Args:
-        model: any ``nn.Module`` (a ``WNLLHead`` itself included).
-        labels: ``[B]`` int64 labels of the batch, on the model's device.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    batch = WNLLBatch(labels, generator, split)
-    heads = wnll_heads(model)
-    previous = [(h, h._batch) for h in heads]
-    for h in heads:
-        h._batch = batch
-    try:
-        yield batch
-    finally:
-        for h, old in previous:
-            h._batch = old
 
 
 class WNLLHead(nn.Module):
@@ -311,9 +153,9 @@ class WNLLHead(nn.Module):
         dtype=None,
     ):
         super().__init__()
-        self.in_features = _positive_int("in_features", in_features)
-        self.num_classes = _positive_int("num_classes", num_classes, 2)
-        self.k = _positive_int("k", k)
+        self.in_features = positive_int("in_features", in_features)
+        self.num_classes = positive_int("num_classes", num_classes, 2)
+        self.k = positive_int("k", k)
         self.k_sigma = check_graph_options(self.k, k_sigma, kernel)
         if mu is not None and not (isinstance(mu, (int, float)) and mu >= 0):
             raise ValueError(f"mu must be None or a non-negative number, got {mu!r}")
@@ -322,9 +164,9 @@ class WNLLHead(nn.Module):
             raise ValueError(f"template_fraction must be in (0, 1), got {template_fraction!r}")
         self.template_fraction = float(template_fraction)
         self.tol = tol
-        self.max_iter = _positive_int("max_iter", max_iter)
+        self.max_iter = positive_int("max_iter", max_iter)
         self.kernel = kernel
-        self.template_batches = _positive_int("template_batches", template_batches)
+        self.template_batches = positive_int("template_batches", template_batches)
         self.gradient = gradient
         self.mode = mode
         self.inference = inference
@@ -384,7 +226,7 @@ class WNLLHead(nn.Module):
             raise ValueError(f"template features must have shape [N, {self.in_features}], got {tuple(features.shape)}")
         if features.shape[0] == 0:
             raise ValueError("the template bank cannot be empty (use clear_templates() to empty it)")
-        _check_labels("template labels", labels, features.shape[0])
+        check_labels("template labels", labels, features.shape[0])
         if not torch.isfinite(features).all():
             raise ValueError("template features contain NaN or Inf values")
         lo, hi = int(labels.min()), int(labels.max())
@@ -446,7 +288,7 @@ class WNLLHead(nn.Module):
         if self.num_templates == 0:
             raise RuntimeError(
                 "WNLLHead in eval mode with mode='wnll' has an empty template bank: fill it with "
-                "fastwnll.nn.head.collect_templates(model, training_data) or head.set_templates(features, "
+                "fastwnll.nn.collect_templates(model, training_data) or head.set_templates(features, "
                 "labels), or set head.mode = 'linear'"
             )
         key = (
@@ -565,7 +407,7 @@ class WNLLHead(nn.Module):
         """WNLL scores of ``queries``, floored and logged: against ``templates`` (training: one graph
         of the batch), or against the bank (the mean over its chunks). Runs outside autocast and
         outside torch.compile graphs (it calls a compiled op)."""
-        from fastwnll.interpolate import wnll_interpolate
+        from fastwnll.wnll.interpolate import wnll_interpolate
 
         with torch.autocast(device_type=queries.device.type, enabled=False):
             if templates is not None:
@@ -597,155 +439,3 @@ class WNLLHead(nn.Module):
                 scores = scores / len(banks)
             probs = scores.clamp_min(PROB_FLOOR)
             return torch.log(probs / probs.sum(dim=1, keepdim=True))
-
-
-def _batches(data, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        x, y = data
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"collect_templates got {x.shape[0]} inputs but {y.shape[0]} labels")
-        for start in range(0, x.shape[0], batch_size):
-            yield x[start : start + batch_size], y[start : start + batch_size]
-        return
-    for item in data:
-        if not (isinstance(item, (tuple, list)) and len(item) >= 2):
-            raise TypeError("collect_templates expects a loader yielding (inputs, labels) batches or a tuple (x, y)")
-        yield item[0], item[1]
-
-
-def collect_templates(
-    model: nn.Module, data, *, max_templates: int | None = None, batch_size: int = 512, device=None
-) -> int:
-    """Fill the template bank of every :class:`WNLLHead` in ``model`` with training features.
-
-    Runs ``model`` in eval mode under ``no_grad`` (heads temporarily in linear mode) and captures
-    each head's input features with a forward pre-hook, so it works for any model containing
-    WNLL heads; train/eval flags and head modes are restored afterwards.
-
-    Args:
-        model: an ``nn.Module`` with at least one WNLLHead.
-        data: a tuple ``(x, y)`` of tensors (batched here by ``batch_size``) or an iterable of
-            ``(inputs, labels)`` batches such as a DataLoader; labels int64.
-        max_templates: keep the first this many rows (default: all).
-        device: where to run the model (default: the device of its first parameter).
-    Returns:
-        The number of templates now in each head's bank.
-    """
-    heads = wnll_heads(model)
-    if not heads:
-        raise ValueError(f"{type(model).__name__} contains no WNLLHead to collect templates for")
-    if max_templates is not None:
-        _positive_int("max_templates", max_templates)
-    _positive_int("batch_size", batch_size)
-    if device is None:
-        device = next(model.parameters()).device
-    captured: list[list[torch.Tensor]] = [[] for _ in heads]
-    labels: list[torch.Tensor] = []
-
-    def hook_for(store):
-        def hook(_module, args):
-            store.append(args[0].detach())
-
-        return hook
-
-    hooks = [h.register_forward_pre_hook(hook_for(store)) for h, store in zip(heads, captured)]
-    count = 0
-    try:
-        with eval_mode(model), head_mode(model, "linear"), torch.no_grad():
-            for x, y in _batches(data, batch_size):
-                if max_templates is not None:
-                    x, y = x[: max_templates - count], y[: max_templates - count]
-                model(x.to(device))
-                labels.append(_check_labels("labels", y).to(device))
-                count += y.shape[0]
-                if max_templates is not None and count >= max_templates:
-                    break
-    finally:
-        for hook in hooks:
-            hook.remove()
-    if count == 0:
-        raise ValueError("collect_templates got no data")
-    all_labels = torch.cat(labels)
-    for h, store in zip(heads, captured):
-        features = torch.cat(store)
-        if features.shape[0] != count:
-            raise RuntimeError(
-                f"a WNLLHead received {features.shape[0]} feature rows for {count} labels (is it called more "
-                "than once per forward pass?)"
-            )
-        h.set_templates(features, all_labels)
-    return count
-
-
-def wnll_heads(model: nn.Module) -> list[WNLLHead]:
-    """The :class:`WNLLHead` modules inside ``model`` (``model`` itself included), in module order;
-    empty for a network without one."""
-    return [m for m in model.modules() if isinstance(m, WNLLHead)]
-
-
-def graph_summary(model: nn.Module, batch_size: int) -> dict | None:
-    """How the WNLL heads of ``model`` build their evaluation graphs when a forward gets ``batch_size``
-    rows: ``inference``, ``templates`` (per graph: per chunk of the bank), ``template_batches``,
-    ``queries_per_graph`` (``batch_size``, at most, transductive; 1 inductive), ``k``, ``k_sigma``,
-    ``knn_backend`` (its name) and ``exact_knn``: a JSON-serialisable dict for results, so that a number
-    always says which graph produced it (a transductive result depends on the batch size). ``None``
-    when the model's output is not the interpolation (no WNLL head, or not all in wnll mode); the first
-    head's settings when there are several."""
-    if not uses_wnll(model):
-        return None
-    head = wnll_heads(model)[0]
-    inductive = head.inference == "inductive"
-    backend = head.knn_backend
-    return {
-        "inference": head.inference,
-        "templates": head.num_templates // head.template_batches,
-        "template_batches": head.template_batches,
-        "queries_per_graph": 1 if inductive else int(batch_size),
-        "k": head.k,
-        "k_sigma": head.k_sigma,
-        "knn_backend": backend.method if isinstance(backend, ApproximateKNN) else backend,
-        "exact_knn": head.exact_knn,
-    }
-
-
-def uses_wnll(model: nn.Module) -> bool:
-    """True when ``model`` has WNLL heads and all of them are in wnll mode (its output is the interpolation)."""
-    heads = wnll_heads(model)
-    return bool(heads) and all(h.mode == "wnll" for h in heads)
-
-
-def set_head_mode(model: nn.Module, mode: str) -> None:
-    """Put every WNLL head of ``model`` in ``mode`` (one of :data:`MODES`: "wnll" or "linear")."""
-    if mode not in MODES:
-        raise ValueError(f"WNLLHead.mode must be one of {MODES}, got {mode!r}")
-    for head in wnll_heads(model):
-        head.mode = mode
-
-
-def check_inference(inference: str | None) -> str | None:
-    """``inference`` for the WNLL heads of an evaluation: ``None`` (each head as it is) or one of
-    :data:`INFERENCE`; ValueError otherwise."""
-    if inference is not None and inference not in INFERENCE:
-        raise ValueError(f"inference must be one of {', '.join(INFERENCE)}, got {inference!r}")
-    return inference
-
-
-def set_inference(model: nn.Module, inference: str | None) -> None:
-    """Give every WNLL head of ``model`` ``inference`` (see :func:`check_inference`; ``None`` leaves
-    each head as it is)."""
-    if check_inference(inference) is not None:
-        for head in wnll_heads(model):
-            head.inference = inference
-
-
-@contextmanager
-def head_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
-    """Every WNLL head of ``model`` in ``mode`` inside the block; each head's previous mode is put
-    back on exit (also after an exception). A model without WNLL heads is left as it is."""
-    previous = [(h, h.mode) for h in wnll_heads(model)]
-    set_head_mode(model, mode)
-    try:
-        yield model
-    finally:
-        for h, old in previous:
-            h.mode = old

@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from fastwnll.tv import DEFAULT_ITERS, DEFAULT_TOL, check_drop_rate, check_lam, check_options, tvm
+from fastwnll.tv.denoise import DEFAULT_ITERS, DEFAULT_TOL, check_drop_rate, check_lam, check_options, tvm
 
 
 class TVM(nn.Module):

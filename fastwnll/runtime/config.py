@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from fastwnll.data import DATASETS, dataset_spec
-from fastwnll.knn import BACKENDS
+from fastwnll.knn.search import BACKENDS
 from fastwnll.models.heads import HEADS
 from fastwnll.nn.head import GRADIENTS
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastwnll.nn.head import WNLLHead, head_mode, set_head_mode
+from fastwnll.nn.head import WNLLHead
 from fastwnll.nn.modes import eval_mode
+from fastwnll.nn.network import head_mode, set_head_mode
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import TrainConfig

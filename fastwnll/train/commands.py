@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shlex
 import signal
 import sys
 
 from fastwnll.data import DATASETS
-from fastwnll.knn import BACKENDS
+from fastwnll.knn.search import BACKENDS
 from fastwnll.models.heads import HEADS
-from fastwnll.nn.head import GRADIENTS, INFERENCE
+from fastwnll.nn.head import GRADIENTS
 from fastwnll.runtime.config import (
     ADVERSARIES,
     DEFAULT_ADV_TEMPLATES,
@@ -201,73 +200,6 @@ def _resume_command(out: str) -> str:
     return f"fastwnll train --resume --out {shlex.quote(out)}"
 
 
-def _add_evaluate(subparsers) -> None:
-    from .evaluate import EVAL_HEADS
-
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="natural accuracy of a checkpoint, through its linear or WNLL head",
-        description="Natural accuracy of a training checkpoint on a dataset split, read through the linear head, "
-        "the WNLL head, or both.",
-    )
-    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint.pt or a run directory")
-    parser.add_argument("--dataset", choices=DATASETS, help="default: the training dataset")
-    parser.add_argument("--data-dir", metavar="PATH", help="default: the training data directory")
-    parser.add_argument("--split", choices=("test", "train"), default="test")
-    parser.add_argument("--head", choices=EVAL_HEADS, help="default: the checkpoint's own head (both for a WNLL model)")
-    parser.add_argument(
-        "--templates",
-        type=COUNT.parse,
-        metavar="N",
-        help="rebuild the WNLL template bank from N training examples (needed for a linear-head "
-        "checkpoint read through WNLL; default: the saved bank)",
-    )
-    parser.add_argument("--device", choices=DEVICES, default="auto")
-    parser.add_argument("--batch-size", type=COUNT.parse, help="queries per forward (default: the training config's)")
-    parser.add_argument(
-        "--inference",
-        choices=INFERENCE,
-        default=None,
-        help="WNLL heads: transductive (the rows of a batch share one graph; the saved default) or inductive "
-        "(each image against the template bank alone)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    add_distributed_flags(parser)
-    parser.set_defaults(handler=_evaluate)
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from fastwnll.runtime.distributed import is_main_process
-
-    from .evaluate import evaluate_checkpoint
-
-    result = evaluate_checkpoint(
-        args.checkpoint,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        split=args.split,
-        head=args.head,
-        templates=args.templates,
-        device=args.device,
-        batch_size=args.batch_size,
-        backend=args.backend,
-        inference=args.inference,
-    )
-    if not is_main_process():
-        return 0
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(
-        f"{result['model']} ({result['trained_head']} head) on {result['dataset']} {result['split']}, "
-        f"{result['n']} images"
-    )
-    for head, value in result["accuracy"].items():
-        extra = f" ({result['templates']} templates)" if head == "wnll" else ""
-        print(f"  {head:<6} head accuracy {value:.4f}{extra}")
-    return 0
-
-
 def _add_demo(subparsers) -> None:
     from .demo import DEMO_DEFAULTS
 
@@ -325,7 +257,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    """Add ``train``, ``evaluate`` and ``demo`` to the ``fastwnll`` command line."""
+    """Add ``train`` and ``demo`` to the ``fastwnll`` command line."""
     _add_train(subparsers)
-    _add_evaluate(subparsers)
     _add_demo(subparsers)

@@ -33,7 +33,7 @@ def _step_size(eps: float, steps: int) -> float:
 def _evaluate(checkpoint: Path, head: str, eps: float, attack_steps: int, exact: bool, device: str) -> dict:
     """Natural and IFGSM accuracy of the network in ``checkpoint`` read through ``head``."""
     from fastwnll.attacks import ifgsm, robust_accuracy
-    from fastwnll.nn.head import set_head_mode
+    from fastwnll.nn.network import set_head_mode
     from fastwnll.runtime import load_model, load_split, resolve_device
 
     dev = resolve_device(device)

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from fastwnll.nn.head import set_head_mode, wnll_batch, wnll_heads
+from fastwnll.nn.batch import wnll_batch
 from fastwnll.nn.modes import eval_mode
+from fastwnll.nn.network import set_head_mode, wnll_heads
 from fastwnll.runtime import TrainConfig, autocast, template_rows
 from fastwnll.runtime.config import DEFAULT_ADV_TEMPLATES, DEFAULT_TEMPLATES
 from fastwnll.runtime.distributed import SINGLE, Processes, all_sum, shard_rows
@@ -149,7 +150,7 @@ def tvm_augment(
     shared out between processes: the rows are chosen in the whole batch (every process draws the
     same ones from its copy of ``generator``, which stays the same on every process) and ``x``'s are
     replaced."""
-    from fastwnll.tv import tvm
+    from fastwnll.tv.denoise import tvm
 
     count = int(round(fraction * (x.shape[0] if batch_rows is None else batch_rows)))
     if count == 0:

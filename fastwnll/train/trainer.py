@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fastwnll.nn.head import graph_summary, set_head_mode, uses_wnll, wnll_heads
+from fastwnll.evaluation.natural import collect_bank, head_accuracies
+from fastwnll.nn.network import graph_summary, set_head_mode, uses_wnll, wnll_heads
 from fastwnll.runtime import (
     CHECKPOINT_NAME,
     TrainConfig,
@@ -51,7 +52,6 @@ from fastwnll.runtime.distributed import (
 )
 from fastwnll.runtime.files import check_outputs
 
-from .evaluate import collect_bank, head_accuracies
 from .steps import AttackBank, Stage, bank_rows, train_epoch
 
 LOG_NAME = "log.jsonl"

@@ -8,7 +8,8 @@ import platform
 
 import torch
 
-from fastwnll import __version__, _ext
+from fastwnll import __version__
+from fastwnll.extension import loader
 
 
 def _module_version(name: str):
@@ -34,7 +35,7 @@ def info() -> dict:
     """
     cuda = torch.cuda.is_available()
     try:
-        _ext.load()
+        loader.load()
         ext_error = None
     except ImportError as exc:
         ext_error = str(exc)
@@ -46,8 +47,8 @@ def info() -> dict:
         faiss_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     triton_version, _ = _module_version("triton")
     numpy_version, _ = _module_version("numpy")
-    cuda_kernels = ext_error is None and _ext.cuda_compiled()
-    build = _ext.build_config()
+    cuda_kernels = ext_error is None and loader.cuda_compiled()
+    build = loader.build_config()
     return {
         "fastwnll": __version__,
         "python": platform.python_version(),
@@ -58,7 +59,7 @@ def info() -> dict:
         "extension_error": ext_error,
         "build": None if build is None else "CUDA kernels " + build["reason"],
         "built_for_torch": None if build is None else build["torch"],
-        "cpu_threads": _ext.load().parallel_threads() if ext_error is None else None,
+        "cpu_threads": loader.load().parallel_threads() if ext_error is None else None,
         "cuda_kernels": cuda_kernels,
         "cuda_kernels_live": cuda_kernels and cuda,
         "faiss": faiss_version,

@@ -12,7 +12,7 @@ import contextlib
 
 import torch
 
-from fastwnll import _ext
+from fastwnll.extension import loader
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -36,5 +36,5 @@ def no_autocast(device: torch.device):
 def full_precision(device: torch.device):
     """No autocast and, on this thread, no TF32 in cuBLAS matrix products inside the block; torch's
     global TF32 settings are left as they are."""
-    with no_autocast(device), _ext.load().NoTF32():
+    with no_autocast(device), loader.load().NoTF32():
         yield

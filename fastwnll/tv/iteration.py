@@ -1,4 +1,4 @@
-"""The primal-dual TV iteration of :mod:`fastwnll.tv` in plain torch, its duality gap, and the loop
+"""The primal-dual TV iteration of :mod:`fastwnll.tv.denoise` in plain torch, its duality gap, and the loop
 that stops planes once their gap is below the tolerance.
 
 Every function here works on a stack of planes ``x`` [N, H, W] (float32 or float64, any device) with

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from fastwnll.graph import check_options as check_graph_options
-from fastwnll.graph import unit_scale, weights_from_distances, weights_of_points
-from fastwnll.knn import BACKENDS, knn_graph
-from fastwnll.precision import full_precision, working_dtype
-from fastwnll.solver import check_mu_range, check_options, check_reachable, host_copies, solve
+from fastwnll.extension.precision import full_precision, working_dtype
+from fastwnll.knn.search import BACKENDS, knn_graph
+from fastwnll.wnll.solver import check_mu_range, check_options, check_reachable, host_copies, solve
+from fastwnll.wnll.weights import check_options as check_graph_options
+from fastwnll.wnll.weights import unit_scale, weights_from_distances, weights_of_points
 
 
 def check_features(name: str, x) -> None:

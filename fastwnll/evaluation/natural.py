@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fastwnll.attacks import correct_mask
-from fastwnll.nn.head import (
+from fastwnll.nn.network import (
     check_inference,
     collect_templates,
     graph_summary,
@@ -83,7 +83,7 @@ def collect_bank(
 ) -> int:
     """Fill the template bank of every WNLL head of ``model`` with the features of ``x`` [N, C, H, W]
     (labels ``y`` [N] int64), ``batch_size`` rows per forward on ``device``
-    (:func:`fastwnll.nn.head.collect_templates`). With several ``processes`` each computes the features
+    (:func:`fastwnll.nn.network.collect_templates`). With several ``processes`` each computes the features
     of its share of the batches and every process receives all of them: the bank of one process.
     Returns N."""
     heads = wnll_heads(model)

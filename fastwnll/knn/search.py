@@ -21,7 +21,7 @@ themselves. So
 **The result is a function of the points alone** (whatever the backend, the centre, the candidates
 or the path a row took): the neighbours of row ``i`` are the ``k`` smallest pairs
 ``(dist(i, j), j)`` in lexicographic order, ties broken by the smaller index, where ``dist`` is the
-one re-scoring distance of the working dtype (:func:`fastwnll.knn_torch.distances`: a fixed order
+one re-scoring distance of the working dtype (:func:`fastwnll.knn.tiled.distances`: a fixed order
 of summation, symmetric bit for bit, the same on every device). So a graph can be updated by
 merging (``fastwnll.TemplateBank``) and give the very graph a full search gives. Half-precision
 features (float16, bfloat16) are searched in float32. Distances rely on no underflow of squared
@@ -34,17 +34,10 @@ import contextlib
 
 import torch
 
-from fastwnll import _ext
-from fastwnll.knn_faiss import (
-    APPROXIMATE_METHODS,
-    GPU_MAX_K,
-    ApproximateKNN,
-    approximate_candidates,
-    flat_candidates,
-    has_gpu,
-    load_faiss,
-)
-from fastwnll.knn_torch import locality_order, refine, smallest
+from fastwnll.extension import loader
+from fastwnll.knn.approximate import APPROXIMATE_METHODS, ApproximateKNN, approximate_candidates
+from fastwnll.knn.faiss_index import GPU_MAX_K, flat_candidates, has_gpu, load_faiss
+from fastwnll.knn.tiled import locality_order, refine, smallest
 
 __all__ = [
     "ApproximateKNN",
@@ -112,12 +105,12 @@ def _resolve_backend(backend, query: torch.Tensor, nb: int, kc: int):
     if backend == "faiss" and faiss is None:
         raise ImportError("backend='faiss' needs the faiss package (pip install faiss-cpu)")
     if backend == "native":
-        _ext.load()  # raises ImportError with the rebuild hint when the extension is missing
+        loader.load()  # raises ImportError with the rebuild hint when the extension is missing
     if backend != "auto":
         return backend
     if query.is_cuda:
         return "faiss" if has_gpu(faiss) and nb >= _FAISS_GPU_MIN_BASE and kc <= GPU_MAX_K else "torch"
-    if _ext.available():
+    if loader.available():
         return "native"
     return "faiss" if faiss is not None else "torch"
 
@@ -199,7 +192,7 @@ def _native_graph(x, centre, kc):
     scores each pair once and never returns the point itself; ``spread`` is ``|x_i - centre|^2``.
 
     Above a few tiles the points are first put in locality order (see
-    :func:`fastwnll.knn_torch.locality_order`), centred in the same copy, so the search holds one
+    :func:`fastwnll.knn.tiled.locality_order`), centred in the same copy, so the search holds one
     copy of the points.
     """
     device, x, centre = x.device, x.cpu(), centre.cpu()
@@ -222,7 +215,7 @@ def refine_candidates(
     query: torch.Tensor, base: torch.Tensor, cand: torch.Tensor, k: int, exclude: torch.Tensor | None = None
 ):
     """The ``k`` smallest candidates of each row in ``(distance, index)`` order, with the re-scoring
-    distance of every exact path (:func:`fastwnll.knn_torch.distances`; on the CPU the equivalent
+    distance of every exact path (:func:`fastwnll.knn.tiled.distances`; on the CPU the equivalent
     C++ op ``fastwnll::knn_refine`` when the extension is built).
 
     Args:
@@ -234,7 +227,7 @@ def refine_candidates(
         ``(idx [nq, k] int64, dist [nq, k] in query's dtype)``; entries without a candidate are
         ``(-1, inf)`` and come last.
     """
-    if query.device.type == "cpu" and _ext.available():
+    if query.device.type == "cpu" and loader.available():
         if exclude is not None:
             cand = cand.masked_fill(cand == exclude.unsqueeze(1), -1)
         return torch.ops.fastwnll.knn_refine(query, base, cand, k, None)

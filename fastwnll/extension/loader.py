@@ -1,4 +1,5 @@
-"""Loading of the compiled extension ``fastwnll._C`` (which registers ``torch.ops.fastwnll``)."""
+"""Loading of the compiled extension ``fastwnll._C`` (which registers ``torch.ops.fastwnll``) and what is
+known of how it was built."""
 
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ REBUILD_HINT = (
 def load():
     """Import ``fastwnll._C`` once and return it; raise ImportError with a rebuild hint if missing.
 
-    Also imports :mod:`fastwnll.ops`, which registers the ops' fake kernels and autograd."""
+    Also imports :mod:`fastwnll.extension.fake_kernels`, which registers the ops' fake kernels."""
     import torch  # noqa: F401  (loads libtorch/libc10, which _C links against)
 
     try:
         from fastwnll import _C  # noqa: F401  (import registers the ops)
     except ImportError as exc:  # pragma: no cover - exercised only on broken installs
         raise ImportError(f"fastwnll's compiled extension could not be loaded: {exc}. {REBUILD_HINT}") from exc
-    import fastwnll.ops  # noqa: F401  (it calls load() itself: the nested call returns _C)
+    import fastwnll.extension.fake_kernels  # noqa: F401
 
     return _C
 

@@ -5,11 +5,12 @@ to the queries. Nodes ``0..m-1`` are the labelled templates, ``m..n-1`` the quer
 kNN edges are ``i -> idx[i, t]`` with weight ``w[i, t]``. The compiled op ``fastwnll::wnll_solve``
 solves ``A u = b`` for all classes with one multi-right-hand-side Jacobi-preconditioned CG; its
 gradient with respect to ``w`` is the exact adjoint (one more solve with the same matrix, op
-``fastwnll::wnll_adjoint``; fake kernels and autograd in :mod:`fastwnll.ops`).
+``fastwnll::wnll_adjoint``; fake kernels in :mod:`fastwnll.extension.fake_kernels`, autograd in
+:mod:`fastwnll.wnll.adjoint`).
 
 Validation of the values (one pass; on CUDA the inputs are copied to the host once, with one
 synchronisation) happens before the solve; the solve itself reports convergence only after checking
-the residual of the returned ``u`` and its row sums (:mod:`fastwnll.convergence`).
+the residual of the returned ``u`` and its row sums (:mod:`fastwnll.wnll.convergence`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,9 @@ import numbers
 
 import torch
 
-from fastwnll import _ext
-from fastwnll.convergence import DEFAULT_TOL, POLICIES, SolveInfo, WNLLConvergenceError, policy_scope, report
-from fastwnll.precision import HALF, working_dtype
-
-_ext.load()  # registers torch.ops.fastwnll.* with their fake kernels and autograd
+from fastwnll.extension.precision import HALF, working_dtype
+from fastwnll.wnll import adjoint  # noqa: F401  (loads the extension and registers the solve's autograd)
+from fastwnll.wnll.convergence import DEFAULT_TOL, POLICIES, SolveInfo, WNLLConvergenceError, policy_scope, report
 
 __all__ = ["wnll_solve", "unreachable_queries", "SolveInfo", "WNLLConvergenceError", "WNLLUnreachableError"]
 
@@ -227,7 +226,7 @@ def wnll_solve(
     probabilities it averages, so rows with a large ``mu`` term do not hide the others) recomputed
     from ``u`` must be ``<= tol`` (CG restarts from ``u`` while that helps), and the row sums of ``u``
     must lie in the range of those of ``y`` (1 for probability rows: the maximum principle) within
-    :func:`fastwnll.convergence.row_sum_tolerance`. Differentiable with respect to ``w`` (exact
+    :func:`fastwnll.wnll.convergence.row_sum_tolerance`. Differentiable with respect to ``w`` (exact
     adjoint: one more solve with the same matrix), once: second-order gradients raise an error;
     ``idx`` and ``y`` get no gradient.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from fastwnll.precision import no_autocast, working_dtype
+from fastwnll.extension.precision import no_autocast, working_dtype
 
 KERNELS = ("gaussian", "seed")
 # Default k_sigma (the seed code's), capped at k + 1 for graphs with fewer neighbours.

@@ -2,16 +2,16 @@
 queries against it (docs/design.md, section 2.5) cost O(queries x templates x d) instead of a kNN
 graph of all points, and give exactly the graph, weights and scores of the full rebuild.
 
-How. The kNN graph of templates + queries is a function of the points alone (``fastwnll.knn``: the
+How. The kNN graph of templates + queries is a function of the points alone (``fastwnll.knn.search``: the
 ``k`` smallest ``(distance, index)`` pairs per row, templates numbered ``0..m-1``, queries after
 them). So, per scale of the features (the full rebuild divides all points by a power of two,
-``fastwnll.graph.unit_scale``, which the queries can change):
+``fastwnll.wnll.weights.unit_scale``, which the queries can change):
 
 - once: each template's ``k`` nearest templates (``knn_graph`` of the bank, with its distances);
 - per call: the product-form distances of the queries to all points (one matrix product with the
   bank, centred on its mean), from which
   - each query's row: its ``k + 4`` (then ``k + 32``) smallest candidates re-scored with the
-    distance of every exact path and certified (``fastwnll.knn.certified``; a query failing twice is
+    distance of every exact path and certified (``fastwnll.knn.search.certified``; a query failing twice is
     searched by ``knn_search``);
   - each template's row: a query enters it only if strictly closer than its ``k``-th template (on a
     tie the template wins: it has the smaller index); the pairs that can (a rigorous bound of the
@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import torch
 
-from fastwnll.graph import check_options as check_graph_options
-from fastwnll.graph import power_of_two_below, weights_from_distances
-from fastwnll.interpolate import check_features, check_labels, classes_of, in_dtype, solver_options
-from fastwnll.knn import (
+from fastwnll.extension.precision import full_precision, working_dtype
+from fastwnll.knn.search import (
     APPROXIMATE_METHODS,
     BACKENDS,
     ApproximateKNN,
@@ -42,12 +40,14 @@ from fastwnll.knn import (
     refine_candidates,
     relative_error,
 )
-from fastwnll.precision import full_precision, working_dtype
-from fastwnll.solver import check_reachable, host_copies, solve
+from fastwnll.wnll.interpolate import check_features, check_labels, classes_of, in_dtype, solver_options
+from fastwnll.wnll.solver import check_reachable, host_copies, solve
+from fastwnll.wnll.weights import check_options as check_graph_options
+from fastwnll.wnll.weights import power_of_two_below, weights_from_distances
 
 __all__ = ["TemplateBank", "contents_stamp"]
 
-# Candidates per query row: first k + this many, then k + _WIDE_EXTRA (as fastwnll.knn does).
+# Candidates per query row: first k + this many, then k + _WIDE_EXTRA (as fastwnll.knn.search does).
 _EXTRA = 4
 _WIDE_EXTRA = 32
 # Product-form distances held at once (query rows x points): tiles of queries small enough to stay in
@@ -256,7 +256,7 @@ class TemplateBank:
             queries: ``[q, d]``, the bank's dtype and device; ``k < m + q``.
         Returns:
             ``(idx [m + q, k] int64, dist [m + q, k])``: distances of the points divided by the
-            power of two of ``fastwnll.graph.unit_scale`` (half precision: float32).
+            power of two of ``fastwnll.wnll.weights.unit_scale`` (half precision: float32).
         """
         self._current()
         self._check_queries(queries, validate)
@@ -502,7 +502,7 @@ class TemplateBank:
     @staticmethod
     def _differentiable(g: _Graph, xs, to_query):
         """The distances of ``g``'s query rows and template rows recomputed with autograd to the
-        queries ``xs`` (scaled), as ``fastwnll.graph.weights_of_points`` computes them (the
+        queries ``xs`` (scaled), as ``fastwnll.wnll.weights.weights_of_points`` computes them (the
         template-template distances of the template rows are constants: ``g``'s)."""
         m = g.index.m
         points = torch.cat([g.index.points[:m], xs])

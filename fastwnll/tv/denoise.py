@@ -11,7 +11,7 @@ leaving the image is 0).
 
 Scale: ``lam`` is in the units of the image values; what matters is ``lam`` relative to the
 image's range. The problem is scale-equivariant, ``tv_denoise(s*x, s*lam) = s*tv_denoise(x, lam)``,
-and so are the iterates (see ``fastwnll.tv_primal_dual``): Guo et al.'s ``lam = 0.03`` for images in
+and so are the iterates (see ``fastwnll.tv.iteration``): Guo et al.'s ``lam = 0.03`` for images in
 [0, 1] is ``lam = 0.03 * 255`` for images in [0, 255], with the same iteration count and result.
 
 Algorithm: over-relaxed primal-dual Chambolle-Pock (Condat 2013, Chambolle & Pock 2016) on
@@ -26,7 +26,7 @@ from ``z = x`` and duals ``p = (p1, p2) = 0``::
     p  = p + rho*(pt - p);  z = z + rho*d # over-relaxation, rho = 1.8
 
 with per-plane steps that depend on ``lam`` relative to the plane's range only
-(``fastwnll.tv_primal_dual``, which also holds the torch iteration).
+(``fastwnll.tv.iteration``, which also holds the torch iteration).
 
 Stopping: ``iters`` is the iteration budget. With ``tol`` (default ``DEFAULT_TOL``), the duality gap
 ``G`` of every plane is evaluated every ``CHECK_EVERY`` (10) iterations, and a plane stops at the first
@@ -87,7 +87,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from fastwnll.tv_primal_dual import AutogradPlanes, InplacePlanes, iterate, plane_steps
+from fastwnll.tv.iteration import AutogradPlanes, InplacePlanes, iterate, plane_steps
 
 BACKWARDS = ("bpda", "unrolled")
 BACKENDS = ("auto", "torch", "triton")
@@ -253,7 +253,7 @@ def _solve_planes(
 ):
     """Solve for ``planes`` [N, H, W] (any float dtype) with data weights ``weights`` (bool or float,
     [N, H, W]) or None. Returns ``z`` [N, H, W] in the input dtype, iterations [N] int32 and
-    ``(P, G)`` [N, 2] (see ``fastwnll.tv_primal_dual.iterate``)."""
+    ``(P, G)`` [N, 2] (see ``fastwnll.tv.iteration.iterate``)."""
     if use_kernel:
         from fastwnll.kernels.tv_primal_dual import tv_primal_dual
 
@@ -288,7 +288,7 @@ def _report(name: str, its: torch.Tensor, pg: torch.Tensor, shape, iters: int, t
         warnings.warn(
             f"{name}: {int(far.sum())} of {far.numel()} planes ended the {iters}-iteration budget with a "
             f"relative duality gap above {bound:g} (largest {float(gap.max()):.3g}); raise iters "
-            f"(lam relative to the image range is what makes it hard: see fastwnll.tv)",
+            f"(lam relative to the image range is what makes it hard: see fastwnll.tv.denoise)",
             TVConvergenceWarning,
             stacklevel=4,
         )
