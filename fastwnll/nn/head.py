@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastwnll.knn import APPROXIMATE_METHODS, BACKENDS, ApproximateKNN
+from fastwnll.knn import check_backend, exact_backend
 from fastwnll.wnll.bank import TemplateBank, contents_stamp
 from fastwnll.wnll.weights import check_options as check_graph_options
 
@@ -126,8 +126,9 @@ class WNLLHead(nn.Module):
         graph: ``"local"`` or ``"global"`` (see above).
         knn_backend: kNN search of the graphs, training and evaluation: an exact backend
             (``"auto"``, ``"native"``, ``"faiss"``, ``"torch"``: all give the same graph) or an
-            approximate one (``"hnsw"``, ``"ivf"`` or a :class:`fastwnll.ApproximateKNN`: faster on
-            large banks, *not* exact; :attr:`exact_knn` says which).
+            approximate one (``"hnsw"``, ``"ivf"``, a :class:`fastwnll.ApproximateKNN` or its spec
+            string such as ``"hnsw:ef_search=128"``, kept parsed: faster on large banks, *not* exact;
+            :attr:`exact_knn` says which).
         device, dtype: of the linear layer and the bank.
     """
 
@@ -171,9 +172,7 @@ class WNLLHead(nn.Module):
         self.mode = mode
         self.inference = inference
         self.graph = graph
-        if not isinstance(knn_backend, ApproximateKNN) and knn_backend not in BACKENDS:
-            raise ValueError(f"unknown kNN backend {knn_backend!r}; choose one of {BACKENDS} or pass an ApproximateKNN")
-        self.knn_backend = knn_backend
+        self.knn_backend = check_backend(knn_backend)
         self._check_settings()
         self.linear = nn.Linear(in_features, num_classes, device=device, dtype=dtype)
         bank_dtype = dtype if dtype is not None else torch.get_default_dtype()
@@ -203,7 +202,7 @@ class WNLLHead(nn.Module):
     @property
     def exact_knn(self) -> bool:
         """Whether the head's graphs are exact kNN graphs (False with an approximate ``knn_backend``)."""
-        return not (isinstance(self.knn_backend, ApproximateKNN) or self.knn_backend in APPROXIMATE_METHODS)
+        return exact_backend(self.knn_backend)
 
     def _check_settings(self) -> None:
         if self.mode not in MODES:

@@ -29,12 +29,11 @@ import torch
 
 from fastwnll.extension.precision import full_precision, working_dtype
 from fastwnll.knn.search import (
-    APPROXIMATE_METHODS,
-    BACKENDS,
-    ApproximateKNN,
     certified,
+    check_backend,
     check_points,
     exact_arithmetic,
+    exact_backend,
     knn_graph,
     knn_search,
     refine_candidates,
@@ -162,8 +161,8 @@ class TemplateBank:
         k, k_sigma, kernel: graph options as for :func:`fastwnll.wnll_interpolate`.
         num_classes: default ``max(labels) + 1``.
         knn_backend: exact (``"auto"``, ``"native"``, ``"faiss"``, ``"torch"``: the result is
-            exact and does not depend on the choice) or approximate (``"hnsw"``, ``"ivf"`` or an
-            :class:`fastwnll.ApproximateKNN`): then the bank's own kNN lists are approximate (the
+            exact and does not depend on the choice) or approximate (``"hnsw"``, ``"ivf"``, an
+            :class:`fastwnll.ApproximateKNN` or its spec string): then the bank's own kNN lists are approximate (the
             queries' distances are still computed exactly), :attr:`exact` is False and the graph
             is *not* that of the full rebuild.
 
@@ -187,10 +186,8 @@ class TemplateBank:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         self.k_sigma = check_graph_options(k, k_sigma, kernel)
-        if not isinstance(knn_backend, ApproximateKNN) and knn_backend not in BACKENDS:
-            raise ValueError(f"unknown kNN backend {knn_backend!r}; choose one of {BACKENDS} or pass an ApproximateKNN")
-        self.k, self.kernel, self.knn_backend = k, kernel, knn_backend
-        self.exact = not (isinstance(knn_backend, ApproximateKNN) or knn_backend in APPROXIMATE_METHODS)
+        self.k, self.kernel, self.knn_backend = k, kernel, check_backend(knn_backend)
+        self.exact = exact_backend(self.knn_backend)
         self.features, self.labels = _tracked(features), _tracked(labels)
         self._num_classes = num_classes
         self._validate()
