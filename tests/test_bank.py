@@ -223,6 +223,53 @@ def test_in_place_changes_rebuild_the_index():
     assert torch.equal(bank.interpolate(queries), wnll_interpolate(templates, labels, queries, k=6))
 
 
+def test_an_inference_tensor_is_kept_by_reference_and_its_changes_are_seen():
+    """Inference tensors have no version counter; the bank keeps them by reference (as documented)
+    and compares their contents on every call, so edits made in inference mode are seen."""
+    with torch.inference_mode():
+        templates = gaussian(120, 5, 40, torch.float32)
+        labels = torch.arange(120) % 3
+    queries = gaussian(15, 5, 41, torch.float32)
+    bank = TemplateBank(templates, labels, k=7)
+    assert bank.features is templates and bank.labels is labels
+    before = bank.interpolate(queries, inductive=True)
+    with torch.inference_mode():
+        templates[:40] += 2.5  # a small part of the bank, in place
+        labels[:9] = 2
+        after = bank.interpolate(queries)
+    fresh = TemplateBank(templates.clone(), labels.clone(), k=7)
+    assert torch.equal(after, fresh.interpolate(queries))
+    assert torch.equal(bank.interpolate(queries, inductive=True), fresh.interpolate(queries, inductive=True))
+    assert not torch.equal(bank.interpolate(queries, inductive=True), before)
+    with torch.inference_mode():
+        templates[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        bank.interpolate(queries)
+
+
+@pytest.mark.parametrize("optimizer", ["Adam", "AdamW", "SGD"])
+def test_a_parameter_trained_by_a_fused_optimizer_is_seen_to_change(optimizer):
+    """Fused optimizers write the parameters without bumping their version counters; a bank over a
+    parameter compares its contents instead, so it follows every step (and .data writes too)."""
+    templates = torch.nn.Parameter(gaussian(90, 4, 42, torch.float32))
+    labels = torch.arange(90) % 3
+    queries = gaussian(12, 4, 43, torch.float32)
+    bank = TemplateBank(templates, labels, k=6)
+    step = getattr(torch.optim, optimizer)([templates], lr=0.3, fused=True)
+    for _ in range(2):
+        version = templates._version
+        before = bank.interpolate(queries)
+        (templates[:30] - 1.0).square().sum().backward()
+        step.step()
+        step.zero_grad()
+        assert templates._version == version  # the case: no bump
+        after = bank.interpolate(queries)
+        assert not torch.equal(after, before)
+        assert torch.equal(after, wnll_interpolate(templates.detach().clone(), labels, queries, k=6))
+    templates.data[:5] *= -1
+    assert torch.equal(bank.interpolate(queries), wnll_interpolate(templates.detach().clone(), labels, queries, k=6))
+
+
 def test_the_index_holds_lists_not_a_matrix():
     m = 3000
     bank = TemplateBank(gaussian(m, 16, 23, torch.float32), torch.arange(m) % 10, k=15)

@@ -64,12 +64,11 @@ def contents_stamp(t: torch.Tensor) -> tuple:
     return t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device, version
 
 
-def _tracked(t: torch.Tensor) -> torch.Tensor:
-    """``t`` detached; an inference tensor (no version counter) is copied into a normal one."""
-    if t.is_inference():
-        with torch.inference_mode(False):
-            return t.clone()
-    return t.detach()
+def _untracked(t: torch.Tensor) -> bool:
+    """Whether in-place changes of ``t`` can bypass its version counter: an inference tensor has none,
+    and fused optimizers (``torch.optim.Adam(..., fused=True)`` and the like) update the leaf tensors
+    they train (parameters) without bumping it."""
+    return t.is_inference() or (t.is_leaf and t.requires_grad)
 
 
 class _Index:
@@ -150,13 +149,19 @@ class TemplateBank:
     ``c_j = w_qj + (1 + mu) w_jq`` (``w_jq > 0`` only for the templates whose ``k`` nearest the
     query enters, with their ``sigma_j`` recomputed): no solve.
 
-    The bank detects in-place changes of ``features`` and ``labels`` (through their version
-    counters, as autograd does) and re-indexes itself; changes that bypass the version counter
+    ``features`` and ``labels`` are kept by reference (not copied), whatever tensors they are, and
+    the bank re-indexes itself when their contents change: it detects in-place changes through the
+    version counters (as autograd does). Two kinds of tensors can change without them, and for
+    those the bank also keeps a copy of the contents and compares it on every call (one pass over
+    the tensor, one host synchronisation): inference tensors (made under ``torch.inference_mode``,
+    they have no version counter) and leaf tensors that require grad, such as an ``nn.Parameter``
+    (fused optimizers, ``torch.optim.Adam/AdamW/SGD(..., fused=True)``, update them without bumping
+    it; so do writes through ``.data``). For other tensors, changes that bypass the version counter
     (writes through ``.data``, numpy views or DLPack) are not seen: make a new bank then.
 
     Args:
         features: ``[m, d]`` float template features (float16, bfloat16, float32 or float64), CPU or
-            CUDA, finite; kept by reference (not copied).
+            CUDA, finite; kept by reference (not copied; see above for how changes are seen).
         labels: ``[m]`` int64 labels in ``[0, num_classes)``, same device.
         k, k_sigma, kernel: graph options as for :func:`fastwnll.wnll_interpolate`.
         num_classes: default ``max(labels) + 1``.
@@ -188,7 +193,7 @@ class TemplateBank:
         self.k_sigma = check_graph_options(k, k_sigma, kernel)
         self.k, self.kernel, self.knn_backend = k, kernel, check_backend(knn_backend)
         self.exact = exact_backend(self.knn_backend)
-        self.features, self.labels = _tracked(features), _tracked(labels)
+        self.features, self.labels = features, labels
         self._num_classes = num_classes
         self._validate()
 
@@ -204,7 +209,9 @@ class TemplateBank:
         self._scale = power_of_two_below(self._work.abs().amax())
         self._one_hot = (self.labels.unsqueeze(1) == torch.arange(self.num_classes, device=self.labels.device)).to(work)
         self._indexes: dict[float, _Index] = {}
-        self._stamps = (contents_stamp(self.features), contents_stamp(self.labels))
+        self._stamps = self._stamp()
+        # the contents of tensors whose version counter may miss a change (see the class docstring)
+        self._copies = tuple(t.detach().clone() if _untracked(t) else None for t in (self.features, self.labels))
 
     @property
     def num_templates(self) -> int:
@@ -214,8 +221,17 @@ class TemplateBank:
         """Memory held by the indexes built so far (bytes)."""
         return sum(index.nbytes() for index in self._indexes.values())
 
+    def _stamp(self) -> tuple:
+        """The stamps of the features and labels; without the version counter where it is not
+        trusted (those tensors are compared with their copies instead)."""
+        return tuple(
+            contents_stamp(t)[:-1] if _untracked(t) else contents_stamp(t) for t in (self.features, self.labels)
+        )
+
     def _current(self) -> None:
-        if (contents_stamp(self.features), contents_stamp(self.labels)) != self._stamps:
+        if self._stamp() != self._stamps or any(
+            copy is not None and not torch.equal(copy, t) for copy, t in zip(self._copies, (self.features, self.labels))
+        ):
             self._validate()
 
     def _check_queries(self, queries: torch.Tensor, validate: bool) -> None:
