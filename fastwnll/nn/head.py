@@ -55,6 +55,8 @@ GRADIENTS = ("surrogate", "exact")
 INFERENCE = ("transductive", "inductive")
 # WNLL probabilities are floored here (and renormalized) before the log, so losses stay finite.
 PROB_FLOOR = 1e-8
+# Elements (rows x classes x features) of the row-by-row linear layer of an inductive head held at once.
+_ROW_LINEAR_ELEMENTS = 1 << 22
 
 
 class WNLLHead(nn.Module):
@@ -88,8 +90,9 @@ class WNLLHead(nn.Module):
     paper's protocol and the graph the head is trained on (stage 2 interpolates a batch's queries
     together), so published numbers and existing results keep their meaning. ``"inductive"``
     interpolates each row against the bank alone (``mu = 1/m``; a closed form, no solve):
-    deterministic and independent of the batch, the choice for serving single inputs or for
-    attacks whose result must not depend on the batch.
+    deterministic and independent of the batch, bit for bit, outputs and input gradients, with
+    either gradient (the surrogate's linear layer is then evaluated row by row), the choice for
+    serving single inputs or for attacks whose result must not depend on the batch.
 
     ``graph`` (training only; docs/design.md, section 7): ``"local"`` (the default) builds the
     training graph over the rows this process holds; ``"global"``, for data-parallel training under an
@@ -102,8 +105,8 @@ class WNLLHead(nn.Module):
     process has no group to gather from (``"global"`` without one is an error).
 
     WNLL probabilities are floored at ``1e-8`` and renormalized before the log. ``gradient``:
-    ``"surrogate"`` (the paper's): ``out = lin + (wnll - lin).detach()`` with
-    ``lin = log_softmax(linear(x))``, i.e. WNLL's value, the linear layer's backward;
+    ``"surrogate"`` (the paper's): ``out = wnll.detach() + (lin - lin.detach())`` with
+    ``lin = log_softmax(linear(x))``, i.e. WNLL's value exactly, the linear layer's backward;
     ``"exact"``: the backward goes through the interpolation (solver, graph weights, sigmas) to the
     features; the linear layer gets no gradient from it. ``mode``, ``gradient`` and ``inference``
     are plain attributes that may be changed at any time (``fastwnll.attacks.gradient_mode`` does).
@@ -398,8 +401,23 @@ class WNLLHead(nn.Module):
             )
         if own is not None:
             wnll = wnll[own]
-        lin = F.log_softmax(self.linear(local_queries).to(work), dim=1)
-        return lin + (wnll - lin).detach()
+        inductive = not self.training and self.inference == "inductive"
+        logits = self._row_linear(local_queries) if inductive else self.linear(local_queries)
+        lin = F.log_softmax(logits.to(work), dim=1)
+        # WNLL's value exactly (lin - lin is 0), the linear layer's gradient
+        return wnll.detach() + (lin - lin.detach())
+
+    def _row_linear(self, features: torch.Tensor) -> torch.Tensor:
+        """``self.linear(features)`` ``[rows, num_classes]`` computed so that a row's logits, and their
+        gradient, do not depend on the other rows: an elementwise product summed over the features,
+        in chunks of rows (a matrix product's blocking, and so its rounding, changes with the number
+        of rows). Used by the inductive head, whose output must not depend on the batch."""
+        weight, bias = self.linear.weight, self.linear.bias
+        chunk = max(1, _ROW_LINEAR_ELEMENTS // weight.numel())
+        logits = torch.cat(
+            [(features[s : s + chunk].unsqueeze(1) * weight).sum(-1) for s in range(0, features.shape[0], chunk)]
+        )
+        return logits if bias is None else logits + bias
 
     @torch.compiler.disable
     def _wnll_log_probs(self, queries, templates=None, labels=None) -> torch.Tensor:
