@@ -63,6 +63,30 @@ def wnll_cnn(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
     return net
 
 
+class RowLinear(nn.Linear):
+    """``nn.Linear`` whose rows are computed independently (a product summed over the features): a
+    matrix product's blocking, and so its rounding, changes with the number of rows, which would make
+    a network's outputs differ by a few ulps between batch sizes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.unsqueeze(1) * self.weight).sum(-1) + self.bias
+
+
+def row_mlp_wnll(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
+    """An MLP of :class:`RowLinear` layers read through an inductive WNLL head (bank of the first 1,000
+    training digits): every output and input gradient of a row is the same bits in any batch."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Flatten(), RowLinear(64, 64), nn.ReLU(), RowLinear(64, 32), nn.ReLU(), WNLLHead(32, 10, mode="linear")
+    )
+    train(net, x, y, steps=300)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    collect_templates(net, (x[:1000], y[:1000]))
+    net[-1].mode, net[-1].inference = "wnll", "inductive"
+    return net
+
+
 class HardArgmax(nn.Module):
     """``net``'s decision as scores: 10 on the argmax class, 0 elsewhere. It depends on the input
     only through a hard argmax, so its input gradient is exactly zero: gradient masking by design."""
