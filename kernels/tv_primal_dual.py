@@ -69,7 +69,7 @@ def _relax(p, pt, rho):
 
 @triton.jit
 def _load_steps(sp):
-    """One plane's row of ``plane_steps``: ``lo, range, tau, a, b, inv, c`` (columns LO ... C)."""
+    """One plane's row of ``plane_steps``: ``lo, range, tau, a, b, inv, c, lam`` (columns LO ... LAM)."""
     return (
         tl.load(sp),
         tl.load(sp + 1),
@@ -78,6 +78,7 @@ def _load_steps(sp):
         tl.load(sp + 4),
         tl.load(sp + 5),
         tl.load(sp + 6),
+        tl.load(sp + 7),
     )
 
 
@@ -114,11 +115,10 @@ def _tv_plane_kernel(
     out_ptr,
     iters_ptr,
     pg_ptr,
+    budget_ptr,
     H,
     W,
-    iters,
     every,
-    lam,
     tol,
     rho,
     HAS_MASK: tl.constexpr,
@@ -135,7 +135,8 @@ def _tv_plane_kernel(
     x_ptr += plane * H * W
     w_ptr += plane * H * W
     out_ptr += plane * H * W
-    lo, rng, tau, a, b, inv, c = _load_steps(steps_ptr + plane * NSTEPS)
+    lo, rng, tau, a, b, inv, c, lam = _load_steps(steps_ptr + plane * NSTEPS)
+    iters = tl.load(budget_ptr + plane)
     x = tl.where(inside, tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32) - lo, 0.0)
     if HAS_MASK:
         tm = tau * tl.load(w_ptr + offs, mask=inside, other=0).to(tl.float32)
@@ -251,7 +252,7 @@ def _tv_tile_step_kernel(
     BLOCK_W: tl.constexpr,
 ):
     plane, r, c, base = _tile_coords(tl.program_id(0), H, W, tiles_h, tiles_w, BLOCK_H, BLOCK_W)
-    lo, _, tau, a, b, inv, cx = _load_steps(steps_ptr + plane.to(tl.int64) * NSTEPS)
+    lo, _, tau, a, b, inv, cx, _ = _load_steps(steps_ptr + plane.to(tl.int64) * NSTEPS)
     active = tl.load(active_ptr + plane) != 0
     zt, z, p1, p2 = _primal_at(x_ptr, w_ptr, z_ptr, p1_ptr, p2_ptr, base, r, c, H, W, lo, tau, a, inv, cx, HAS_MASK)
     zt_r, z_r, _, _ = _primal_at(
@@ -293,7 +294,6 @@ def _tv_tile_gap_kernel(
     W,
     tiles_h,
     tiles_w,
-    lam,
     HAS_MASK: tl.constexpr,
     ISOTROPIC: tl.constexpr,
     NSTEPS: tl.constexpr,
@@ -301,7 +301,7 @@ def _tv_tile_gap_kernel(
     BLOCK_W: tl.constexpr,
 ):
     plane, r, c, base = _tile_coords(tl.program_id(0), H, W, tiles_h, tiles_w, BLOCK_H, BLOCK_W)
-    lo, rng, _, _, _, _, _ = _load_steps(steps_ptr + plane.to(tl.int64) * NSTEPS)
+    lo, rng, _, _, _, _, _, lam = _load_steps(steps_ptr + plane.to(tl.int64) * NSTEPS)
     inside = (r < H) & (c < W)
     off = base + r * W + c
     x = tl.load(x_ptr + off, mask=inside, other=0.0).to(tl.float32) - lo
@@ -341,9 +341,9 @@ def device_guard(t: torch.Tensor):
 class _TiledPlanes:
     """Iteration state of the tiled path for ``iterate``: full-batch buffers, a flag per plane."""
 
-    def __init__(self, planes, weights, steps, lam, isotropic):
+    def __init__(self, planes, weights, steps, isotropic):
         n, self.h, self.w = planes.shape
-        self.planes, self.weights, self.steps, self.lam, self.isotropic = planes, weights, steps, lam, isotropic
+        self.planes, self.weights, self.steps, self.isotropic = planes, weights, steps, isotropic
         self.state = [
             (planes.to(torch.float32) - steps[:, LO, None, None]).contiguous(),
             torch.zeros_like(planes, dtype=torch.float32),
@@ -398,7 +398,6 @@ class _TiledPlanes:
                 self.w,
                 self.tiles_h,
                 self.tiles_w,
-                self.lam,
                 **self.consts,
             )
         return sums.view(-1, self.tiles_h * self.tiles_w, 2).sum(1)[self.rows]
@@ -415,24 +414,28 @@ class _TiledPlanes:
 def tv_primal_dual(
     planes: torch.Tensor,
     weights: Optional[torch.Tensor],
-    lam: float,
+    lam,
     iters: int,
     tol: Optional[float],
     isotropic: bool,
     path: str = "auto",
+    skip: Optional[torch.Tensor] = None,
 ):
     """Run at most ``iters`` primal-dual TV iterations on every plane with the Triton kernels.
 
     Args:
         planes: [N, H, W] float16/bfloat16/float32 tensor (CUDA, or CPU under the interpreter).
         weights: data weights ``M`` [N, H, W] (bool or floating point, same device) or None for M = 1.
-        lam: TV weight, > 0.
+        lam: TV weight, > 0: a number, or one per plane ([N] tensor on the planes' device).
         iters: iteration budget (>= 1).
         tol: relative duality gap at which a plane stops (checked every ``CHECK_EVERY`` iterations),
             or None (exactly ``iters`` iterations).
         isotropic: isotropic (True) or anisotropic (False) TV.
         path: ``"plane"`` (fused; needs :func:`plane_fits`), ``"tiled"`` (one launch per iteration)
             or ``"auto"`` (fused when the plane fits).
+        skip: bool [N] (planes' device) or None: planes that do not iterate (solved already); they
+            come back unchanged, with 0 iterations and ``P = G = 0``. The fused kernel reads it on
+            the device (no host synchronisation); the tiled path selects the other planes.
 
     Returns:
         ``(z, iters, pg)``: ``z`` [N, H, W] in ``planes``' dtype, on its device, computed in float32;
@@ -454,16 +457,21 @@ def tv_primal_dual(
         )
     planes = planes.contiguous()
     weights = None if weights is None else weights.contiguous()
+    if path == "tiled" and skip is not None:
+        return _tiled_except(planes, weights, lam, iters, tol, isotropic, skip)
     with device_guard(planes):
         steps = plane_steps(planes.to(torch.float32), lam, weights is not None).contiguous()
     if path == "tiled":
-        z, its, pg = iterate(_TiledPlanes(planes, weights, steps, lam, isotropic), iters, tol)
+        z, its, pg = iterate(_TiledPlanes(planes, weights, steps, isotropic), iters, tol)
         return z.to(planes.dtype), its, pg
     block_h, block_w = triton.next_power_of_2(h), triton.next_power_of_2(w)
     out = torch.empty_like(planes)
     its = torch.empty(n, dtype=torch.int32, device=planes.device)
-    pg = torch.empty(n, 2, dtype=torch.float32, device=planes.device)
+    pg = torch.zeros(n, 2, dtype=torch.float32, device=planes.device)  # skipped planes: 0, 0
     every = CHECK_EVERY if tol is not None else iters
+    budget = torch.full((n,), iters, dtype=torch.int32, device=planes.device)
+    if skip is not None:
+        budget.masked_fill_(skip, 0)
     with device_guard(planes):
         _tv_plane_kernel[(n,)](
             planes,
@@ -472,11 +480,10 @@ def tv_primal_dual(
             out,
             its,
             pg,
+            budget,
             h,
             w,
-            iters,
             every,
-            lam,
             0.0 if tol is None else tol,
             RHO,
             HAS_MASK=weights is not None,
@@ -486,4 +493,19 @@ def tv_primal_dual(
             BLOCK_W=block_w,
             num_warps=max(1, block_h * block_w // ONE_WARP_ELEMENTS),
         )
+    return out, its, pg
+
+
+def _tiled_except(planes, weights, lam, iters, tol, isotropic, skip):
+    """The tiled path on the planes not in ``skip`` (selected on the host); the others unchanged."""
+    out = planes.clone()
+    its = torch.zeros(planes.shape[0], dtype=torch.int32, device=planes.device)
+    pg = torch.zeros(planes.shape[0], 2, dtype=torch.float32, device=planes.device)
+    rows = (~skip).nonzero().squeeze(1)
+    if rows.numel():
+        lam = lam[rows] if isinstance(lam, torch.Tensor) and lam.dim() else lam
+        z, its[rows], pg[rows] = tv_primal_dual(
+            planes[rows], None if weights is None else weights[rows], lam, iters, tol, isotropic, "tiled"
+        )
+        out[rows] = z
     return out, its, pg

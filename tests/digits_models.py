@@ -63,6 +63,30 @@ def wnll_cnn(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
     return net
 
 
+class RowLinear(nn.Linear):
+    """``nn.Linear`` whose rows are computed independently (a product summed over the features): a
+    matrix product's blocking, and so its rounding, changes with the number of rows, which would make
+    a network's outputs differ by a few ulps between batch sizes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.unsqueeze(1) * self.weight).sum(-1) + self.bias
+
+
+def row_mlp_wnll(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
+    """An MLP of :class:`RowLinear` layers read through an inductive WNLL head (bank of the first 1,000
+    training digits): every output and input gradient of a row is the same bits in any batch."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Flatten(), RowLinear(64, 64), nn.ReLU(), RowLinear(64, 32), nn.ReLU(), WNLLHead(32, 10, mode="linear")
+    )
+    train(net, x, y, steps=300)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    collect_templates(net, (x[:1000], y[:1000]))
+    net[-1].mode, net[-1].inference = "wnll", "inductive"
+    return net
+
+
 class HardArgmax(nn.Module):
     """``net``'s decision as scores: 10 on the argmax class, 0 elsewhere. It depends on the input
     only through a hard argmax, so its input gradient is exactly zero: gradient masking by design."""
@@ -74,3 +98,20 @@ class HardArgmax(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.net(x)
         return logits * 0 + 10 * F.one_hot(logits.argmax(1), logits.shape[1]).to(logits.dtype)
+
+
+def clustered_wnll(inference: str = "transductive", trunk: nn.Module | None = None):
+    """A WNLL model whose templates form one tight cluster per class, so that every query near its class
+    has whole neighbourhoods of its own class (even the 4 k nearest templates of a softened graph):
+    images [B, 1, 4, 4] in [0, 1], ``trunk`` (default: flatten) to 16 features, a WNLL head (k = 5) with
+    60 templates per class around the class centres 0.25 / 0.75 (L_inf 0.5 apart). Returns the model
+    and 40 images near the centres [40, 1, 4, 4] with their labels [40]."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.25] * 16, [0.75] * 16, [0.25] * 8 + [0.75] * 8, [0.75] * 8 + [0.25] * 8])
+    labels = torch.arange(4).repeat_interleave(60)
+    head = WNLLHead(16, 4, k=5, inference=inference)
+    head.set_templates(centres[labels] + 0.02 * torch.randn(240, 16, generator=g), labels)
+    model = nn.Sequential(trunk if trunk is not None else nn.Flatten(), head).eval()
+    y = torch.arange(4).repeat(10)
+    x = (centres[y] + 0.03 * torch.randn(40, 16, generator=g)).clamp(0, 1).view(40, 1, 4, 4)
+    return model, x, y

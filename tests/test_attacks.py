@@ -720,3 +720,60 @@ def test_new_attack_arguments_raise_clear_errors(cnn, wnll_net, batch):
     ]:
         with pytest.raises(error, match=match):
             call()
+
+
+@pytest.mark.parametrize("inference", ["transductive", "inductive"])
+def test_wnll_smooth_moves_every_image_when_whole_neighbourhoods_share_a_class(inference):
+    """Templates in one tight cluster per class: even the softened graph (4 k neighbours) of every image
+    holds one class, so the softened interpolation is one-hot and its own gradient exactly zero, at
+    every batch size. The stand-in then follows the distance margin for those images: every image has
+    a nonzero direction, and the attack crosses to another cluster within eps."""
+    from digits_models import clustered_wnll
+
+    from fastwnll.attacks.wnll import SmoothStandIn, one_hot_rows
+
+    model, x, y = clustered_wnll(inference)
+    head = model[-1]
+    assert one_hot_rows(smoothed_interpolation_scores(head, model[0](x))).all()  # the case the fallback is for
+    for batch in (1, 7, 40):
+        with head_stand_in(model, SmoothStandIn()):
+            parts = [loss_grad(model, x[s : s + batch], y[s : s + batch], margin_loss)[1] for s in range(0, 40, batch)]
+        grads = torch.cat(parts)
+        assert (grads.flatten(1).abs().amax(1) > 0).all(), f"zero stand-in gradients at batch {batch}"
+    assert robust_accuracy(model, x, y, batch_size=1) == 1.0
+    adv = wnll_smooth(model, x, y, 0.35, 0.05, 10)
+    assert (adv - x).abs().max() <= 0.35 + 1e-6
+    assert robust_accuracy(model, adv, y, batch_size=1) <= 0.1
+
+
+def test_wnll_smooth_on_an_inductive_model_does_not_depend_on_the_batch_size(digits):
+    """A model whose outputs do not depend on the batch (row-independent layers, an inductive head):
+    the attack's stand-in scores each image against the bank alone too, so each image's adversarial
+    example, and the robust accuracy, are the same bits at batch 1, 6 and 60 (the transductive
+    stand-in gave other numbers at each batch size, its gradient exactly zero at batch 1 for many)."""
+    from digits_models import row_mlp_wnll
+
+    model = row_mlp_wnll(*digits)
+    x, y = digits[0][1600:1660], digits[1][1600:1660]
+    whole = wnll_smooth(model, x, y, 0.1, 0.02, 5)
+    one_by_one = torch.cat([wnll_smooth(model, x[i : i + 1], y[i : i + 1], 0.1, 0.02, 5) for i in range(60)])
+    sixes = torch.cat([wnll_smooth(model, x[i : i + 6], y[i : i + 6], 0.1, 0.02, 5) for i in range(0, 60, 6)])
+    assert torch.equal(one_by_one, whole) and torch.equal(sixes, whole)
+    assert robust_accuracy(model, whole, y) < robust_accuracy(model, x, y) - 0.2
+
+
+def test_stand_in_of_a_registered_attack_is_what_it_crafts_on(wnll_net, wnll_batch):
+    from fastwnll.attacks.wnll import STAND_INS, SmoothStandIn, stand_in_for
+
+    assert set(STAND_INS) == {name for name, spec in ATTACKS.items() if spec.wnll}
+    x = wnll_batch[0][:10]
+    head, features = wnll_net[-1], wnll_net[:-1](x)
+    torch.testing.assert_close(
+        stand_in_for("wnll_margin", {"neighbours": 3, "eps": 0.1})(head, features),
+        template_distance_scores(head, features, 3),
+    )
+    torch.testing.assert_close(
+        stand_in_for("wnll_smooth", {"k": 30, "k_sigma": None})(head, features), SmoothStandIn(30)(head, features)
+    )
+    with pytest.raises(ValueError, match="not an attack on a WNLL stand-in"):
+        stand_in_for("pgd", {})

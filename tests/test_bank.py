@@ -3,6 +3,8 @@ MNIST features, ties, duplicates, queries that displace the templates' neighbour
 float32 and float64), the same gradients, the inductive closed form of one query at a time, and it
 re-indexes itself when the bank changes."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -24,15 +26,30 @@ def full_graph(templates, queries, k):
     return knn_graph(unit_scale(torch.cat([templates, queries])), k)
 
 
+@contextlib.contextmanager
+def bank_path():
+    """Within: transductive calls take the bank's own path whatever the number of queries (not the
+    full rebuild it switches to for many queries)."""
+    saved = bank_module.REBUILD_QUERIES_PER_TEMPLATE
+    bank_module.REBUILD_QUERIES_PER_TEMPLATE = float("inf")
+    try:
+        yield
+    finally:
+        bank_module.REBUILD_QUERIES_PER_TEMPLATE = saved
+
+
 def assert_same_as_full(templates, labels, queries, k, **options):
-    """The bank's graph and scores equal the full rebuild's bit for bit; returns the bank."""
+    """The bank's graph and scores (its own path) equal the full rebuild's bit for bit; returns the bank."""
     bank = TemplateBank(templates, labels, k=k, **options)
     idx, dist = bank.graph(queries)
     ref_idx, ref_dist = full_graph(templates, queries, k)
     assert torch.equal(idx, ref_idx)
     assert torch.equal(dist, ref_dist)
-    scores = bank.interpolate(queries)
-    assert torch.equal(scores, wnll_interpolate(templates, labels, queries, k=k, **options))
+    with bank_path():
+        scores = bank.interpolate(queries)
+    expected = wnll_interpolate(templates, labels, queries, k=k, **options)
+    assert torch.equal(scores, expected)
+    assert torch.equal(bank.interpolate(queries), expected)  # whichever path it takes by itself
     return bank
 
 
@@ -221,6 +238,79 @@ def test_in_place_changes_rebuild_the_index():
     assert torch.equal(bank.graph(queries)[0], full_graph(templates, queries, 6)[0])
     labels[::3] = 1 - labels[::3]
     assert torch.equal(bank.interpolate(queries), wnll_interpolate(templates, labels, queries, k=6))
+
+
+def test_an_inference_tensor_is_kept_by_reference_and_its_changes_are_seen():
+    """Inference tensors have no version counter; the bank keeps them by reference (as documented)
+    and compares their contents on every call, so edits made in inference mode are seen."""
+    with torch.inference_mode():
+        templates = gaussian(120, 5, 40, torch.float32)
+        labels = torch.arange(120) % 3
+    queries = gaussian(15, 5, 41, torch.float32)
+    bank = TemplateBank(templates, labels, k=7)
+    assert bank.features is templates and bank.labels is labels
+    before = bank.interpolate(queries, inductive=True)
+    with torch.inference_mode():
+        templates[:40] += 2.5  # a small part of the bank, in place
+        labels[:9] = 2
+        after = bank.interpolate(queries)
+    fresh = TemplateBank(templates.clone(), labels.clone(), k=7)
+    assert torch.equal(after, fresh.interpolate(queries))
+    assert torch.equal(bank.interpolate(queries, inductive=True), fresh.interpolate(queries, inductive=True))
+    assert not torch.equal(bank.interpolate(queries, inductive=True), before)
+    with torch.inference_mode():
+        templates[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        bank.interpolate(queries)
+
+
+@pytest.mark.parametrize("optimizer", ["Adam", "AdamW", "SGD"])
+def test_a_parameter_trained_by_a_fused_optimizer_is_seen_to_change(optimizer):
+    """Fused optimizers write the parameters without bumping their version counters; a bank over a
+    parameter compares its contents instead, so it follows every step (and .data writes too)."""
+    templates = torch.nn.Parameter(gaussian(90, 4, 42, torch.float32))
+    labels = torch.arange(90) % 3
+    queries = gaussian(12, 4, 43, torch.float32)
+    bank = TemplateBank(templates, labels, k=6)
+    step = getattr(torch.optim, optimizer)([templates], lr=0.3, fused=True)
+    for _ in range(2):
+        version = templates._version
+        before = bank.interpolate(queries)
+        (templates[:30] - 1.0).square().sum().backward()
+        step.step()
+        step.zero_grad()
+        assert templates._version == version  # the case: no bump
+        after = bank.interpolate(queries)
+        assert not torch.equal(after, before)
+        assert torch.equal(after, wnll_interpolate(templates.detach().clone(), labels, queries, k=6))
+    templates.data[:5] *= -1
+    assert torch.equal(bank.interpolate(queries), wnll_interpolate(templates.detach().clone(), labels, queries, k=6))
+
+
+@pytest.mark.parametrize("dtype", DTYPES + [torch.float16])
+@pytest.mark.parametrize("m,q", [(50, 10), (50, 400), (300, 61), (7, 30)])
+def test_many_queries_take_the_full_rebuild_with_the_same_results(dtype, m, q):
+    """From REBUILD_QUERIES_PER_TEMPLATE queries per template on, a transductive call is the full
+    rebuild (no index is built): the same scores bit for bit as the bank's own path, the same solve
+    information, and gradients equal up to the order of sums."""
+    templates, queries = gaussian(m, 6, 44, dtype), gaussian(q, 6, 45, dtype, 1.2)
+    labels = torch.arange(m) % 3
+    bank = TemplateBank(templates, labels, k=6)
+    work = torch.float32 if dtype == torch.float16 else dtype
+    x = queries.to(work).requires_grad_(True) if dtype != torch.float16 else queries
+    scores, info = bank.interpolate(x, return_info=True, mu=0.5)
+    assert (len(bank._indexes) == 0) == (q >= bank_module.REBUILD_QUERIES_PER_TEMPLATE * m)
+    with bank_path():
+        own, own_info = bank.interpolate(x, return_info=True, mu=0.5)
+    assert torch.equal(scores, own) and info.iterations == own_info.iterations and info.converged
+    assert torch.equal(scores, wnll_interpolate(templates, labels, queries, k=6, mu=0.5))
+    if x.requires_grad:
+        weights = torch.randn(scores.shape, generator=torch.Generator().manual_seed(46), dtype=work)
+        (grad,) = torch.autograd.grad((scores * weights).sum(), x)
+        with bank_path():
+            (own_grad,) = torch.autograd.grad((bank.interpolate(x, mu=0.5) * weights).sum(), x)
+        tol = {"rtol": 1e-4, "atol": 1e-6} if work == torch.float32 else {"rtol": 1e-9, "atol": 1e-12}
+        torch.testing.assert_close(grad, own_grad, **tol)
 
 
 def test_the_index_holds_lists_not_a_matrix():

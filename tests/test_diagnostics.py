@@ -122,6 +122,41 @@ def test_square_queries_a_tvm_defended_wnll_model_as_deployed(digits, evaluator)
     assert "zero_gradient_share" not in row and "n_queries" not in row and "300 queries" in row["budget"]
 
 
+class _Quantize(torch.nn.Module):
+    """Flatten, then round to a grid of 1/4: a hard step whose input gradient is exactly zero."""
+
+    def forward(self, x):
+        return torch.round(x.flatten(1) * 4) / 4
+
+
+def test_stand_in_zero_gradients_of_wnll_attacks_are_counted_and_named():
+    """The attacks on a stand-in for the head get the zero-gradient check of their own gradient: none
+    on a model whose neighbourhoods are all of one class (wnll_smooth's fallback), all on a model
+    whose trunk quantizes its input, each attack named."""
+    from digits_models import clustered_wnll
+
+    model, x, y = clustered_wnll("inductive")
+    evaluator = Evaluator(x, y, dataset="digits", batch_size=8)
+    healthy = _target("clustered", model, head="wnll")
+    setting = resolve("adaptive", model, "none")
+    row = evaluator.evaluate(healthy, "wnll_smooth", 0.35, "none", setting, steps=5)
+    assert row["zero_gradient_share"] == 0.0 and row["prediction_changes"] == 0.0
+    assert row["robust_accuracy"] <= 0.1 and not row_diagnostics(row)
+    quantized = _target("quantized", clustered_wnll("inductive", trunk=_Quantize())[0], head="wnll")
+    entries = [
+        evaluator.evaluate_with_mask(quantized, attack, 0.05, "none", setting, steps=3)
+        for attack in ("wnll_smooth", "wnll_margin", "wnll_margin_l2")
+    ]
+    assert [row["zero_gradient_share"] for row, _ in entries] == [1.0, 1.0, 1.0]
+    found = [d for d in diagnose(entries) if d["check"] == "zero-gradients"]
+    assert [d["attack"] for d in found] == ["wnll_smooth", "wnll_margin", "wnll_margin_l2"]
+    assert (
+        "the stand-in of WNLL-smooth has an exactly zero input gradient for 100 % of the images (40 of 40)"
+        in (found[0]["message"])
+    )
+    assert "stand-in of WNLL-margin-L2" in found[2]["message"]
+
+
 def _row(attack, protocol, gradient=None, tvm_attack=None, n=40, robust=0.5):
     return {
         "model": "m",

@@ -245,6 +245,25 @@ def test_attack_cli_worst_case_rejects_one_gradient(runs, capsys):
     assert "unknown protocol 'best'" in capsys.readouterr().err
 
 
+def test_attack_cli_wnll_smooth_on_an_inductive_model_does_not_depend_on_the_batch_size(runs, tmp_path, capsys):
+    """``attack --attack wnll_smooth --inference inductive`` gives the same robust accuracy at
+    --batch-size 1 and 40 (its softened stand-in used to be transductive, with an exactly zero gradient
+    for most images at small batches: a far higher robust accuracy at batch 1), and its stand-in
+    gradient is checked: nonzero for every image. (The network's own matrix products round a few ulps
+    differently with the batch size: one image may differ on another machine.)"""
+    rows = []
+    for batch in ("1", "40"):
+        out = tmp_path / f"smooth_{batch}.json"
+        argv = ["attack", "--checkpoint", runs["wnll"], "--attack", "wnll_smooth", "--inference", "inductive"]
+        argv += ["--eps", "0.2", "--steps", "4", "--n", "40", "--batch-size", batch, "--device", "cpu", "--no-progress"]
+        assert main(argv + ["--json", str(out)]) == 0
+        capsys.readouterr()
+        rows.append(json.loads(out.read_text()))
+    assert abs(rows[0]["robust_accuracy"] - rows[1]["robust_accuracy"]) <= 1 / 40
+    assert rows[0]["zero_gradient_share"] == rows[1]["zero_gradient_share"] == 0.0
+    assert not rows[0]["diagnostics"] and rows[0]["robust_accuracy"] < 0.5
+
+
 def test_attack_cli_transfer_between_checkpoints(runs, wnll, linear, capsys):
     assert (
         main(

@@ -34,8 +34,8 @@ def log_probs(scores):
 
 
 def eval_head(x, y, **kwargs):
-    """A head in eval mode with the bank (x, y); exact gradient unless given, so that its output is the
-    WNLL value itself (the surrogate's is lin + (wnll - lin), equal up to rounding)."""
+    """A head in eval mode with the bank (x, y); exact gradient unless given (the surrogate's output is
+    the WNLL value too)."""
     head = WNLLHead(x.shape[1], int(y.max()) + 1, **{"gradient": "exact", **kwargs}).to(x.dtype).eval()
     head.set_templates(x, y)
     return head
@@ -130,6 +130,36 @@ def test_inductive_inference_does_not_depend_on_the_batch(mnist_pca):
         assert not torch.equal(head(queries[:10]), head(queries)[:10])
     with pytest.raises(ValueError, match="inference"):
         WNLLHead(4, 2, inference="batch")
+
+
+@pytest.mark.parametrize("gradient", ["surrogate", "exact"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("template_batches", [1, 3])
+def test_inductive_head_is_batch_independent_bit_for_bit_with_either_gradient(gradient, dtype, template_batches):
+    """Outputs and per-row input gradients of an inductive head in eval mode: a batch, its rows one by
+    one and uneven chunks give the same bits, with the surrogate gradient (whose value is the WNLL
+    score exactly, the same as the exact gradient's head gives) as with the exact one."""
+    x, y = clustered(600, d=40, classes=12, spread=3.0, dtype=dtype)
+    head = eval_head(x[:450], y[:450], inference="inductive", gradient=gradient, template_batches=template_batches)
+    queries = x[450:] * 1.1
+    weights = torch.randn(150, 12, generator=torch.Generator().manual_seed(3), dtype=dtype)
+
+    def run(rows):
+        q = queries[rows].clone().requires_grad_(True)
+        out = head(q)
+        (grad,) = torch.autograd.grad((out * weights[rows]).sum(), q)
+        return out.detach(), grad
+
+    out, grad = run(slice(0, 150))
+    parts = [run(slice(i, i + 1)) for i in range(150)]
+    assert torch.equal(torch.cat([o for o, _ in parts]), out) and torch.equal(torch.cat([g for _, g in parts]), grad)
+    cuts = [0, 7, 8, 50, 113, 150]
+    parts = [run(slice(a, b)) for a, b in zip(cuts, cuts[1:])]
+    assert torch.equal(torch.cat([o for o, _ in parts]), out) and torch.equal(torch.cat([g for _, g in parts]), grad)
+    with torch.no_grad():
+        value = head(queries)
+        head.gradient = "exact" if gradient == "surrogate" else "surrogate"
+        assert torch.equal(head(queries), value)  # the surrogate's value is WNLL's, bit for bit
 
 
 def test_template_batches_hold_every_class_when_labels_cycle():

@@ -127,3 +127,101 @@ def test_wnll_accuracy_with_the_approximate_graph(mnist_pca, method):
     acc_exact = (exact.argmax(1) == y[1000:]).float().mean()
     acc_approx = (approx.argmax(1) == y[1000:]).float().mean()
     assert acc_exact > 0.9 and abs(acc_approx - acc_exact) < 0.01
+
+
+# ----------------------------------------------------------------------------------------------
+# ApproximateKNN objects and their spec strings wherever a backend name is taken
+
+
+def _labelled(seed=0, n=240, d=6, classes=3):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    return torch.randn(classes, d, generator=g)[y] * 3 + torch.randn(n, d, generator=g), y
+
+
+APPROXIMATE = [
+    pytest.param(b, marks=pytest.mark.needs("faiss"), id=str(b))
+    for b in (
+        ApproximateKNN(ef_search=24, hnsw_m=8),
+        ApproximateKNN("ivf", nlist=4, nprobe=4),
+        "hnsw:ef_search=24,hnsw_m=8",
+        " ivf : nlist = 4 , nprobe=4 ",
+    )
+]
+
+
+@pytest.mark.parametrize("backend", APPROXIMATE)
+def test_approximate_backends_work_in_the_function_the_bank_and_the_head(backend):
+    """wnll_interpolate, TemplateBank and a WNLLHead (a training step with its gradient, then eval
+    transductive and inductive) take an ApproximateKNN or its spec; with recall 1 on well separated
+    classes the graph, and so every score, is the exact backend's."""
+    import torch.nn.functional as F
+
+    from fastwnll.nn import WNLLHead, wnll_batch
+
+    x, y = _labelled()
+    t, yt, q = x[:90], y[:90], x[90:]
+    exact = fastwnll.wnll_interpolate(t, yt, q, k=6)
+    torch.testing.assert_close(fastwnll.wnll_interpolate(t, yt, q, k=6, knn_backend=backend), exact)
+    bank = fastwnll.TemplateBank(t, yt, k=6, knn_backend=backend)
+    assert not bank.exact
+    torch.testing.assert_close(bank.interpolate(q), exact)
+    head = WNLLHead(6, 3, k=6, knn_backend=backend)
+    assert not head.exact_knn and isinstance(head.knn_backend, ApproximateKNN)
+    with wnll_batch(head, y) as batch:
+        F.cross_entropy(head(x), batch.targets).backward()
+    assert head.linear.weight.grad.abs().sum() > 0
+    head.eval()
+    head.set_templates(t, yt)
+    for inference in ("transductive", "inductive"):
+        head.inference = inference
+        reference = fastwnll.TemplateBank(t, yt, k=6).interpolate(q, inductive=inference == "inductive")
+        torch.testing.assert_close(head(q).exp(), reference.clamp_min(1e-8) / reference.clamp_min(1e-8).sum(1, True))
+    clone = WNLLHead(6, 3, k=6, knn_backend=backend)
+    clone.load_state_dict(head.state_dict())
+    assert clone.knn_backend == head.knn_backend
+
+
+def test_an_approximate_spec_round_trips_and_bad_specs_name_the_problem():
+    from fastwnll.knn import check_backend
+
+    options = ApproximateKNN("ivf", nlist=64, nprobe=8)
+    assert options.spec() == "ivf:nlist=64,nprobe=8"
+    assert check_backend(options.spec()) == options
+    assert ApproximateKNN().spec() == "hnsw" and check_backend("hnsw") == "hnsw"
+    for spec, match in [
+        ("annoy:k=3", "starts with one of"),
+        ("hnsw:", "has ':' but no options"),
+        ("hnsw:ef=3", r"bad option 'ef='?3'?.*hnsw_m, ef_construction"),
+        ("hnsw:ef_search", "write name=value"),
+        ("hnsw:ef_search=1.5", "must be a positive integer, got '1.5'"),
+        ("hnsw:ef_search=0", "ef_search must be a positive integer, got 0"),
+        ("ivf:nprobe=2,nprobe=3", "given twice"),
+        ("exact", "unknown kNN backend 'exact'"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            check_backend(spec)
+    x, y = _labelled()
+    for call in (
+        lambda: fastwnll.wnll_interpolate(x[:90], y[:90], x[90:], knn_backend="hnsw:m=3"),
+        lambda: fastwnll.TemplateBank(x, y, knn_backend=3),
+        lambda: fastwnll.WNLLHead(6, 3, knn_backend="flat"),
+    ):
+        with pytest.raises(ValueError, match="kNN backend"):
+            call()
+
+
+def test_training_configuration_and_command_line_take_an_approximate_spec():
+    from fastwnll.cli import build_parser
+    from fastwnll.runtime.config import TrainConfig
+
+    config = TrainConfig(head="wnll", knn_backend=ApproximateKNN(ef_search=32)).resolve()
+    assert config.knn_backend == "hnsw:ef_search=32"  # JSON-serialisable in checkpoints
+    assert config.head_kwargs()["knn_backend"] == "hnsw:ef_search=32"
+    assert fastwnll.WNLLHead(4, 2, **config.head_kwargs()).knn_backend == ApproximateKNN(ef_search=32)
+    with pytest.raises(ValueError, match="knn_backend: bad option"):
+        TrainConfig(head="wnll", knn_backend="hnsw:efsearch=32").resolve()
+    args = build_parser().parse_args(["train", "--knn-backend", "ivf:nprobe=4"])
+    assert args.knn_backend == "ivf:nprobe=4"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--knn-backend", "ivf:nprobe=four"])

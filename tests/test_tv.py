@@ -203,7 +203,7 @@ def test_inplace_and_autograd_iterations_agree(natural):
     for m in (None, mask):
         for iso in (True, False):
             steps = tpd.plane_steps(x, 0.05, m is not None)
-            a, b = tpd.InplacePlanes(x, m, steps, 0.05, iso), tpd.AutogradPlanes(x, m, steps, 0.05, iso)
+            a, b = tpd.InplacePlanes(x, m, steps, iso), tpd.AutogradPlanes(x, m, steps, iso)
             a.run(10)
             a.gap()  # the gap's buffers must not disturb the iteration
             a.run(15)

@@ -57,7 +57,7 @@ def test_triton_kernel_equals_torch_path(interpreted, name):
     assert out.shape == x.shape and out.dtype == dtype
     if entry == "kernel" or path != "auto":  # the kernel's own (P, G) against the torch path's
         planes, weights = x.reshape(-1, *x.shape[-2:]), None if mask is None else mask.reshape(-1, *x.shape[-2:])
-        ref, ref_its, ref_gap = tvmod._solve_planes(planes, weights, lam, iters, tol, isotropic, False, False)
+        ref, ref_its, ref_gap = tvmod._iterate_planes(planes, weights, lam, iters, tol, isotropic, False, False)
         ref_gap = ref_gap.float()
         assert torch.allclose(gap, ref_gap, rtol=1e-4, atol=1e-5 * float(ref_gap[:, 0].max()))
     else:
@@ -71,11 +71,38 @@ def test_triton_kernel_equals_torch_path(interpreted, name):
         ref_its = info.iters.flatten()
         assert (gap - info.gap.flatten()).abs().max() <= 2e-5
     assert torch.equal(its, ref_its)  # the same stopping iteration for every plane
-    if tol is not None:
+    if tol is not None and "tol" in name:
         assert len(set(its.tolist())) > 1  # planes of the batch stopped at different checks
     scale = float(x.float().abs().max())
     tol_out = {torch.float32: 2e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype] * max(1.0, scale)
     assert (out.float() - ref.reshape(out.shape).float()).abs().max() <= tol_out
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CASES if n.startswith(("scaled", "exact"))))
+def test_triton_kernels_at_any_scale_and_at_the_exact_solutions(interpreted, name):
+    """Through the Triton kernels (interpreted): images scaled by 1e-30 or 1e30 give the unit-scale
+    result scaled (relative to the scale, not to 1), and the data (lam -> 0) or the (masked) mean (lam
+    beyond the TV) come back certified with no iteration (the fused kernel's per-plane budget of 0)."""
+    _, dtype, mask_kind, isotropic, entry, _, lam, iters, tol = CASES[name]
+    x, mask = make_inputs(name)
+    out, its, gap = interpreted[name]
+    s = float(mask_kind[1:]) if mask_kind in ("x1e-30", "x1e30") else 1.0
+    unit, info = fastwnll.tv_denoise(
+        (x / s).double(), lam / s, iters=iters, tol=tol, isotropic=isotropic, backend="torch", return_info=True
+    )
+    assert torch.isfinite(out).all() and out.dtype == dtype
+    if name.startswith("scaled"):
+        assert (out.double() / s - unit).abs().max() <= 1e-4
+        assert (gap.double() - info.gap.flatten()).abs().max() <= 1e-4
+        return
+    assert (its == 0).all() and (gap <= 1e-6).all()
+    if lam < 1:
+        assert torch.equal(out, x)
+    else:
+        expected = x.double() if mask is None else x.double() * mask
+        weight = (torch.ones_like(x) if mask is None else mask.double()).sum((-2, -1), True)
+        mean = (expected.sum((-2, -1), True) / weight).expand_as(x)
+        torch.testing.assert_close(out.double(), mean, rtol=0, atol=1e-6)
 
 
 def test_dispatch_rules(monkeypatch):
@@ -163,11 +190,10 @@ def test_kernels_compile_for_gpus_without_spills(arch):
         "out_ptr": "*bf16",
         "iters_ptr": "*i32",
         "pg_ptr": "*fp32",
+        "budget_ptr": "*i32",
         "H": "i32",
         "W": "i32",
-        "iters": "i32",
         "every": "i32",
-        "lam": "fp32",
         "tol": "fp32",
         "rho": "fp32",
     }
@@ -195,7 +221,6 @@ def test_kernels_compile_for_gpus_without_spills(arch):
         "W": "i32",
         "tiles_h": "i32",
         "tiles_w": "i32",
-        "lam": "fp32",
     }
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     # a CIFAR/MNIST tile, the largest fused tile (2048 elements, 8 warps) and the longest one-warp

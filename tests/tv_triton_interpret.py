@@ -33,6 +33,15 @@ CASES = {
     "tiled_forced_denoise_aniso": ((2, 33, 45), torch.float32, None, False, "kernel", "tiled", 0.05, 10, None),
     "tiled_forced_half_mask": ((2, 28, 28), torch.float16, "float", True, "kernel", "tiled", 0.03, 10, None),
     "plane_forced_mask": ((2, 28, 28), torch.float32, "bool", True, "kernel", "plane", 0.03, 10, None),
+    # unit scaling: images scaled by 1e-30 / 1e30 with lam scaled alike (float32 underflowed or
+    # overflowed before), in the fused and the tiled kernel
+    "scaled_tiny_plane": ((2, 1, 12, 12), torch.float32, "x1e-30", True, "tv_denoise", "auto", 0.1e-30, 80, 1e-3),
+    "scaled_huge_plane": ((2, 1, 12, 12), torch.float32, "x1e30", False, "tv_denoise", "auto", 0.1e30, 80, 1e-3),
+    "scaled_tiny_tiled": ((1, 2, 40, 70), torch.float32, "x1e-30", True, "tv_denoise", "auto", 0.03e-30, 30, None),
+    # the exact solutions: lam -> 0 (the data) and lam beyond the TV (the mean; the masked mean)
+    "exact_small_lam": ((2, 1, 12, 12), torch.float32, None, True, "tv_denoise", "auto", 1e-12, 40, 1e-3),
+    "exact_large_lam_tvm": ((2, 1, 12, 12), torch.float32, "bool", True, "tvm", "auto", 1e4, 40, 1e-3),
+    "exact_large_lam_tiled": ((1, 1, 33, 40), torch.float32, None, True, "tv_denoise", "auto", 1e4, 30, 1e-3),
 }
 
 
@@ -45,6 +54,8 @@ def make_inputs(name: str):
         x[0] = 0.5  # a constant plane converges at the first check
     if mask_kind == "x255":
         x = 255 * x
+    elif mask_kind in ("x1e-30", "x1e30"):
+        x = x * float(mask_kind[1:])
     x = x.to(dtype)
     if mask_kind == "bool":
         mask = torch.rand(shape, generator=g) >= 0.5

@@ -17,7 +17,14 @@ when the neighbours agree:
 - :func:`wnll_margin` / :func:`wnll_margin_l2`: a margin over feature-space distances to the
   nearest templates of each class (:func:`template_distance_scores`);
 - :func:`wnll_smooth`: the exact gradient of a *softened* interpolation: the same WNLL equations
-  over a graph with more neighbours and a larger scale (:func:`smoothed_interpolation_scores`).
+  over a graph with more neighbours and a larger scale (:func:`smoothed_interpolation_scores`),
+  built as the head builds its graph (each query against the bank alone for an inductive head);
+  where that interpolation is still one-hot (every template in a query's softened graph carries
+  one class, so its gradient is exactly zero), the query falls back to the distance scores
+  (:class:`SmoothStandIn`), so no image is left without a direction.
+
+:func:`stand_in_for` gives the stand-in of a registered attack (the masking diagnostics count the
+images whose stand-in gradient is exactly zero).
 
 The model is always evaluated unchanged: the stand-in exists only inside the attack. All attacks
 take images ``x`` [B, C, H, W] (float, in [0, 1]) and labels ``y`` [B] (int64) on the model's
@@ -36,6 +43,8 @@ from torch import nn
 
 from fastwnll.nn.head import PROB_FLOOR, WNLLHead
 from fastwnll.nn.network import head_mode, uses_wnll, wnll_heads
+from fastwnll.wnll.bank import TemplateBank
+from fastwnll.wnll.interpolate import wnll_interpolate
 
 from .checks import check_generator, check_inputs, positive_int, step_budget
 from .losses import margin_loss
@@ -125,38 +134,153 @@ def template_distance_scores(head: WNLLHead, features: torch.Tensor, neighbours:
     return torch.stack(columns, dim=1)
 
 
-def smoothed_interpolation_scores(
-    head: WNLLHead, features: torch.Tensor, k: int | None = None, k_sigma: int | None = None
-) -> torch.Tensor:
-    """Log-probabilities [rows, num_classes] of ``features`` [rows, d] under a softened WNLL
-    interpolation against the head's whole bank: :func:`fastwnll.wnll_interpolate` with ``k``
-    neighbours (default 4 x the head's ``k``, at most n - 1) and scale neighbour ``k_sigma``
-    (default ``k + 1``: every sigma_i is the distance to the farthest of i's neighbours, so every
-    edge weight is at least exp(-1)), the head's ``mu``, ``kernel``, ``tol`` and ``max_iter``,
-    floored at the head's probability floor before the log. Differentiable (exact adjoint).
-    """
-    from fastwnll.wnll.interpolate import wnll_interpolate
-
-    bank, labels, features = _bank(head, features)
-    n = bank.shape[0] + features.shape[0]
-    k = min(4 * head.k, n - 1) if k is None else positive_int("k", k)
+def _soft_graph(head: WNLLHead, k, k_sigma, nodes: int) -> tuple[int, int]:
+    """``(k, k_sigma)`` of the softened graph of a head over ``nodes`` points: ``k`` defaults to
+    4 x the head's ``k`` (at most ``nodes - 1``), ``k_sigma`` to ``k + 1``; both checked."""
+    k = min(4 * head.k, nodes - 1) if k is None else positive_int("k", k)
     k_sigma = k + 1 if k_sigma is None else positive_int("k_sigma", k_sigma)
     if not 2 <= k_sigma <= k + 1:
         raise ValueError(f"k_sigma must lie in [2, k + 1 = {k + 1}], got {k_sigma}")
+    return k, k_sigma
+
+
+def smoothed_interpolation_scores(
+    head: WNLLHead,
+    features: torch.Tensor,
+    k: int | None = None,
+    k_sigma: int | None = None,
+    inductive: bool | None = None,
+    bank: TemplateBank | None = None,
+) -> torch.Tensor:
+    """Log-probabilities [rows, num_classes] of ``features`` [rows, d] under a softened WNLL
+    interpolation against the head's whole bank, with ``k`` neighbours (default 4 x the head's ``k``,
+    at most n - 1 for a graph of n points) and scale neighbour ``k_sigma`` (default ``k + 1``: every
+    sigma_i is the distance to the farthest of i's neighbours, so every edge weight is at least
+    exp(-1)), the head's ``mu``, ``kernel``, ``tol`` and ``max_iter``, floored at the head's
+    probability floor before the log. Differentiable (exact adjoint, or the closed form).
+
+    The graph is built as the head builds its own (``inductive`` None: from ``head.inference``):
+    transductive, all rows and the bank in one graph (:func:`fastwnll.wnll_interpolate`, n = bank +
+    rows); inductive, each row against the bank alone (:meth:`fastwnll.TemplateBank.interpolate`
+    with ``inductive=True``, n = bank + 1), so that the scores of a row, and their gradient, do not
+    depend on the other rows. ``bank``: a :class:`fastwnll.TemplateBank` of the head's bank with
+    these ``k`` and ``k_sigma`` to reuse (inductive only; built when None).
+    """
+    bank_features, labels, features = _bank(head, features)
+    inductive = head.inference == "inductive" if inductive is None else inductive
+    m = bank_features.shape[0]
+    k, k_sigma = _soft_graph(head, k, k_sigma, m + (1 if inductive else features.shape[0]))
     with torch.autocast(device_type=features.device.type, enabled=False):
-        probs = wnll_interpolate(
-            bank,
-            labels,
-            features,
-            k=k,
-            k_sigma=k_sigma,
-            mu=head.mu,
-            num_classes=head.num_classes,
-            tol=head.tol,
-            max_iter=head.max_iter,
-            kernel=head.kernel,
-        )
+        if inductive:
+            if bank is None:
+                bank = soft_bank(head, bank_features, labels, k, k_sigma)
+            probs = bank.interpolate(features, inductive=True, mu=head.mu, tol=head.tol, max_iter=head.max_iter)
+        else:
+            probs = wnll_interpolate(
+                bank_features,
+                labels,
+                features,
+                k=k,
+                k_sigma=k_sigma,
+                mu=head.mu,
+                num_classes=head.num_classes,
+                tol=head.tol,
+                max_iter=head.max_iter,
+                kernel=head.kernel,
+            )
     return torch.log(probs.clamp_min(PROB_FLOOR))
+
+
+def soft_bank(head: WNLLHead, features: torch.Tensor, labels: torch.Tensor, k: int, k_sigma: int) -> TemplateBank:
+    """The :class:`fastwnll.TemplateBank` of the softened graph over ``features`` [N, d] (the head's
+    bank in the working dtype) and ``labels`` [N]."""
+    return TemplateBank(features, labels, k=k, k_sigma=k_sigma, kernel=head.kernel, num_classes=head.num_classes)
+
+
+class SmoothStandIn:
+    """The stand-in of :func:`wnll_smooth` (a :data:`StandIn`): for features [rows, d] of a head,
+    the softened interpolation's log-probabilities (:func:`smoothed_interpolation_scores`, graph as
+    the head builds it), except for the rows where that interpolation is one-hot, which get
+    :func:`template_distance_scores` instead.
+
+    Why the fallback. A row is one-hot when no template of another class reaches it in the
+    softened graph (all of its ``k`` nearest templates and every template whose list it enters share
+    one class; in a transductive graph also through the other rows): its probabilities are the
+    one-hot label exactly (the other classes at the floor), the log-probability margin is constant
+    and its gradient exactly zero, however far the query is from the decision boundary. Such rows
+    are detected exactly (their second largest probability is at most the floor) and follow the
+    distance margin, which is the softened interpolation's margin in the limit of a large scale
+    (with every class's nearest templates weighted alike, the log-probability of a class is, to first
+    order in 1 / sigma^2, minus the mean squared distance to its templates over sigma^2): it points
+    towards the nearest templates of the other classes, whose entry into the graph is the event the
+    attack needs. The choice is made per row from that row's own scores, so it does not depend on
+    the other rows either.
+
+    ``k``, ``k_sigma``: of the softened graph (see :func:`smoothed_interpolation_scores`). The
+    inductive softened bank of each head is built once and reused by every call.
+    """
+
+    def __init__(self, k: int | None = None, k_sigma: int | None = None):
+        self.k = None if k is None else positive_int("k", k)
+        self.k_sigma = None if k_sigma is None else positive_int("k_sigma", k_sigma)
+        self._banks: dict[int, tuple] = {}
+
+    def _bank_of(self, head: WNLLHead, features: torch.Tensor) -> TemplateBank | None:
+        if head.inference != "inductive":
+            return None
+        bank_features, labels, _ = _bank(head, features[:1])
+        key = (head.template_features, head.template_features._version, bank_features.dtype)
+        cached = self._banks.get(id(head))
+        if cached is None or cached[0][0] is not key[0] or cached[0][1:] != key[1:]:
+            k, k_sigma = _soft_graph(head, self.k, self.k_sigma, bank_features.shape[0] + 1)
+            cached = (key, soft_bank(head, bank_features, labels, k, k_sigma))
+            self._banks[id(head)] = cached
+        return cached[1]
+
+    def __call__(self, head: WNLLHead, features: torch.Tensor) -> torch.Tensor:
+        log_probs = smoothed_interpolation_scores(
+            head, features, self.k, self.k_sigma, bank=self._bank_of(head, features)
+        )
+        saturated = one_hot_rows(log_probs)
+        if not bool(saturated.any()):
+            return log_probs
+        fallback = template_distance_scores(head, features[saturated])
+        return log_probs.index_put((saturated.nonzero().squeeze(1),), fallback.to(log_probs.dtype))
+
+
+def one_hot_rows(log_probs: torch.Tensor) -> torch.Tensor:
+    """Bool [rows]: the rows of floored log-probabilities [rows, C] whose second largest probability
+    is at the floor (one class holds all the mass: the margin's gradient is exactly zero)."""
+    second = log_probs.detach().topk(2, dim=1).values[:, 1]
+    return second <= torch.log(torch.tensor(PROB_FLOOR, dtype=log_probs.dtype))
+
+
+def margin_stand_in(neighbours: int | None = None) -> StandIn:
+    """The stand-in of :func:`wnll_margin` and :func:`wnll_margin_l2`: :func:`template_distance_scores`
+    over ``neighbours`` nearest templates per class."""
+    neighbours = None if neighbours is None else positive_int("neighbours", neighbours)
+
+    def scores(head, features):
+        return template_distance_scores(head, features, neighbours)
+
+    return scores
+
+
+# The stand-in each registered WNLL attack crafts on, from the attack's keyword arguments.
+STAND_INS: dict[str, Callable[[dict], StandIn]] = {
+    "wnll_margin": lambda kwargs: margin_stand_in(kwargs.get("neighbours")),
+    "wnll_margin_l2": lambda kwargs: margin_stand_in(kwargs.get("neighbours")),
+    "wnll_smooth": lambda kwargs: SmoothStandIn(kwargs.get("k"), kwargs.get("k_sigma")),
+}
+
+
+def stand_in_for(attack: str, kwargs: dict) -> StandIn:
+    """The stand-in the WNLL attack named ``attack`` (``"wnll_margin"``, ``"wnll_margin_l2"`` or
+    ``"wnll_smooth"``) crafts on with its keyword arguments ``kwargs`` (only its stand-in settings
+    are read); ValueError for another name."""
+    if attack not in STAND_INS:
+        raise ValueError(f"{attack!r} is not an attack on a WNLL stand-in; choose one of {', '.join(STAND_INS)}")
+    return STAND_INS[attack](kwargs)
 
 
 def _stand_in_pgd(model, x, y, scores: StandIn, *, eps, alpha, steps, norm, random_start, generator):
@@ -171,15 +295,11 @@ def _stand_in_pgd(model, x, y, scores: StandIn, *, eps, alpha, steps, norm, rand
 
 def _margin_pgd(model, x, y, eps, alpha, steps, neighbours, random_start, generator, norm: str) -> torch.Tensor:
     """:func:`wnll_margin` (``norm`` "linf") and :func:`wnll_margin_l2` (``norm`` "l2")."""
-
-    def scores(head, f):
-        return template_distance_scores(head, f, neighbours)
-
     return _stand_in_pgd(
         model,
         x,
         y,
-        scores,
+        margin_stand_in(neighbours),
         eps=eps,
         alpha=alpha,
         steps=steps,
@@ -245,7 +365,11 @@ def wnll_smooth(
     """Smoothed-graph attack on a WNLL head, L_inf: sign steps (as :func:`wnll_margin`) on the
     log-probability margin ``log p_best_other - log p_y`` of a softened interpolation
     (:func:`smoothed_interpolation_scores`: ``k`` neighbours, default 4 x the head's, and sigma the
-    distance to the farthest of them), used only to craft; the model is evaluated unchanged.
+    distance to the farthest of them, in a graph built as the head builds its own: each image
+    against the bank alone for an inductive head), used only to craft; the model is evaluated
+    unchanged. Images whose softened interpolation is still one-hot follow the distance margin of
+    :func:`wnll_margin` instead (:class:`SmoothStandIn`): every image gets a nonzero direction, and
+    for an inductive head each image's steps do not depend on the other images of the batch.
 
     Why it works where the exact gradient fails: with the head's own ``k`` a query's neighbours are
     often all of its class, its score is exactly one-hot and its exact gradient vanishes. With more
@@ -253,13 +377,15 @@ def wnll_smooth(
     in the graph with real weight, the other classes' probabilities are well above the floor, and
     the exact gradient of the softened interpolation says how to move the feature towards them.
     The margin of log-probabilities (instead of the cross-entropy) keeps the step informative when
-    the true class's probability is close to 1.
+    the true class's probability is close to 1. Where even the softened graph holds one class only
+    (all of an image's 4 k nearest templates share its class, common with small batches or
+    inductive inference), the distance margin takes over for that image.
     """
     return _stand_in_pgd(
         model,
         x,
         y,
-        lambda head, f: smoothed_interpolation_scores(head, f, k, k_sigma),
+        SmoothStandIn(k, k_sigma),
         eps=eps,
         alpha=alpha,
         steps=steps,

@@ -11,7 +11,7 @@ from .results import make_row
 from .timing import interleaved_times, median_time, warmup_rounds
 
 QUICK_CASES = ((5000, 50),)
-FULL_CASES = ((5000, 1), (5000, 50), (5000, 500), (20000, 50))
+FULL_CASES = ((5000, 1), (5000, 50), (5000, 500), (20000, 50), (1000, 30000))
 K, K_SIGMA = 15, 8
 
 

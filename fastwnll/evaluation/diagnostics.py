@@ -4,7 +4,9 @@ robust accuracy is likely overstated because an attack could not work, each nami
 Three checks (docs/design.md, section 5.5):
 
 - **zero gradients**: a large share of the examples has an input gradient that is exactly zero
-  (a hard decision, a saturated or quantized output): a gradient attack cannot move them.
+  (a hard decision, a saturated or quantized output): a gradient attack cannot move them. For an
+  attack on a stand-in for the WNLL head (``fastwnll.attacks.wnll``) the gradient checked is that of
+  the attack's own loss through its stand-in: the images it cannot move are counted and named.
 - **randomness without EOT**: the model a gradient attack differentiates changes its predictions
   between two calls on the same images (a randomized defence such as TVM) and the attack averaged
   no EOT samples, so each step follows one random draw.
@@ -23,8 +25,9 @@ import warnings
 import torch
 from torch import nn
 
-from fastwnll.attacks import attack_spec, cross_entropy, loss_grad
+from fastwnll.attacks import attack_spec, cross_entropy, loss_grad, margin_loss
 from fastwnll.attacks.modes import attack_mode
+from fastwnll.attacks.wnll import StandIn, head_stand_in
 
 # A check fires when at least this share of the examples has an exactly zero input gradient ...
 ZERO_GRADIENT_SHARE = 0.1
@@ -39,21 +42,34 @@ class MaskingWarning(UserWarning):
 
 
 def gradient_checks(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, gradient: str | None, eot: int
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    *,
+    gradient: str | None,
+    eot: int,
+    stand_in: StandIn | None = None,
 ) -> dict:
     """The first two checks for the model a gradient attack differentiates (``model``, already
     wrapped in BPDA/EOT as the attack sees it) on images ``x`` [N, ...] with labels ``y`` [N], in
     batches of ``batch_size`` rows, with the WNLL heads' ``gradient`` mode (None to leave it).
+    With ``stand_in`` (an attack on a stand-in for the WNLL head, ``fastwnll.attacks.wnll.stand_in_for``)
+    the gradient is that of the margin loss through the stand-in, as the attack computes it.
 
-    Returns ``{"zero_gradient_share": share of examples whose cross-entropy input gradient is exactly
-    zero, "prediction_changes": share of examples whose prediction differs between two calls, or None
-    when the attack averages ``eot`` > 1 samples}``.
+    Returns ``{"zero_gradient_share": share of examples whose input gradient (of the cross-entropy, or
+    of the stand-in's margin) is exactly zero, "prediction_changes": share of examples whose
+    prediction differs between two calls, or None when the attack averages ``eot`` > 1 samples}``.
     """
     zero, changed = 0, 0
     with attack_mode(model, gradient):
         for start in range(0, x.shape[0], batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            _, grad, _ = loss_grad(model, xb, yb, cross_entropy)
+            if stand_in is None:
+                _, grad, _ = loss_grad(model, xb, yb, cross_entropy)
+            else:
+                with head_stand_in(model, stand_in):
+                    _, grad, _ = loss_grad(model, xb, yb, margin_loss)
             zero += int((grad.flatten(1).abs().amax(1) == 0).sum())
             if eot == 1:
                 with torch.no_grad():
@@ -79,25 +95,43 @@ def row_diagnostics(row: dict) -> list[dict]:
     found = []
     base = {key: row[key] for key in ("model", "defense", "protocol", "gradient", "tvm_attack", "eot")}
     share = row.get("zero_gradient_share")
+    stand_in = attack_spec(row["attack"]).wnll
     if share is not None and share >= ZERO_GRADIENT_SHARE:
-        cause = (
-            "the exact WNLL gradient: a query whose neighbours all carry its class has its other-class "
-            "probabilities at the head's floor, and its gradient vanishes"
-            if row.get("gradient") == "exact"
-            else "a hard decision or a saturated or quantized output"
-        )
-        found.append(
-            {
-                "check": "zero-gradients",
-                **base,
-                "value": share,
-                "message": (
-                    f"{_where(row)}: the input gradient is exactly zero for {100 * share:.0f} % of the images, "
-                    f"so gradient attacks cannot move them (likely cause: {cause}); trust an attack that does not "
-                    "need this gradient (square, the wnll_* attacks) or the worst case"
-                ),
-            }
-        )
+        if stand_in:
+            found.append(
+                {
+                    "check": "zero-gradients",
+                    **base,
+                    "attack": row["attack"],
+                    "value": share,
+                    "message": (
+                        f"{_where(row)}: the stand-in of {attack_spec(row['attack']).label} has an exactly zero "
+                        f"input gradient for {100 * share:.0f} % of the images ({round(share * row['n'])} of "
+                        f"{row['n']}), so that attack cannot move them (likely cause: a hard decision or a "
+                        "saturated or quantized layer between the input and the head); trust another attack "
+                        "(square) or the worst case"
+                    ),
+                }
+            )
+        else:
+            cause = (
+                "the exact WNLL gradient: a query whose neighbours all carry its class has its other-class "
+                "probabilities at the head's floor, and its gradient vanishes"
+                if row.get("gradient") == "exact"
+                else "a hard decision or a saturated or quantized output"
+            )
+            found.append(
+                {
+                    "check": "zero-gradients",
+                    **base,
+                    "value": share,
+                    "message": (
+                        f"{_where(row)}: the input gradient is exactly zero for {100 * share:.0f} % of the "
+                        f"images, so gradient attacks cannot move them (likely cause: {cause}); trust an attack "
+                        "that does not need this gradient (square, the wnll_* attacks) or the worst case"
+                    ),
+                }
+            )
     changes = row.get("prediction_changes")
     if changes:
         found.append(
@@ -187,7 +221,9 @@ def diagnose(entries: list[tuple[dict, torch.Tensor]]) -> list[dict]:
     found, seen = [], set()
     for row, _ in entries:
         for diagnostic in row_diagnostics(row):
-            key = (diagnostic["check"], row["model"], row["defense"], row["gradient"], row["tvm_attack"], row["eot"])
+            # a stand-in's check is its attack's own; the others are the attacked model's
+            path = diagnostic.get("attack", row["gradient"])
+            key = (diagnostic["check"], row["model"], row["defense"], path, row["tvm_attack"], row["eot"])
             if key not in seen:
                 seen.add(key)
                 found.append(diagnostic)

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from fastwnll.attacks import attack_spec, correct_mask, get_attack
 from fastwnll.attacks.checks import check_eps, check_inputs
+from fastwnll.attacks.wnll import stand_in_for
 from fastwnll.nn.network import graph_summary
 from fastwnll.runtime.distributed import SINGLE, Processes, batch_seed, gather_batches, shard_batches
 
@@ -124,15 +125,30 @@ class Evaluator:
             tvm=make_tvm(self.tvm_settings, seed=batch_seed(self.seed + 1, batch)),
         )
 
-    def gradient_checks(self, source: Target, setting: AttackSetting, n: int | None = None) -> dict:
+    def gradient_checks(
+        self, source: Target, setting: AttackSetting, n: int | None = None, stand_in: tuple | None = None
+    ) -> dict:
         """The masking checks of the gradient an attack of ``setting`` follows on the first ``n``
-        images (cached): see :func:`fastwnll.evaluation.diagnostics.gradient_checks`."""
+        images (cached): see :func:`fastwnll.evaluation.diagnostics.gradient_checks`. ``stand_in``:
+        ``(attack, kwargs)`` of an attack on a stand-in for the WNLL head, whose own gradient is
+        checked (:func:`fastwnll.attacks.wnll.stand_in_for`)."""
         x, y = self._subset(n)
         tvm_attack = None if setting.tvm_attack == "ignored" else setting.tvm_attack
-        key = (source.name, x.shape[0], setting.gradient, tvm_attack, setting.eot)
+        scores = None
+        if stand_in is not None:
+            attack, kwargs = stand_in
+            scores = stand_in_for(attack, kwargs)
+            stand_in = (attack, tuple(sorted((k, v) for k, v in kwargs.items() if k in ("neighbours", "k", "k_sigma"))))
+        key = (source.name, x.shape[0], setting.gradient, tvm_attack, setting.eot, stand_in)
         if key not in self._checks:
             self._checks[key] = gradient_checks(
-                self._attack_model(source, setting), x, y, self.batch_size, gradient=setting.gradient, eot=setting.eot
+                self._attack_model(source, setting),
+                x,
+                y,
+                self.batch_size,
+                gradient=setting.gradient,
+                eot=setting.eot,
+                stand_in=scores,
             )
         return self._checks[key]
 
@@ -251,8 +267,8 @@ class Evaluator:
         graphs, :func:`fastwnll.nn.graph_summary`, or None), robust_accuracy, budget, craft_time_s,
         reused (changed / median_l2 for L2 attacks; zero_gradient_share and prediction_changes, see
         :func:`fastwnll.evaluation.diagnostics.gradient_checks`, for white-box attacks that follow the
-        model's gradient). ``setting`` is adjusted to the attack (:meth:`AttackSetting.for_attack`)
-        and the row says what ran.
+        model's gradient or that of their stand-in for the WNLL head). ``setting`` is adjusted to the
+        attack (:meth:`AttackSetting.for_attack`) and the row says what ran.
         """
         return self.evaluate_with_mask(
             target, attack, eps, defense, setting, source=source, n=n, steps=steps, alpha=alpha, settings=settings
@@ -280,6 +296,9 @@ class Evaluator:
         x_eval = self.restrict(x_adv, attack, eps)
         if source is None and spec.takes_gradient_mode:
             info.update(self.gradient_checks(crafter, setting, x_adv.shape[0]))
+        elif source is None and spec.wnll:  # the attack's own gradient, through its stand-in
+            kwargs = attack_kwargs(attack, eps, dataset=self.dataset, steps=steps, alpha=alpha, settings=settings)
+            info.update(self.gradient_checks(crafter, setting, x_adv.shape[0], stand_in=(attack, kwargs)))
         row = {
             "model": target.name,
             "head": target.head,

@@ -10,6 +10,14 @@ The C++ kernels are ``torch.ops.fastwnll.knn_candidates`` / ``knn_refine`` (``cs
 """
 
 from fastwnll.knn.approximate import APPROXIMATE_METHODS, ApproximateKNN
-from fastwnll.knn.search import BACKENDS, knn_graph, knn_search
+from fastwnll.knn.search import BACKENDS, check_backend, exact_backend, knn_graph, knn_search
 
-__all__ = ["APPROXIMATE_METHODS", "ApproximateKNN", "BACKENDS", "knn_graph", "knn_search"]
+__all__ = [
+    "APPROXIMATE_METHODS",
+    "ApproximateKNN",
+    "BACKENDS",
+    "check_backend",
+    "exact_backend",
+    "knn_graph",
+    "knn_search",
+]

@@ -1,5 +1,6 @@
 """Approximate kNN candidates from faiss's HNSW and IVF-Flat indexes, on request only
-(``backend="hnsw"``, ``"ivf"`` or an :class:`ApproximateKNN`): fast for large bases, not exact."""
+(``backend="hnsw"``, ``"ivf"``, an :class:`ApproximateKNN` or its spec string such as
+``"hnsw:ef_search=128,hnsw_m=16"``): fast for large bases, not exact."""
 
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ APPROXIMATE_METHODS = ("hnsw", "ivf")
 
 @dataclasses.dataclass(frozen=True)
 class ApproximateKNN:
-    """Options of an approximate (faiss) kNN search; pass it, or just its method name ``"hnsw"`` or
-    ``"ivf"``, as ``backend`` of :func:`fastwnll.knn_search`, :func:`fastwnll.knn_graph` or
-    ``knn_backend`` of :func:`fastwnll.wnll_interpolate`.
+    """Options of an approximate (faiss) kNN search; pass it, just its method name ``"hnsw"`` or
+    ``"ivf"``, or its spec string (:meth:`spec`, :func:`parse_backend`: ``"hnsw:ef_search=128"``)
+    wherever a kNN backend is taken: ``backend`` of :func:`fastwnll.knn_search` and
+    :func:`fastwnll.knn_graph`, ``knn_backend`` of :func:`fastwnll.wnll_interpolate`,
+    :class:`fastwnll.TemplateBank` and :class:`fastwnll.WNLLHead`, ``--knn-backend`` of ``fastwnll train``.
 
     The result is **not exact**: some true neighbours may be missed (recall@k below 1) and replaced by
     farther points. The returned distances are still exact for the returned points, and rows sorted.
@@ -59,11 +62,58 @@ class ApproximateKNN:
         if self.nlist is not None:
             _check_positive("nlist", self.nlist)
 
+    def spec(self) -> str:
+        """The spec string of these options: the method, then ``:name=value`` pairs (comma-separated)
+        of the options that differ from their defaults; :func:`parse_backend` reads it back."""
+        changed = [
+            f"{f.name}={getattr(self, f.name)}"
+            for f in dataclasses.fields(self)
+            if f.name != "method" and getattr(self, f.name) != f.default
+        ]
+        return self.method + (":" + ",".join(changed) if changed else "")
+
     def lists(self, nb: int) -> int:
         """IVF lists for a base of ``nb`` points (``nlist`` clamped to ``nb``)."""
         if self.nlist is not None:
             return min(self.nlist, nb)
         return max(1, min(int(4 * math.sqrt(nb)), nb // 39))
+
+
+_OPTIONS = tuple(f.name for f in dataclasses.fields(ApproximateKNN) if f.name != "method")
+
+
+def parse_backend(spec: str) -> ApproximateKNN:
+    """The :class:`ApproximateKNN` of a spec string ``"method:name=value,name=value"`` (``method``
+    ``"hnsw"`` or ``"ivf"``; names among the class's options, values positive integers; ``"hnsw"``
+    alone gives the defaults). ValueError naming the part that is wrong."""
+    if not isinstance(spec, str):
+        raise TypeError(f"an approximate kNN spec must be a string, got {type(spec).__name__}")
+    method, colon, rest = spec.strip().partition(":")
+    method = method.strip()
+    if method not in APPROXIMATE_METHODS:
+        raise ValueError(
+            f"unknown kNN backend {spec!r}: an approximate spec starts with one of {APPROXIMATE_METHODS}, "
+            "e.g. 'hnsw:ef_search=128,hnsw_m=16'"
+        )
+    if colon and not rest.strip():
+        raise ValueError(f"the kNN backend spec {spec!r} has ':' but no options; write {method!r} alone")
+    options = {}
+    for part in rest.split(",") if rest.strip() else ():
+        name, eq, value = (t.strip() for t in part.partition("="))
+        if not eq or name not in _OPTIONS:
+            raise ValueError(
+                f"bad option {part.strip()!r} in the kNN backend spec {spec!r}: write name=value with a name "
+                f"among {', '.join(_OPTIONS)}"
+            )
+        if name in options:
+            raise ValueError(f"option {name!r} is given twice in the kNN backend spec {spec!r}")
+        try:
+            options[name] = int(value)
+        except ValueError:
+            raise ValueError(
+                f"option {name!r} of the kNN backend spec {spec!r} must be a positive integer, got {value!r}"
+            ) from None
+    return ApproximateKNN(method=method, **options)
 
 
 def _check_positive(name: str, value) -> None:

@@ -35,7 +35,7 @@ import contextlib
 import torch
 
 from fastwnll.extension import loader
-from fastwnll.knn.approximate import APPROXIMATE_METHODS, ApproximateKNN, approximate_candidates
+from fastwnll.knn.approximate import APPROXIMATE_METHODS, ApproximateKNN, approximate_candidates, parse_backend
 from fastwnll.knn.faiss_index import GPU_MAX_K, flat_candidates, has_gpu, load_faiss
 from fastwnll.knn.tiled import locality_order, refine, smallest
 
@@ -43,7 +43,9 @@ __all__ = [
     "ApproximateKNN",
     "BACKENDS",
     "certified",
+    "check_backend",
     "check_points",
+    "exact_backend",
     "knn_graph",
     "knn_search",
     "refine_candidates",
@@ -92,13 +94,32 @@ def _check_no_overflow(query: torch.Tensor, base: torch.Tensor, dtype: torch.dty
         )
 
 
+def check_backend(backend):
+    """``backend`` checked, as every function taking a kNN backend accepts it: a name of
+    :data:`BACKENDS` (returned as it is), an :class:`ApproximateKNN` (returned as it is) or the spec
+    string of one, ``"method:name=value,..."`` such as ``"hnsw:ef_search=128,hnsw_m=16"`` (returned
+    parsed, :func:`fastwnll.knn.approximate.parse_backend`). ValueError naming the choices otherwise."""
+    if isinstance(backend, ApproximateKNN) or (isinstance(backend, str) and backend in BACKENDS):
+        return backend
+    if isinstance(backend, str) and ":" in backend:
+        return parse_backend(backend)
+    raise ValueError(
+        f"unknown kNN backend {backend!r}; choose one of {BACKENDS}, pass an ApproximateKNN or its spec "
+        "string such as 'hnsw:ef_search=128'"
+    )
+
+
+def exact_backend(backend) -> bool:
+    """Whether the checked ``backend`` (:func:`check_backend`) is an exact one."""
+    return not (isinstance(backend, ApproximateKNN) or backend in APPROXIMATE_METHODS)
+
+
 def _resolve_backend(backend, query: torch.Tensor, nb: int, kc: int):
     """The backend that runs for ``kc`` candidates per row: an exact backend name, or an
     :class:`ApproximateKNN`."""
+    backend = check_backend(backend)
     if isinstance(backend, ApproximateKNN):
         return backend
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"unknown kNN backend {backend!r}; choose one of {BACKENDS} or pass an ApproximateKNN")
     if backend in APPROXIMATE_METHODS:
         return ApproximateKNN(method=backend)
     faiss = load_faiss()
@@ -405,9 +426,10 @@ def knn_search(
             ``"auto"`` (native for CPU tensors, else faiss, else torch; for CUDA tensors torch, or
             faiss-gpu when present and ``nb >= 65536``: never a copy to the host). Every exact
             backend gives the same neighbours (see the module docstring for how they are made exact).
-            Approximate: ``"hnsw"``, ``"ivf"`` or an :class:`ApproximateKNN` with its options
-            (faiss indexes; **not exact**: true neighbours may be missed; distances are exact for
-            the points returned; rows for which the index returns fewer than ``k`` points are
+            Approximate: ``"hnsw"``, ``"ivf"``, an :class:`ApproximateKNN` with its options or
+            its spec string (``"hnsw:ef_search=128"``, :func:`check_backend`): faiss indexes,
+            **not exact** (true neighbours may be missed; distances are exact for the points
+            returned; rows for which the index returns fewer than ``k`` points are
             searched exactly instead).
         exclude_self: query row ``i`` is base row ``i + self_offset`` and must not be returned
             as its own neighbour (used for graphs; duplicates of the point are still returned).

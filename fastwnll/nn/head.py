@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastwnll.knn import APPROXIMATE_METHODS, BACKENDS, ApproximateKNN
+from fastwnll.knn import check_backend, exact_backend
 from fastwnll.wnll.bank import TemplateBank, contents_stamp
 from fastwnll.wnll.weights import check_options as check_graph_options
 
@@ -55,6 +55,8 @@ GRADIENTS = ("surrogate", "exact")
 INFERENCE = ("transductive", "inductive")
 # WNLL probabilities are floored here (and renormalized) before the log, so losses stay finite.
 PROB_FLOOR = 1e-8
+# Elements (rows x classes x features) of the row-by-row linear layer of an inductive head held at once.
+_ROW_LINEAR_ELEMENTS = 1 << 22
 
 
 class WNLLHead(nn.Module):
@@ -88,8 +90,9 @@ class WNLLHead(nn.Module):
     paper's protocol and the graph the head is trained on (stage 2 interpolates a batch's queries
     together), so published numbers and existing results keep their meaning. ``"inductive"``
     interpolates each row against the bank alone (``mu = 1/m``; a closed form, no solve):
-    deterministic and independent of the batch, the choice for serving single inputs or for
-    attacks whose result must not depend on the batch.
+    deterministic and independent of the batch, bit for bit, outputs and input gradients, with
+    either gradient (the surrogate's linear layer is then evaluated row by row), the choice for
+    serving single inputs or for attacks whose result must not depend on the batch.
 
     ``graph`` (training only; docs/design.md, section 7): ``"local"`` (the default) builds the
     training graph over the rows this process holds; ``"global"``, for data-parallel training under an
@@ -102,8 +105,8 @@ class WNLLHead(nn.Module):
     process has no group to gather from (``"global"`` without one is an error).
 
     WNLL probabilities are floored at ``1e-8`` and renormalized before the log. ``gradient``:
-    ``"surrogate"`` (the paper's): ``out = lin + (wnll - lin).detach()`` with
-    ``lin = log_softmax(linear(x))``, i.e. WNLL's value, the linear layer's backward;
+    ``"surrogate"`` (the paper's): ``out = wnll.detach() + (lin - lin.detach())`` with
+    ``lin = log_softmax(linear(x))``, i.e. WNLL's value exactly, the linear layer's backward;
     ``"exact"``: the backward goes through the interpolation (solver, graph weights, sigmas) to the
     features; the linear layer gets no gradient from it. ``mode``, ``gradient`` and ``inference``
     are plain attributes that may be changed at any time (``fastwnll.attacks.gradient_mode`` does).
@@ -126,8 +129,9 @@ class WNLLHead(nn.Module):
         graph: ``"local"`` or ``"global"`` (see above).
         knn_backend: kNN search of the graphs, training and evaluation: an exact backend
             (``"auto"``, ``"native"``, ``"faiss"``, ``"torch"``: all give the same graph) or an
-            approximate one (``"hnsw"``, ``"ivf"`` or a :class:`fastwnll.ApproximateKNN`: faster on
-            large banks, *not* exact; :attr:`exact_knn` says which).
+            approximate one (``"hnsw"``, ``"ivf"``, a :class:`fastwnll.ApproximateKNN` or its spec
+            string such as ``"hnsw:ef_search=128"``, kept parsed: faster on large banks, *not* exact;
+            :attr:`exact_knn` says which).
         device, dtype: of the linear layer and the bank.
     """
 
@@ -171,9 +175,7 @@ class WNLLHead(nn.Module):
         self.mode = mode
         self.inference = inference
         self.graph = graph
-        if not isinstance(knn_backend, ApproximateKNN) and knn_backend not in BACKENDS:
-            raise ValueError(f"unknown kNN backend {knn_backend!r}; choose one of {BACKENDS} or pass an ApproximateKNN")
-        self.knn_backend = knn_backend
+        self.knn_backend = check_backend(knn_backend)
         self._check_settings()
         self.linear = nn.Linear(in_features, num_classes, device=device, dtype=dtype)
         bank_dtype = dtype if dtype is not None else torch.get_default_dtype()
@@ -203,7 +205,7 @@ class WNLLHead(nn.Module):
     @property
     def exact_knn(self) -> bool:
         """Whether the head's graphs are exact kNN graphs (False with an approximate ``knn_backend``)."""
-        return not (isinstance(self.knn_backend, ApproximateKNN) or self.knn_backend in APPROXIMATE_METHODS)
+        return exact_backend(self.knn_backend)
 
     def _check_settings(self) -> None:
         if self.mode not in MODES:
@@ -399,8 +401,23 @@ class WNLLHead(nn.Module):
             )
         if own is not None:
             wnll = wnll[own]
-        lin = F.log_softmax(self.linear(local_queries).to(work), dim=1)
-        return lin + (wnll - lin).detach()
+        inductive = not self.training and self.inference == "inductive"
+        logits = self._row_linear(local_queries) if inductive else self.linear(local_queries)
+        lin = F.log_softmax(logits.to(work), dim=1)
+        # WNLL's value exactly (lin - lin is 0), the linear layer's gradient
+        return wnll.detach() + (lin - lin.detach())
+
+    def _row_linear(self, features: torch.Tensor) -> torch.Tensor:
+        """``self.linear(features)`` ``[rows, num_classes]`` computed so that a row's logits, and their
+        gradient, do not depend on the other rows: an elementwise product summed over the features,
+        in chunks of rows (a matrix product's blocking, and so its rounding, changes with the number
+        of rows). Used by the inductive head, whose output must not depend on the batch."""
+        weight, bias = self.linear.weight, self.linear.bias
+        chunk = max(1, _ROW_LINEAR_ELEMENTS // weight.numel())
+        logits = torch.cat(
+            [(features[s : s + chunk].unsqueeze(1) * weight).sum(-1) for s in range(0, features.shape[0], chunk)]
+        )
+        return logits if bias is None else logits + bias
 
     @torch.compiler.disable
     def _wnll_log_probs(self, queries, templates=None, labels=None) -> torch.Tensor:

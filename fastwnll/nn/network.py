@@ -105,8 +105,9 @@ def graph_summary(model: nn.Module, batch_size: int) -> dict | None:
     """How the WNLL heads of ``model`` build their evaluation graphs when a forward gets ``batch_size``
     rows: ``inference``, ``templates`` (per graph: per chunk of the bank), ``template_batches``,
     ``queries_per_graph`` (``batch_size``, at most, transductive; 1 inductive), ``k``, ``k_sigma``,
-    ``knn_backend`` (its name) and ``exact_knn``: a JSON-serialisable dict for results, so that a number
-    always says which graph produced it (a transductive result depends on the batch size). ``None``
+    ``knn_backend`` (its name, or an approximate backend's spec string with its options) and
+    ``exact_knn``: a JSON-serialisable dict for results, so that a number always says which graph
+    produced it (a transductive result depends on the batch size). ``None``
     when the model's output is not the interpolation (no WNLL head, or not all in wnll mode); the first
     head's settings when there are several."""
     if not uses_wnll(model):
@@ -121,7 +122,7 @@ def graph_summary(model: nn.Module, batch_size: int) -> dict | None:
         "queries_per_graph": 1 if inductive else int(batch_size),
         "k": head.k,
         "k_sigma": head.k_sigma,
-        "knn_backend": backend.method if isinstance(backend, ApproximateKNN) else backend,
+        "knn_backend": backend.spec() if isinstance(backend, ApproximateKNN) else backend,
         "exact_knn": head.exact_knn,
     }
 

@@ -8,7 +8,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from fastwnll.data import DATASETS, dataset_spec
-from fastwnll.knn.search import BACKENDS
+from fastwnll.knn.approximate import ApproximateKNN
+from fastwnll.knn.search import check_backend
 from fastwnll.models.heads import HEADS
 from fastwnll.nn.head import GRADIENTS
 
@@ -85,7 +86,9 @@ class TrainConfig:
     (``fastwnll.tvm`` with Guo et al.'s defaults), the transformation the defence applies at test time.
 
     WNLL head: graph options ``k``, ``k_sigma`` (None: ``min(8, k + 1)``), ``template_fraction`` (of each
-    stage-2 batch), ``knn_backend`` (the kNN search of every WNLL graph: exact, or approximate "hnsw" / "ivf");
+    stage-2 batch), ``knn_backend`` (the kNN search of every WNLL graph: exact, or approximate "hnsw" / "ivf"
+    with their options as a spec string, ``"hnsw:ef_search=128,hnsw_m=16"``, or an ``ApproximateKNN``, kept
+    as its spec string);
     for evaluation a bank of ``templates`` training examples (a fixed random subset; default
     :data:`DEFAULT_TEMPLATES`, or the whole training split when smaller; more than the split holds is
     an error, and so is a bank that lacks a class), split into
@@ -155,7 +158,7 @@ class TrainConfig:
         _choice("wnll_gradient", c.wnll_gradient, GRADIENTS)
         _choice("device", c.device, DEVICES)
         _choice("amp", c.amp, AMP)
-        _choice("knn_backend", c.knn_backend, BACKENDS)
+        c.knn_backend = knn_backend_spec(c.knn_backend)
         if c.adv == "none":
             given = [name for name in ("eps", "alpha", "steps") if getattr(c, name) is not None]
             if given:
@@ -216,6 +219,18 @@ class TrainConfig:
         """Names of the fields whose values differ, except ``ignore``."""
         a, b = self.to_dict(), other.to_dict()
         return [k for k in a if k not in ignore and a[k] != b[k]]
+
+
+def knn_backend_spec(value) -> str:
+    """The ``knn_backend`` field as a string (a backend name or an approximate spec, see
+    :func:`fastwnll.knn.check_backend`; an ``ApproximateKNN`` becomes its spec), checked."""
+    if isinstance(value, ApproximateKNN):
+        return value.spec()
+    try:
+        check_backend(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"knn_backend: {error}") from None
+    return value.strip() if ":" in value else value
 
 
 def _choice(name, value, allowed):

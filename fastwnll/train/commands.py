@@ -9,6 +9,7 @@ import signal
 import sys
 
 from fastwnll.data import DATASETS
+from fastwnll.knn.approximate import APPROXIMATE_METHODS
 from fastwnll.knn.search import BACKENDS
 from fastwnll.models.heads import HEADS
 from fastwnll.nn.head import GRADIENTS
@@ -18,10 +19,20 @@ from fastwnll.runtime.config import (
     DEFAULT_TEMPLATES,
     FIELD_RANGES,
     TrainConfig,
+    knn_backend_spec,
 )
 from fastwnll.runtime.device import AMP, DEVICES
 from fastwnll.runtime.distributed import GRAPHS, add_distributed_flags
 from fastwnll.runtime.ranges import COUNT, NON_NEGATIVE_INT, POSITIVE
+
+
+def _knn_backend(text: str) -> str:
+    """``--knn-backend``: a backend name or an approximate spec (argparse type)."""
+    try:
+        return knn_backend_spec(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("knn_backend: ")) from None
+
 
 # (TrainConfig field, argparse keywords, help). Every flag defaults to "not given" so that
 # `--resume` can tell the flags the user repeated from the ones taken from the checkpoint. Numeric
@@ -68,9 +79,10 @@ _TRAIN_FLAGS = [
     ("template_batches", {}, "template chunks whose scores are averaged at evaluation"),
     (
         "knn_backend",
-        {"choices": BACKENDS},
-        "kNN search of the WNLL graphs: exact (auto, native, faiss, torch: "
-        "the same graph) or approximate (hnsw, ivf: faster, not exact)",
+        {"type": _knn_backend, "metavar": "BACKEND"},
+        f"kNN search of the WNLL graphs: exact ({', '.join(b for b in BACKENDS if b not in APPROXIMATE_METHODS)}: "
+        "the same graph) or approximate (hnsw, ivf: faster, not exact; options as "
+        "'hnsw:ef_search=128,hnsw_m=16' or 'ivf:nlist=64,nprobe=8')",
     ),
     ("eval_batch_size", {}, "queries per evaluation forward"),
     ("eval_every", {}, "test every this many epochs (0: only at the end)"),

@@ -11,8 +11,22 @@ leaving the image is 0).
 
 Scale: ``lam`` is in the units of the image values; what matters is ``lam`` relative to the
 image's range. The problem is scale-equivariant, ``tv_denoise(s*x, s*lam) = s*tv_denoise(x, lam)``,
-and so are the iterates (see ``fastwnll.tv.iteration``): Guo et al.'s ``lam = 0.03`` for images in
-[0, 1] is ``lam = 0.03 * 255`` for images in [0, 255], with the same iteration count and result.
+and so is the computation: every plane is solved at unit scale (shifted by its minimum and divided
+by the power of two just below its range, with ``lam`` divided alike; ``fastwnll.tv.exact``), so
+Guo et al.'s ``lam = 0.03`` for images in [0, 1] is ``lam = 0.03 * 255`` for images in [0, 255],
+with the same iteration count and result, and images of any magnitude the dtype holds as normal
+numbers (1e-35 to 1e38 in float32) give the result of unit-scale images (bit for bit for a
+power-of-two scale). Planes whose range lies below the dtype's normal range (subnormal numbers)
+are computed too, with a ``RuntimeWarning``: their values carry fewer significant bits.
+
+Exact solutions: where ``lam`` exceeds the plane's dual norm (about its range times its side) the
+minimiser is the constant (weighted) mean, and as ``lam -> 0`` it tends to the data itself
+(within ``4 lam`` per pixel). Both are evaluated with a dual certificate of their own before
+iterating (``fastwnll.tv.exact``, on the planes where cheap tests say they may apply: none in a
+typical call); a plane whose closed form is certified to ``tol`` is returned without iterating
+(``iters`` 0), and the final gap of every plane is that of the best of its candidates. So the
+iteration's own gap, which cannot be resolved in the working precision at those extremes, never
+reports a false non-convergence there.
 
 Algorithm: over-relaxed primal-dual Chambolle-Pock (Condat 2013, Chambolle & Pock 2016) on
 ``min_z G(z) + F(K z)`` with ``G`` the data term, ``K = lam * grad`` and ``F`` the sum of pixel norms,
@@ -30,7 +44,8 @@ with per-plane steps that depend on ``lam`` relative to the plane's range only
 
 Stopping: ``iters`` is the iteration budget. With ``tol`` (default ``DEFAULT_TOL``), the duality gap
 ``G`` of every plane is evaluated every ``CHECK_EVERY`` (10) iterations, and a plane stops at the first
-check where ``G <= tol * P(z)``. ``G`` is a certified bound: ``(P(z) - min P) / P(z) <= G / P(z)``
+check where ``G <= tol * P(z)`` (or before the first iteration, when a closed form is
+certified). ``G`` is a certified bound: ``(P(z) - min P) / P(z) <= G / P(z)``
 (the relative objective error of the result is at most the reported gap). With ``tol=None`` exactly
 ``iters`` iterations run. Either way the gap after the last iteration is evaluated, returned with
 ``return_info=True`` (:class:`TVInfo`), and a :class:`TVConvergenceWarning` is issued when some plane
@@ -87,6 +102,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from fastwnll.tv.exact import closed_form_planes, closed_forms, constant_of, unit_planes
 from fastwnll.tv.iteration import AutogradPlanes, InplacePlanes, iterate, plane_steps
 
 BACKWARDS = ("bpda", "unrolled")
@@ -252,28 +268,112 @@ def _solve_planes(
     differentiable: bool,
 ):
     """Solve for ``planes`` [N, H, W] (any float dtype) with data weights ``weights`` (bool or float,
-    [N, H, W]) or None. Returns ``z`` [N, H, W] in the input dtype, iterations [N] int32 and
-    ``(P, G)`` [N, 2] (see ``fastwnll.tv.iteration.iterate``)."""
+    [N, H, W]) or None, each plane at unit scale (``fastwnll.tv.exact.unit_planes``), a closed-form
+    solution taken where it is certified (``fastwnll.tv.exact``; such planes do not iterate when
+    ``tol`` is given). Returns ``z`` [N, H, W] in the input dtype, iterations [N] int32 and ``(P, G)``
+    [N, 2] of the unit-scaled problem (``G / P`` is the relative gap; see :func:`_best`)."""
+    compute = torch.float64 if planes.dtype == torch.float64 else torch.float32
+    unit = unit_planes(planes.to(compute), lam)
+    w = None if weights is None else weights.to(compute)
+    with torch.no_grad():
+        rows = closed_form_planes(unit.x, w, unit.lam, WARN_GAP if tol is None else tol).nonzero().squeeze(1)
+    skip = closed = None
+    if rows.numel():  # one host synchronisation
+        constant, closed = closed_forms(unit.x[rows], None if w is None else w[rows], unit.lam[rows], isotropic)
+        if tol is not None and not differentiable:  # certified: no iteration
+            p, d = closed[..., 0], closed[..., 1]
+            skip = torch.zeros(planes.shape[0], dtype=torch.bool, device=planes.device)
+            skip[rows] = ((p - d) <= tol * p).any(1)
+    lams = unit.lam.to(compute)
+    z, its, pg = _iterate_planes(unit.x, w, lams, iters, tol, isotropic, use_kernel, differentiable, skip)
+    out = z.to(compute) * unit.scale[:, None, None] + unit.lo[:, None, None]
+    if closed is not None:
+        choice, best = _best(pg[rows], closed, None if skip is None else skip[rows])
+        pg = pg.double().index_put((rows,), best)
+        if differentiable:  # the constant as a function of the planes, for autograd
+            constant = constant_of(unit.x[rows], None if w is None else w[rows])
+        level = constant.to(compute) * unit.scale[rows] + unit.lo[rows]
+        level = level[:, None, None].expand(-1, *out.shape[1:])
+        chosen = torch.where(choice[:, None, None] == 1, level, out[rows])
+        chosen = torch.where(choice[:, None, None] == 2, planes[rows].to(compute), chosen)
+        out = out.index_put((rows,), chosen)
+    if bool(unit.subnormal.any()):
+        warnings.warn(
+            f"{int(unit.subnormal.sum())} of {planes.shape[0]} planes have a range below the normal range of "
+            f"{compute} ({torch.finfo(compute).tiny:.3g}): their values, and the result, carry fewer significant "
+            "bits than normal numbers",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+    return out.to(planes.dtype), its, pg
+
+
+def _best(pg: torch.Tensor, closed: torch.Tensor, skip: Optional[torch.Tensor]):
+    """Per plane, the best of the iterate (``pg``: its ``P``, ``G`` [N, 2]) and the closed forms
+    (``closed`` [N, 2, (P, D)]): returns the choice [N] (0 the iterate, 1 the constant, 2 the data:
+    the smallest objective) and ``(P, G)`` [N, 2] float64 with ``P`` that objective and ``G = P -
+    max D`` (every ``D`` is a lower bound of the optimum, so ``G`` bounds the error of the choice).
+    Skipped planes (not iterated) have no iterate; a NaN objective or bound is never chosen."""
+    p_it, g_it = pg[:, 0].double(), pg[:, 1].double()
+    d_it = p_it - g_it
+    if skip is not None:
+        p_it = p_it.masked_fill(skip, float("inf"))
+        d_it = d_it.masked_fill(skip, float("-inf"))
+    p = torch.cat([p_it[:, None], closed[..., 0]], 1).nan_to_num(nan=float("inf"))
+    d = torch.cat([d_it[:, None], closed[..., 1]], 1).nan_to_num(nan=float("-inf"))
+    best, choice = p.min(1)
+    return choice, torch.stack([best, best - d.amax(1)], 1)
+
+
+def _iterate_planes(
+    planes: torch.Tensor,
+    weights: Optional[torch.Tensor],
+    lam,
+    iters: int,
+    tol: Optional[float],
+    isotropic: bool,
+    use_kernel: bool,
+    differentiable: bool,
+    skip: Optional[torch.Tensor] = None,
+):
+    """The iteration on ``planes`` [N, H, W] (any float dtype) with data weights ``weights`` (bool or
+    float, [N, H, W]) or None and ``lam`` (a number or one per plane, [N]). Returns ``z`` [N, H, W]
+    in the input dtype, iterations [N] int32 and ``(P, G)`` [N, 2] (see
+    ``fastwnll.tv.iteration.iterate``). Planes in ``skip`` (bool [N], not with ``differentiable``)
+    do not iterate: they come back unchanged with 0 iterations and ``P = G = 0``."""
     if use_kernel:
         from fastwnll.kernels.tv_primal_dual import tv_primal_dual
 
-        return tv_primal_dual(planes, weights, lam, iters, tol, isotropic)
+        return tv_primal_dual(planes, weights, lam, iters, tol, isotropic, skip=skip)
     compute = torch.float64 if planes.dtype == torch.float64 else torch.float32
     x = planes.to(compute)
     w = None if weights is None else weights.to(compute)
+    lam = torch.as_tensor(lam, dtype=compute, device=x.device).expand(x.shape[0])
     if differentiable:
-        z, its, pg = iterate(AutogradPlanes(x, w, plane_steps(x, lam, w is not None), lam, isotropic), iters, tol)
+        z, its, pg = iterate(AutogradPlanes(x, w, plane_steps(x, lam, w is not None), isotropic), iters, tol)
         return z.to(planes.dtype), its, pg
     n, h, wd = x.shape
     step = n if x.is_cuda else max(1, CPU_CHUNK_PIXELS // (h * wd))
-    out = torch.empty_like(planes)
-    its = torch.empty(n, dtype=torch.int32, device=x.device)
-    pg = torch.empty(n, 2, dtype=compute, device=x.device)
-    for s in range(0, n, step):
-        xs = x[s : s + step]
-        chunk = None if w is None else w[s : s + step]
-        state = InplacePlanes(xs, chunk, plane_steps(xs, lam, chunk is not None), lam, isotropic)
-        out[s : s + step], its[s : s + step], pg[s : s + step] = iterate(state, iters, tol)
+    if skip is None:
+        out = torch.empty_like(planes)
+        its = torch.empty(n, dtype=torch.int32, device=x.device)
+        pg = torch.empty(n, 2, dtype=compute, device=x.device)
+        for s in range(0, n, step):
+            xs = x[s : s + step]
+            ws = None if w is None else w[s : s + step]
+            state = InplacePlanes(xs, ws, plane_steps(xs, lam[s : s + step], ws is not None), isotropic)
+            out[s : s + step], its[s : s + step], pg[s : s + step] = iterate(state, iters, tol)
+        return out, its, pg
+    out, its = planes.clone(), torch.zeros(n, dtype=torch.int32, device=x.device)
+    pg = torch.zeros(n, 2, dtype=compute, device=x.device)
+    rows = (~skip).nonzero().squeeze(1)
+    for s in range(0, rows.shape[0], step):
+        chunk = rows[s : s + step]
+        xs = x[chunk]
+        ws = None if w is None else w[chunk]
+        state = InplacePlanes(xs, ws, plane_steps(xs, lam[chunk], ws is not None), isotropic)
+        z, its[chunk], pg[chunk] = iterate(state, iters, tol)
+        out[chunk] = z.to(out.dtype)
     return out, its, pg
 
 
@@ -282,8 +382,9 @@ def _report(name: str, its: torch.Tensor, pg: torch.Tensor, shape, iters: int, t
     that end the budget far from convergence."""
     p, g = pg[:, 0].float(), pg[:, 1].float()
     gap = torch.where(g > 0, g / p, torch.zeros_like(g))
+    gap = torch.where(torch.isnan(p) | torch.isnan(g), torch.full_like(g, float("nan")), gap)
     bound = WARN_GAP if tol is None else max(10 * tol, WARN_GAP)
-    far = gap > bound
+    far = ~(gap <= bound)  # NaN included
     if bool(far.any()):
         warnings.warn(
             f"{name}: {int(far.sum())} of {far.numel()} planes ended the {iters}-iteration budget with a "

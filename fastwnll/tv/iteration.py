@@ -10,6 +10,8 @@ Coordinates: every plane is shifted by its minimum ``lo`` before iterating (``x 
 [0, R], ``R`` = the plane's range); the iteration is translation-equivariant, so this changes
 rounding only (it keeps float32 accurate for images with a large common offset), and it gives the
 box [0, R] that contains the minimiser (clipping to the data range lowers both terms of ``P``).
+``fastwnll.tv.denoise`` brings every plane to unit scale before (``fastwnll.tv.exact.unit_planes``),
+so ``lam`` is a per-plane weight here (column ``LAM`` of the step table).
 
 Step sizes (per plane, :func:`plane_steps`): the primal step ``tau`` is dimensionless and depends
 on ``lam`` only through ``lam / R``, so the iterates are scale-equivariant: scaling ``x`` and ``lam``
@@ -53,34 +55,35 @@ TAU_MAX = 10.0
 # iterations (and after the last one); without one, after the last iteration only.
 CHECK_EVERY = 10
 # Columns of the per-plane step table of plane_steps().
-LO, RANGE, TAU, A, B, INV, C = range(7)
-STEP_COLUMNS = 7
+LO, RANGE, TAU, A, B, INV, C, LAM = range(8)
+STEP_COLUMNS = 8
 
 
-def plane_steps(x: torch.Tensor, lam: float, masked: bool) -> torch.Tensor:
+def plane_steps(x: torch.Tensor, lam, masked: bool) -> torch.Tensor:
     """Per-plane offsets and step sizes, shared by the torch iteration and the Triton kernels.
 
     Args:
         x: planes [N, H, W], float32 or float64 (differentiable: the unrolled backward sees the
             dependence of the steps on ``x``).
-        lam: TV weight, > 0.
+        lam: TV weight, > 0: a number, or one per plane ([N] tensor).
         masked: whether the data term has weights (the step rule differs).
 
     Returns:
         [N, STEP_COLUMNS] tensor of ``x``'s dtype and device; columns ``LO`` (plane minimum),
         ``RANGE`` (maximum - minimum), ``TAU`` (primal step), ``A = tau * lam``, ``B = 1 / (8 a)``,
-        ``INV = 1 / (1 + tau)`` and ``C = tau / (1 + tau)`` (the unmasked data prox
-        ``(v + tau*x) / (1 + tau) = v*inv + x*c``).
+        ``INV = 1 / (1 + tau)``, ``C = tau / (1 + tau)`` (the unmasked data prox
+        ``(v + tau*x) / (1 + tau) = v*inv + x*c``) and ``LAM`` (the plane's ``lam``).
     """
     flat = x.flatten(1)
     lo = flat.amin(1)
     rng = flat.amax(1) - lo
+    lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device).expand_as(lo)
     if masked:
         tau = (rng * (TAU_MASKED / lam)).clamp(TAU_MIN, TAU_MAX)
     else:
         tau = torch.full_like(lo, TAU_DENOISE)
     a = tau * lam
-    return torch.stack([lo, rng, tau, a, 1.0 / (8.0 * a), 1.0 / (1.0 + tau), tau / (1.0 + tau)], 1)
+    return torch.stack([lo, rng, tau, a, 1.0 / (8.0 * a), 1.0 / (1.0 + tau), tau / (1.0 + tau), lam], 1)
 
 
 def _col(steps: torch.Tensor, j: int) -> torch.Tensor:
@@ -116,7 +119,7 @@ def duality_gap(
     x: torch.Tensor,
     m: Optional[torch.Tensor],
     rng: torch.Tensor,
-    lam: float,
+    lam: torch.Tensor,
     isotropic: bool,
     work: Optional[list] = None,
 ) -> torch.Tensor:
@@ -127,6 +130,7 @@ def duality_gap(
         z, p1, p2: primal and dual iterates [n, H, W], in shifted coordinates (not modified).
         x: shifted data [n, H, W]; m: data weights [n, H, W] or None (weight 1).
         rng: plane ranges [n, 1, 1] (the box [0, R] of the dual).
+        lam: the planes' TV weights [n, 1, 1].
         work: five tensors like ``z`` to use as the buffers, or None to allocate them.
 
     Returns:
@@ -157,7 +161,7 @@ def duality_gap(
     primal.mul_(primal).mul_(0.5)
     if m is not None:
         primal.mul_(m)
-    primal.add_(q1, alpha=lam)
+    primal.addcmul_(q1, lam)
     # the dual's minimiser zd = clip(x + g/m, 0, R), in q2; where m = 0, g/m = +-inf picks the end of
     # the box that g favours, and 0/0 (any point is a minimiser) is replaced by 0
     if m is None:
@@ -176,8 +180,8 @@ def duality_gap(
 class _Planes:
     """State of the iteration on the planes still iterating; ``run``, ``gap``, ``z``, ``keep``."""
 
-    def __init__(self, x: torch.Tensor, m: Optional[torch.Tensor], steps: torch.Tensor, lam: float, isotropic: bool):
-        self.steps, self.lam, self.isotropic = steps, lam, isotropic
+    def __init__(self, x: torch.Tensor, m: Optional[torch.Tensor], steps: torch.Tensor, isotropic: bool):
+        self.steps, self.isotropic = steps, isotropic
         self.x = x - _col(steps, LO)
         self.m = m
         if m is None:
@@ -191,7 +195,9 @@ class _Planes:
         self.p2 = torch.zeros_like(self.x)
 
     def gap(self) -> torch.Tensor:
-        return duality_gap(self.z, self.p1, self.p2, self.x, self.m, _col(self.steps, RANGE), self.lam, self.isotropic)
+        return duality_gap(
+            self.z, self.p1, self.p2, self.x, self.m, _col(self.steps, RANGE), _col(self.steps, LAM), self.isotropic
+        )
 
     def output(self) -> torch.Tensor:
         return self.z + _col(self.steps, LO)
@@ -242,7 +248,7 @@ class InplacePlanes(_Planes):
             self.x,
             self.m,
             _col(self.steps, RANGE),
-            self.lam,
+            _col(self.steps, LAM),
             self.isotropic,
             self.buffers[2:],
         )

@@ -29,18 +29,24 @@ import torch
 
 from fastwnll.extension.precision import full_precision, working_dtype
 from fastwnll.knn.search import (
-    APPROXIMATE_METHODS,
-    BACKENDS,
-    ApproximateKNN,
     certified,
+    check_backend,
     check_points,
     exact_arithmetic,
+    exact_backend,
     knn_graph,
     knn_search,
     refine_candidates,
     relative_error,
 )
-from fastwnll.wnll.interpolate import check_features, check_labels, classes_of, in_dtype, solver_options
+from fastwnll.wnll.interpolate import (
+    check_features,
+    check_labels,
+    classes_of,
+    in_dtype,
+    solver_options,
+    wnll_interpolate,
+)
 from fastwnll.wnll.solver import check_reachable, host_copies, solve
 from fastwnll.wnll.weights import check_options as check_graph_options
 from fastwnll.wnll.weights import power_of_two_below, weights_from_distances
@@ -55,6 +61,13 @@ _WIDE_EXTRA = 32
 _TILE_ELEMENTS = 1 << 19
 # Indexes kept, one per scale of the features (a few: the queries' magnitude rarely varies by more).
 _SCALES = 4
+# A transductive call with at least this many queries per template rebuilds the whole graph instead
+# (fastwnll.wnll_interpolate: the same scores, bit for bit): the bank's path costs O(q (m + q) d) in
+# torch, the rebuild O((m + q)^2 d) in the native search, and the rebuild was as fast from about
+# q = m / 5 on (1 thread of a 2-core x86-64 VM, 64 features: m = 1000 templates, q = 200: bank
+# 0.015 s, rebuild 0.019 s; q = 400: 0.028 s vs 0.022 s; m = 10,000, q = 2,000: 0.50 s vs 0.46 s;
+# q = 30,000 against m = 1,000: 26.6 s vs 4.9 s).
+REBUILD_QUERIES_PER_TEMPLATE = 0.2
 
 
 def contents_stamp(t: torch.Tensor) -> tuple:
@@ -65,12 +78,11 @@ def contents_stamp(t: torch.Tensor) -> tuple:
     return t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device, version
 
 
-def _tracked(t: torch.Tensor) -> torch.Tensor:
-    """``t`` detached; an inference tensor (no version counter) is copied into a normal one."""
-    if t.is_inference():
-        with torch.inference_mode(False):
-            return t.clone()
-    return t.detach()
+def _untracked(t: torch.Tensor) -> bool:
+    """Whether in-place changes of ``t`` can bypass its version counter: an inference tensor has none,
+    and fused optimizers (``torch.optim.Adam(..., fused=True)`` and the like) update the leaf tensors
+    they train (parameters) without bumping it."""
+    return t.is_inference() or (t.is_leaf and t.requires_grad)
 
 
 class _Index:
@@ -142,6 +154,10 @@ class TemplateBank:
     features and kept (``[m, k]``, never ``m x m``); a call then computes the distances of the
     queries to the templates and to each other only.
 
+    A transductive call with many queries (at least :data:`REBUILD_QUERIES_PER_TEMPLATE` per
+    template) with an exact backend is computed by the full rebuild itself, which then costs less
+    than the bank's update (quadratic in the queries too) and gives the same result.
+
     **Transductive vs inductive.** In the WNLL graph the queries of one call are nodes too, so a
     query's scores depend on the other queries of the call (their neighbours, and the ``mu`` of
     ``n/m - 1``): the paper's protocol. ``inductive=True`` interpolates each query against the bank
@@ -151,19 +167,25 @@ class TemplateBank:
     ``c_j = w_qj + (1 + mu) w_jq`` (``w_jq > 0`` only for the templates whose ``k`` nearest the
     query enters, with their ``sigma_j`` recomputed): no solve.
 
-    The bank detects in-place changes of ``features`` and ``labels`` (through their version
-    counters, as autograd does) and re-indexes itself; changes that bypass the version counter
+    ``features`` and ``labels`` are kept by reference (not copied), whatever tensors they are, and
+    the bank re-indexes itself when their contents change: it detects in-place changes through the
+    version counters (as autograd does). Two kinds of tensors can change without them, and for
+    those the bank also keeps a copy of the contents and compares it on every call (one pass over
+    the tensor, one host synchronisation): inference tensors (made under ``torch.inference_mode``,
+    they have no version counter) and leaf tensors that require grad, such as an ``nn.Parameter``
+    (fused optimizers, ``torch.optim.Adam/AdamW/SGD(..., fused=True)``, update them without bumping
+    it; so do writes through ``.data``). For other tensors, changes that bypass the version counter
     (writes through ``.data``, numpy views or DLPack) are not seen: make a new bank then.
 
     Args:
         features: ``[m, d]`` float template features (float16, bfloat16, float32 or float64), CPU or
-            CUDA, finite; kept by reference (not copied).
+            CUDA, finite; kept by reference (not copied; see above for how changes are seen).
         labels: ``[m]`` int64 labels in ``[0, num_classes)``, same device.
         k, k_sigma, kernel: graph options as for :func:`fastwnll.wnll_interpolate`.
         num_classes: default ``max(labels) + 1``.
         knn_backend: exact (``"auto"``, ``"native"``, ``"faiss"``, ``"torch"``: the result is
-            exact and does not depend on the choice) or approximate (``"hnsw"``, ``"ivf"`` or an
-            :class:`fastwnll.ApproximateKNN`): then the bank's own kNN lists are approximate (the
+            exact and does not depend on the choice) or approximate (``"hnsw"``, ``"ivf"``, an
+            :class:`fastwnll.ApproximateKNN` or its spec string): then the bank's own kNN lists are approximate (the
             queries' distances are still computed exactly), :attr:`exact` is False and the graph
             is *not* that of the full rebuild.
 
@@ -187,11 +209,9 @@ class TemplateBank:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         self.k_sigma = check_graph_options(k, k_sigma, kernel)
-        if not isinstance(knn_backend, ApproximateKNN) and knn_backend not in BACKENDS:
-            raise ValueError(f"unknown kNN backend {knn_backend!r}; choose one of {BACKENDS} or pass an ApproximateKNN")
-        self.k, self.kernel, self.knn_backend = k, kernel, knn_backend
-        self.exact = not (isinstance(knn_backend, ApproximateKNN) or knn_backend in APPROXIMATE_METHODS)
-        self.features, self.labels = _tracked(features), _tracked(labels)
+        self.k, self.kernel, self.knn_backend = k, kernel, check_backend(knn_backend)
+        self.exact = exact_backend(self.knn_backend)
+        self.features, self.labels = features, labels
         self._num_classes = num_classes
         self._validate()
 
@@ -207,7 +227,9 @@ class TemplateBank:
         self._scale = power_of_two_below(self._work.abs().amax())
         self._one_hot = (self.labels.unsqueeze(1) == torch.arange(self.num_classes, device=self.labels.device)).to(work)
         self._indexes: dict[float, _Index] = {}
-        self._stamps = (contents_stamp(self.features), contents_stamp(self.labels))
+        self._stamps = self._stamp()
+        # the contents of tensors whose version counter may miss a change (see the class docstring)
+        self._copies = tuple(t.detach().clone() if _untracked(t) else None for t in (self.features, self.labels))
 
     @property
     def num_templates(self) -> int:
@@ -217,8 +239,17 @@ class TemplateBank:
         """Memory held by the indexes built so far (bytes)."""
         return sum(index.nbytes() for index in self._indexes.values())
 
+    def _stamp(self) -> tuple:
+        """The stamps of the features and labels; without the version counter where it is not
+        trusted (those tensors are compared with their copies instead)."""
+        return tuple(
+            contents_stamp(t)[:-1] if _untracked(t) else contents_stamp(t) for t in (self.features, self.labels)
+        )
+
     def _current(self) -> None:
-        if (contents_stamp(self.features), contents_stamp(self.labels)) != self._stamps:
+        if self._stamp() != self._stamps or any(
+            copy is not None and not torch.equal(copy, t) for copy, t in zip(self._copies, (self.features, self.labels))
+        ):
             self._validate()
 
     def _check_queries(self, queries: torch.Tensor, validate: bool) -> None:
@@ -315,6 +346,24 @@ class TemplateBank:
         n = m + (1 if inductive else q)
         dtype = self._work.dtype
         mu, tol = solver_options(mu, self.k, n, m, tol, max_iter, on_nonconvergence, dtype)
+        if not inductive and self.exact and q >= REBUILD_QUERIES_PER_TEMPLATE * m:
+            # the cheaper path for many queries: the full rebuild (the bank as a constant)
+            return wnll_interpolate(
+                self.features.detach(),
+                self.labels,
+                queries,
+                k=self.k,
+                k_sigma=self.k_sigma,
+                mu=mu,
+                num_classes=self.num_classes,
+                tol=tol,
+                max_iter=max_iter,
+                kernel=self.kernel,
+                knn_backend=self.knn_backend,
+                on_nonconvergence=on_nonconvergence,
+                return_info=return_info,
+                validate=validate,
+            )
         x = queries.to(dtype)
         with full_precision(queries.device):
             if inductive:
@@ -476,7 +525,7 @@ class TemplateBank:
         to_query = g.row_idx >= m
         row_dist, query_dist = g.row_dist, g.query_dist
         if torch.is_grad_enabled() and x.requires_grad:
-            row_dist, query_dist = self._differentiable(g, x / index.scale, to_query)
+            row_dist, query_dist = self._differentiable(g, x / index.scale)
         w = weights_from_distances(torch.cat([row_dist, query_dist]), k_sigma=self.k_sigma, kernel=self.kernel)
         row_w, query_w = w[: g.rows.shape[0]], w[g.rows.shape[0] :]
         # template-template edges do not enter the system: self-loops of weight 0 in the subgraph
@@ -500,16 +549,15 @@ class TemplateBank:
         )
 
     @staticmethod
-    def _differentiable(g: _Graph, xs, to_query):
+    def _differentiable(g: _Graph, xs):
         """The distances of ``g``'s query rows and template rows recomputed with autograd to the
-        queries ``xs`` (scaled), as ``fastwnll.wnll.weights.weights_of_points`` computes them (the
-        template-template distances of the template rows are constants: ``g``'s)."""
+        queries ``xs`` (scaled), as ``fastwnll.wnll.weights.weights_of_points`` computes them in the
+        full rebuild (template-template distances too, so that the weights are its weights bit for bit;
+        they carry no gradient)."""
         m = g.index.m
         points = torch.cat([g.index.points[:m], xs])
         query_dist = torch.linalg.vector_norm(xs.unsqueeze(1) - points[g.query_idx], dim=-1)
-        row, col = to_query.nonzero().unbind(1)
-        moving = torch.linalg.vector_norm(points[g.rows[row]] - xs[g.row_idx[row, col] - m], dim=-1)
-        row_dist = g.row_dist.index_put((row, col), moving)
+        row_dist = torch.linalg.vector_norm(points[g.rows].unsqueeze(1) - points[g.row_idx], dim=-1)
         return row_dist, query_dist
 
     def _inductive(self, x, mu: float) -> torch.Tensor:

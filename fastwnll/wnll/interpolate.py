@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fastwnll.extension.precision import full_precision, working_dtype
-from fastwnll.knn.search import BACKENDS, knn_graph
+from fastwnll.knn.search import check_backend, knn_graph
 from fastwnll.wnll.solver import check_mu_range, check_options, check_reachable, host_copies, solve
 from fastwnll.wnll.weights import check_options as check_graph_options
 from fastwnll.wnll.weights import unit_scale, weights_from_distances, weights_of_points
@@ -88,7 +88,7 @@ def wnll_interpolate(
     tol: float | None = None,
     max_iter: int = 1000,
     kernel: str = "gaussian",
-    knn_backend: str = "auto",
+    knn_backend="auto",
     on_nonconvergence: str = "raise",
     return_info: bool = False,
     validate: bool = True,
@@ -118,8 +118,9 @@ def wnll_interpolate(
         mu: weight of the template term; ``None`` is the paper's ``n/m - 1`` (the seed code used ``n/m``).
         num_classes: defaults to ``max(y_templates) + 1``.
         tol, max_iter, on_nonconvergence: passed to :func:`fastwnll.wnll_solve`.
-        kernel: ``"gaussian"`` or ``"seed"``. knn_backend: ``"auto"``, ``"native"``, ``"faiss"`` or
-            ``"torch"`` (see :func:`fastwnll.knn_search`).
+        kernel: ``"gaussian"`` or ``"seed"``. knn_backend: exact ``"auto"``, ``"native"``,
+            ``"faiss"`` or ``"torch"``, or approximate ``"hnsw"``, ``"ivf"``, an
+            :class:`fastwnll.ApproximateKNN` or its spec string (see :func:`fastwnll.knn_search`).
         return_info: also return the solver's :class:`fastwnll.SolveInfo`.
         validate: check the feature values (finite), the label range and that every query reaches a
             template before solving (two host synchronisations on CUDA besides the kNN search's).
@@ -149,8 +150,7 @@ def wnll_interpolate(
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n:
         raise ValueError(f"k={k!r} must be an integer with 1 <= k < n={n} (templates + queries)")
     k_sigma = check_graph_options(k, k_sigma, kernel)
-    if knn_backend not in BACKENDS:
-        raise ValueError(f"unknown kNN backend {knn_backend!r}; choose one of {BACKENDS}")
+    knn_backend = check_backend(knn_backend)
     dtype = working_dtype(x_templates.dtype)
     mu, tol = solver_options(mu, k, n, m, tol, max_iter, on_nonconvergence, dtype)
     if validate:
